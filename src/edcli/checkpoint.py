@@ -1,0 +1,104 @@
+"""Self-describing checkpoints: one file per category, loadable with torch.load(weights_only=True)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from edcli import __version__
+from edcli.errors import CheckpointError
+
+FORMAT = "edcli-checkpoint"
+FORMAT_VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: the file is complete or absent."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Checkpoint:
+    """What a trained category needs to be scored anywhere: configs, weights, backbone identity, calibration."""
+
+    category: str
+    dataset: str
+    data_path: str
+    config: dict[str, Any]  # {"data": ..., "backbone": ..., "model": ..., "train": ...}
+    backbone: dict[str, Any]  # name, levels, image_size, resize_mode, mean, std, weights_sha256, weights_source, random_init, channels, grids
+    state_dicts: list[dict[str, torch.Tensor]]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)  # select, epoch, test_selected
+    calibration: Optional[dict[str, Any]] = None
+    epochs_done: int = 0
+    complete: bool = False
+    store_file: str = ""
+    edcli_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["format"], d["format_version"] = FORMAT, FORMAT_VERSION
+        return d
+
+    @property
+    def test_selected(self) -> bool:
+        return bool(self.selection.get("test_selected", False))
+
+
+def save_checkpoint(ck: Checkpoint, path: Path) -> None:
+    atomic_torch_save(ck.to_dict(), path)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train one with `ed train --out RUN` first")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+                              "it is corrupt or not an edcli checkpoint") from exc
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an edcli checkpoint")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {raw.get('format_version')}, this edcli reads "
+                              f"{FORMAT_VERSION}; retrain with this version")
+    fields = {k: raw[k] for k in Checkpoint.__dataclass_fields__ if k in raw}
+    return Checkpoint(**fields)
+
+
+def build_model(ck: Checkpoint):
+    """Rebuild the EDModel from the checkpoint alone (no flags): shapes from the stored backbone info."""
+    from edcli.config import ModelConfig
+    from edcli.model import build_ed_model
+
+    channels = list(ck.backbone["channels"])
+    grids = [tuple(g) for g in ck.backbone["grids"]]
+    refs = [torch.zeros(c, h * w) for c, (h, w) in zip(channels, grids)]
+    model = build_ed_model(channels, grids, refs, ModelConfig.from_dict(ck.config["model"]))
+    if len(ck.state_dicts) != len(model.levels):
+        raise CheckpointError(f"checkpoint of {ck.category} has {len(ck.state_dicts)} level models, expected {len(model.levels)}")
+    for level, sd in zip(model.levels, ck.state_dicts):
+        level.load_state_dict(sd, strict=True)
+    model.eval()
+    return model
+
+
+def resume_path(path: Path) -> Path:
+    """Optimizer and progress state of an unfinished run live beside the checkpoint until it completes."""
+    return Path(path).with_suffix(".resume.pt")

@@ -1,0 +1,179 @@
+"""Device, precision, seeding and torch.distributed set-up: decided here alone."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from edcli.errors import ConfigError
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks cuda, then mps, then cpu. An explicit device that is absent is a clear error."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {name}: MPS is not available here; use --device cpu or auto")
+    return device
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"--precision {precision!r}: use fp32, bf16 or fp16")
+    if precision != "fp32" and device.type == "cpu":
+        raise ConfigError(f"--precision {precision} needs a GPU (cuda or mps); on the CPU use fp32")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for matmuls; the sigma, target and KL maths disable it locally (see loss.py)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same run: python, numpy and torch generators (the reference's init_seeds)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The shuffling order of an epoch depends on (seed, epoch) only, so a resumed run sees the same batches."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def init_distributed(device_name: str = "auto") -> DistInfo:
+    """Initialise torch.distributed from torchrun's environment; a no-op when not launched by torchrun."""
+    if not launched_by_torchrun():
+        return DistInfo()
+    import torch.distributed as dist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+        backend = "nccl" if use_cuda else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=rank, world=world, local_rank=local)
+
+
+def rank_device(device_name: str, info: DistInfo) -> torch.device:
+    """Under torchrun each rank takes its local GPU; otherwise the resolved device."""
+    device = resolve_device(device_name)
+    if info.enabled and device.type == "cuda":
+        return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+    return device
+
+
+# ---------------------------------------------------------------------------------------------- loops
+
+
+def tokens(feat: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, L, C) tokens in row-major order."""
+    return feat.flatten(2).transpose(1, 2)
+
+
+LOSS_KEYS = ("rec", "intra1", "intra2", "intra_ent", "inter1", "inter2", "inter_ent")
+
+
+def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch_size: int, generator: torch.Generator,
+                device: torch.device, precision: str, lambda1: float, lambda2: float,
+                sampler_indices: Optional[torch.Tensor] = None, on_batch: Optional[Callable[[int], None]] = None
+                ) -> dict[str, float]:
+    """One epoch over cached tokens: per batch, each level in turn gets zero_grad / one backward / step.
+
+    levels: the level modules (possibly DDP-wrapped); feats: per level (N, L, C) tensors (float16 on the CPU).
+    Returns the mean loss terms over batches (summed over levels). Raises FloatingPointError on a non-finite loss
+    before the step, so the weights stay the last good ones.
+    """
+    from edcli.loss import ed_objective
+
+    N = feats[0].shape[0]
+    order = torch.randperm(N, generator=generator) if sampler_indices is None else sampler_indices
+    sums = dict.fromkeys(LOSS_KEYS, 0.0)
+    n_batches = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        for k, (level, opt) in enumerate(zip(levels, optimizers)):
+            x = feats[k][idx].to(device, non_blocking=True).float()  # (B, L, C)
+            module = getattr(level, "module", level)
+            opt.zero_grad(set_to_none=True)
+            with autocast(device, precision):
+                out = level(x)
+            terms = ed_objective(out, x, module.dx, module.dy, lambda1, lambda2)
+            if not torch.isfinite(terms.total.detach()):
+                raise FloatingPointError(f"non-finite loss at level {k}")
+            terms.total.backward()
+            opt.step()
+            for key in LOSS_KEYS:
+                sums[key] += float(getattr(terms, key))
+        n_batches += 1
+        if on_batch is not None:
+            on_batch(n_batches)
+    return {k: v / max(1, n_batches) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def predict_maps(model, feats: list[torch.Tensor], image_size: int, device: torch.device, precision: str) -> torch.Tensor:
+    """Anomaly maps (B, S, S) float32 on the CPU from pooled backbone features (B, C, H, W) per level."""
+    from edcli.scoring import combine_levels, level_score
+
+    scores, grids = [], []
+    for level, feat in zip(model.levels, feats):
+        x = tokens(feat.to(device).float())
+        with autocast(device, precision):
+            out = level(x, branches="score")
+        scores.append(level_score(out, x, level.dx, level.dy))
+        grids.append(tuple(feat.shape[-2:]))
+    return combine_levels(scores, grids, image_size).cpu()

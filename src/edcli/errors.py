@@ -1,0 +1,35 @@
+"""One error hierarchy. Library code raises these; only cli.py turns them into exit codes."""
+
+
+class EdError(Exception):
+    """A user-facing error: the message names the file or value and what to do."""
+
+    exit_code = 1
+
+
+class ConfigError(EdError):
+    """A bad option value or combination."""
+
+
+class DataError(EdError):
+    """A dataset folder, image or mask that is missing, unreadable or laid out wrongly."""
+
+
+class WeightsError(EdError):
+    """Backbone weights that cannot be found, downloaded or loaded."""
+
+
+class StoreError(EdError):
+    """A feature-store file that is missing, stale, corrupt or made with other settings."""
+
+
+class CheckpointError(EdError):
+    """A checkpoint that is missing, corrupt or incompatible."""
+
+
+class TrainingError(EdError):
+    """Training that cannot go on (e.g. a non-finite loss)."""
+
+
+class DistributedError(EdError):
+    """A failure on another rank of a torchrun job."""

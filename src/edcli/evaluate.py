@@ -1,0 +1,66 @@
+"""Scoring a whole split from cached features or from images, and the metrics of a category."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from edcli.config import EvalConfig
+
+
+@dataclass
+class ScoredSplit:
+    maps: np.ndarray  # (N, S, S) float32 raw (unsmoothed) anomaly maps
+    smoothed: np.ndarray  # (N, S, S) float32
+    scores: np.ndarray  # (N,) image scores (reducer over the smoothed maps)
+    seconds: float
+
+
+def score_cached(model, read_level, n: int, image_size: int, device, precision: str, cfg: EvalConfig,
+                 batch_size: int = 8, indices: Optional[np.ndarray] = None, keep_maps: bool = True) -> ScoredSplit:
+    """Score items of a cached split. read_level(k, idx) -> (b, C, H, W) float32 numpy."""
+    from edcli.engine import predict_maps, sync
+    from edcli.scoring import image_scores, smooth
+
+    idx_all = np.arange(n) if indices is None else np.asarray(indices)
+    maps, smoothed, scores = [], [], []
+    start = time.perf_counter()
+    for s in range(0, len(idx_all), batch_size):
+        idx = idx_all[s:s + batch_size]
+        feats = [torch.from_numpy(read_level(k, idx)) for k in range(len(model.levels))]
+        m = predict_maps(model, feats, image_size, device, precision).numpy()
+        sm = smooth(m, cfg.sigma)
+        scores.append(image_scores(sm, cfg.reducer))
+        if keep_maps:
+            maps.append(m)
+            smoothed.append(sm)
+    sync(device)
+    seconds = time.perf_counter() - start
+    empty = np.zeros((0, image_size, image_size), np.float32)
+    return ScoredSplit(np.concatenate(maps) if maps else empty, np.concatenate(smoothed) if smoothed else empty,
+                       np.concatenate(scores) if scores else np.zeros(0), seconds)
+
+
+def category_metrics(labels: np.ndarray, split: ScoredSplit, masks: Optional[np.ndarray], cfg: EvalConfig) -> dict[str, Any]:
+    """All metrics of one category; pixel metrics on the raw map unless --pixel-map smoothed."""
+    from edcli.metrics import compute_metrics
+
+    pix = split.maps if cfg.pixel_map == "raw" else split.smoothed
+    return compute_metrics(labels, split.scores, masks, pix if masks is not None else None)
+
+
+def read_from(ff, split: str):
+    """A read_level callable over a FeatureFile split."""
+    if split == "train":
+        return lambda k, idx: ff.train(k, np.sort(idx)).astype(np.float32)[np.argsort(np.argsort(idx))]
+    return lambda k, idx: ff.test(k, np.sort(idx)).astype(np.float32)[np.argsort(np.argsort(idx))]
+
+
+def masks_if_known(ff) -> Optional[np.ndarray]:
+    """Test masks, or None when some anomalous image has no known mask (pixel metrics then not defined)."""
+    if ff.n_test == 0 or not bool(np.all(ff.test_mask_known)):
+        return None
+    return ff.test_masks()

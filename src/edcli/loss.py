@@ -1,0 +1,195 @@
+"""ED's training objective (method.md §3.5): reconstruction plus the KL/entropy "correlation game".
+
+The reference runs two backward passes per step (loss1 with the attention P detached, loss2 with the target
+T̄ detached). Their gradients add up, so `ed_objective(...).total.backward()` gives exactly the same gradients in
+one pass:  total = 2*rec + Σ_branch s*λ1*(D_t − D_a) − s*λ2*H  (s = +1 intra, −1 inter), where D_t and D_a
+have the value of the symmetric KL but pass gradient only into T̄ and only into P respectively.
+
+The per-(P, T̄) maths is one autograd Function that shares the logarithms and writes the analytic gradients
+directly, and T̄ is never built through autograd: it is separable over the grid,
+T̄[i, (r, c)] = softmax_r(−dy/(2σy²))[i, r] · softmax_c(−dx/(2σx²))[i, c], so only the small row factors get
+gradients. All of it runs in fp32 (or fp64 if given) with autocast off.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from edcli.errors import ConfigError
+from edcli.model import LevelOutput
+
+EPS = 1e-4
+
+
+class LossTerms(NamedTuple):
+    total: Tensor  # what to call .backward() on; equals loss1 + loss2 of the reference in value and gradient
+    rec: Tensor
+    intra1: Tensor  # mean sym-KL with gradient into the attention (value equals intra2)
+    intra2: Tensor  # mean sym-KL with gradient into the target
+    intra_ent: Tensor
+    inter1: Tensor
+    inter2: Tensor
+    inter_ent: Tensor
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def grid_axes(dx: Tensor, dy: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-axis factors of row-major grid distance matrices: dy_rows (L, H) and dx_cols (L, W).
+
+    dy[i, r*W + c] == dy_rows[i, r] and dx[i, r*W + c] == dx_cols[i, c]; anything else is rejected.
+    """
+    L = dy.shape[-1]
+    if dx.shape != (L, L) or dy.shape != (L, L):
+        raise ConfigError(f"distance matrices must both be (L, L), got dx {tuple(dx.shape)} and dy {tuple(dy.shape)}")
+    W = int((dy[0] == 0).sum())  # tokens in the first grid row
+    H = L // max(W, 1)
+    if W < 1 or H * W != L:
+        raise ConfigError(f"dy ({L}x{L}) is not the row-distance matrix of a row-major grid; rebuild it with `ed distmaps`")
+    dy_rows = dy.view(L, H, W)[:, :, 0]  # (L, H): squared distance from token i to grid row r
+    dx_cols = dx.view(L, H, W)[:, 0, :]  # (L, W): squared distance from token i to grid column c
+    if not (torch.equal(dy.view(L, H, W), dy_rows[:, :, None].expand(L, H, W))
+            and torch.equal(dx.view(L, H, W), dx_cols[:, None, :].expand(L, H, W))):
+        raise ConfigError(f"dx/dy ({L}x{L}) are not squared per-axis distances of a {H}x{W} row-major grid; "
+                          f"rebuild them with `ed distmaps`")
+    return dy_rows, dx_cols
+
+
+def _row_factors(sigma: Tensor, dy_rows: Tensor, dx_cols: Tensor) -> tuple[Tensor, Tensor]:
+    """sigma (..., L, 2) -> row factors ry (..., L, H) and column factors rx (..., L, W), each summing to 1."""
+    sigma = sigma.to(_compute_dtype(sigma))
+    sy, sx = sigma[..., 0:1], sigma[..., 1:2]  # (..., L, 1)
+    # The 1/(2π σy σx) prefactor of T cancels in T/ΣT; a softmax of the exponent is the stable form.
+    ry = torch.softmax(-dy_rows.to(sigma.dtype) / (2 * sy * sy), dim=-1)  # (..., L, H)
+    rx = torch.softmax(-dx_cols.to(sigma.dtype) / (2 * sx * sx), dim=-1)  # (..., L, W)
+    return ry, rx
+
+
+def _outer(ry: Tensor, rx: Tensor) -> Tensor:
+    return (ry.unsqueeze(-1) * rx.unsqueeze(-2)).flatten(-2)  # (..., L, H*W)
+
+
+def gaussian_target(sigma: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
+    """Row-normalised target T̄ = T/ΣT (..., L, L) in fp32 from sigma (..., L, 2) (index 0 is sigma_y)."""
+    with torch.autocast(sigma.device.type, enabled=False):
+        return _outer(*_row_factors(sigma, *grid_axes(dx, dy)))
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    """Σ_j a[..., j] b[..., j] without materialising a*b (a batched matrix-vector product)."""
+    return (a.unsqueeze(-2) @ b.unsqueeze(-1)).flatten(-3)  # (..., 1, 1) -> (...)
+
+
+class _Correlation(torch.autograd.Function):
+    """Rows of one (P, T̄) pair: D = Σ_j (t − p)(log(t+ε) − log(p+ε)) = KL(T̄,P) + KL(P,T̄) and H = −Σ_j p log(p+ε).
+
+    Outputs D_t, D_a, H (each (..., L)). D_t and D_a have the same value; D_t sends gradient only into the target
+    (through its row factors ry, rx), D_a only into P. With d = log(t+ε) − log(p+ε) the gradients are
+      ∂D/∂t = d + 1 − e^(−d),   ∂D/∂p = −(d + e^d − 1),   ∂H/∂p = −(log(p+ε) + 1 − ε/(p+ε)).
+    """
+
+    @staticmethod
+    def forward(ctx, p: Tensor, ry: Tensor, rx: Tensor, eps: float):
+        ctx.set_materialize_grads(False)
+        with torch.autocast(p.device.type, enabled=False):
+            t = _outer(ry, rx)  # (..., L, L)
+            lp = torch.add(p, eps).log_()  # log(p+ε)
+            d = torch.add(t, eps).log_().sub_(lp)  # log(t+ε) − log(p+ε)
+            D = _rowdot(t, d) - _rowdot(p, d)
+            H = -_rowdot(p, lp)
+        ctx.eps = eps
+        ctx.save_for_backward(p, ry, rx, lp, d)
+        return D, D.clone(), H
+
+    @staticmethod
+    def backward(ctx, g_dt, g_da, g_h):
+        p, ry, rx, lp, d = ctx.saved_tensors
+        eps = ctx.eps
+        grad_p = grad_ry = grad_rx = None
+        with torch.autocast(p.device.type, enabled=False):
+            e = torch.neg(d).exp_()  # e^(−d) = (p+ε)/(t+ε)
+            if g_da is not None and ctx.needs_input_grad[0]:
+                x1 = torch.reciprocal(e).add_(d)  # d + e^d
+            if g_dt is not None and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+                *lead, L, H = ry.shape
+                W = rx.shape[-1]
+                m = torch.sub(d, e, out=e).view(-1, H, W)  # d − e^(−d) per (row, grid row, grid col)
+                n = m.shape[0]
+                # ∂D/∂t = m + 1; chain through t = ry ⊗ rx, using Σ rx = Σ ry = 1 analytically for the "+1".
+                grad_ry = (m @ rx.reshape(n, W, 1)).view(ry.shape) + rx.sum(-1, keepdim=True)
+                grad_rx = (ry.reshape(n, 1, H) @ m).view(rx.shape) + ry.sum(-1, keepdim=True)
+                grad_ry = grad_ry * g_dt.unsqueeze(-1)
+                grad_rx = grad_rx * g_dt.unsqueeze(-1)
+            if ctx.needs_input_grad[0] and (g_da is not None or g_h is not None):
+                const = torch.zeros_like(d[..., :1])  # per-row constants of the gradient
+                grad_p = None
+                if g_da is not None:
+                    ga = g_da.unsqueeze(-1)
+                    const = const + ga
+                    grad_p = x1.mul_(-ga)
+                if g_h is not None:
+                    gh = g_h.unsqueeze(-1)
+                    const = const - gh
+                    x2 = torch.add(p, eps).reciprocal_()
+                    x2 = torch.add(lp, x2, alpha=-eps, out=x2)  # log(p+ε) − ε/(p+ε)
+                    grad_p = x2.mul_(-gh) if grad_p is None else grad_p.addcmul_(x2, -gh)
+                grad_p = grad_p.add_(const)
+        return grad_p, grad_ry, grad_rx, None
+
+
+def _pair_means(p: Tensor, sigma: Tensor, dy_rows: Tensor, dx_cols: Tensor, eps: float):
+    """Means over (layers, B, heads, L) of D_t, D_a and H for one branch."""
+    dtype = _compute_dtype(p)
+    ry, rx = _row_factors(sigma.to(dtype), dy_rows, dx_cols)
+    D_t, D_a, H = _Correlation.apply(p.to(dtype), ry, rx, eps)
+    return D_t.mean(), D_a.mean(), H.mean()
+
+
+def kl_rows(p: Tensor, q: Tensor, eps: float = EPS) -> Tensor:
+    """Σ_j p (log(p+ε) − log(q+ε)) averaged over heads: (B, heads, L, L) -> (B, L)."""
+    return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(-1).mean(-2)
+
+
+def entropy_rows(p: Tensor, eps: float = EPS) -> Tensor:
+    """−Σ_j p log(p+ε) averaged over heads: (B, heads, L, L) -> (B, L)."""
+    return -(p * torch.log(p + eps)).sum(-1).mean(-2)
+
+
+def sym_kl(p: Tensor, q: Tensor, eps: float = EPS) -> Tensor:
+    """kl_rows(p, q) + kl_rows(q, p) -> (B, L), computed as Σ_j (p − q)(log(p+ε) − log(q+ε))."""
+    return _rowdot(p - q, torch.log(p + eps) - torch.log(q + eps)).mean(-2)
+
+
+def reconstruction_loss(recon: Tensor, x: Tensor) -> Tensor:
+    """MSE + mean(1 − cosine similarity along channels), in fp32."""
+    recon, x = recon.float() if recon.dtype != torch.float64 else recon, x.to(recon.dtype if recon.dtype == torch.float64 else torch.float32)
+    return F.mse_loss(recon, x) + (1 - F.cosine_similarity(recon, x, dim=-1)).mean()
+
+
+def ed_objective(out: LevelOutput, x: Tensor, dx: Tensor, dy: Tensor, lambda1: float = 0.5,
+                 lambda2: float = 0.5, eps: float = EPS) -> LossTerms:
+    """One level's loss terms; `total.backward()` gives the gradients of the reference's two backward passes."""
+    rec = reconstruction_loss(out.recon, x)
+    total = 2 * rec  # rec appears in both loss1 and loss2
+    zero = rec.detach().new_zeros(())
+    vals = {}
+    axes = None
+    for name, attn, sigma, sign in (("intra", out.intra_attn, out.intra_sigma, 1.0),
+                                    ("inter", out.inter_attn, out.inter_sigma, -1.0)):
+        if attn is None:
+            vals[name] = (zero, zero, zero)
+            continue
+        if sigma is None:
+            raise ConfigError(f"the {name} branch has attention maps but no sigma; run the model with branches='all'")
+        if axes is None:
+            axes = grid_axes(dx, dy)
+        d_t, d_a, ent = _pair_means(attn, sigma, *axes, eps)
+        # intra (s=+1): λ1*intra2 − λ1*intra1 − λ2*H ; inter (s=−1): −λ1*inter2 + λ1*inter1 + λ2*H
+        total = total + sign * lambda1 * (d_t - d_a) - sign * lambda2 * ent
+        vals[name] = (d_a.detach(), d_t.detach(), ent.detach())
+    return LossTerms(total, rec.detach(), *vals["intra"], *vals["inter"])

@@ -1,0 +1,303 @@
+"""The ED model (method.md §3.4): one small post-LN Transformer per feature level, pure nn.Modules.
+
+Every module takes sizes and tensors, never paths or devices. Constants (reference features, distance
+matrices, positional encoding) are buffers, so `.to()` moves them and checkpoints carry ref, dx and dy.
+The attention modules return the learned sigma, not the Gaussian target: the target is built where it is
+needed (edcli.loss.gaussian_target), always in fp32.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edcli.config import ARCHS, ModelConfig, d_model_for
+from edcli.errors import ConfigError, DataError
+
+BRANCH_MODES = ("all", "score")
+
+
+class LevelOutput(NamedTuple):
+    recon: Tensor  # (B, L, C)
+    intra_attn: Optional[Tensor]  # (layers, B, heads, L, L) softmax attention, None if not returned
+    intra_sigma: Optional[Tensor]  # (layers, B, heads, L, 2) sigma (y, x), fp32
+    inter_attn: Optional[Tensor]
+    inter_sigma: Optional[Tensor]
+
+
+def grid_distances(grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Squared per-axis index distances (dx, dy), float32 (L, L), tokens flattened row-major (method.md §3.1)."""
+    H, W = grid
+    idx = torch.arange(H * W)
+    row, col = idx // W, idx % W
+    dx = (col[:, None] - col[None, :]).pow(2).float()  # (L, L): (col_i - col_j)^2
+    dy = (row[:, None] - row[None, :]).pow(2).float()  # (L, L): (row_i - row_j)^2
+    return dx, dy
+
+
+def positional_encoding_2d(d_model: int, grid: tuple[int, int]) -> Tensor:
+    """Fixed 2-D sin-cos encoding, float32 (H*W, d_model).
+
+    Channels [0, d/2) encode the column: channel 2i is sin(col*f_i), 2i+1 is cos(col*f_i) with
+    f_i = 10000^(-2i/(d/2)); channels [d/2, d) encode the row the same way.
+    """
+    if d_model % 4:
+        raise ConfigError(f"d_model {d_model} must be divisible by 4 for the 2-D positional encoding; pick another --d-model")
+    H, W = grid
+    half = d_model // 2
+    freq = 10000.0 ** (-2.0 * torch.arange(half // 2, dtype=torch.float64) / half)  # (half/2,)
+    col = torch.arange(W, dtype=torch.float64)[:, None] * freq  # (W, half/2)
+    row = torch.arange(H, dtype=torch.float64)[:, None] * freq  # (H, half/2)
+    pe = torch.zeros(H, W, d_model, dtype=torch.float64)
+    pe[:, :, 0:half:2] = col.sin()[None]
+    pe[:, :, 1:half:2] = col.cos()[None]
+    pe[:, :, half::2] = row.sin()[:, None]
+    pe[:, :, half + 1 :: 2] = row.cos()[:, None]
+    return pe.reshape(H * W, d_model).float()  # row-major flattening of the grid
+
+
+class Embedding2D(nn.Module):
+    """1x1 Conv1d projection C -> d plus the fixed 2-D positional encoding (FOD's embedding)."""
+
+    def __init__(self, channels: int, d_model: int, grid: tuple[int, int]):
+        super().__init__()
+        self.proj = nn.Conv1d(channels, d_model, kernel_size=1)
+        nn.init.kaiming_normal_(self.proj.weight, mode="fan_in", nonlinearity="leaky_relu")
+        self.register_buffer("pos", positional_encoding_2d(d_model, grid), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # A k=1 convolution over tokens is a linear map of channels; F.linear skips the transposes.
+        return F.linear(x, self.proj.weight[:, :, 0], self.proj.bias) + self.pos  # (B, L, d)
+
+
+def sigma_map(z: Tensor) -> Tensor:
+    """sigma = 3^(sigmoid(5z) + 1e-5) - 1, in at least fp32 (values in (~1.1e-5, 2])."""
+    z = z.to(torch.promote_types(z.dtype, torch.float32))
+    return torch.pow(3.0, torch.sigmoid(5.0 * z) + 1e-5) - 1.0
+
+
+class DifferenceAwareAttention(nn.Module):
+    """Multi-head attention that also predicts a per-token, per-head (sigma_y, sigma_x).
+
+    ED: one learnable temperature initialised to 1/sqrt(d_head); FOD (learn_temperature=False): fixed.
+    The reference allocates an output projection and discards its result; out_proj=True allocates and applies it.
+    """
+
+    def __init__(self, d_model: int, heads: int, learn_temperature: bool = True, out_proj: bool = False,
+                 dropout: float = 0.0):
+        super().__init__()
+        if d_model % heads:
+            raise ConfigError(f"d_model {d_model} is not divisible by heads {heads}; change --heads or --d-model")
+        self.heads = heads
+        self.query = nn.Linear(d_model, d_model)
+        self.key = nn.Linear(d_model, d_model)
+        self.value = nn.Linear(d_model, d_model)
+        self.sigma = nn.Linear(d_model, 2 * heads)
+        self.out_proj = nn.Linear(d_model, d_model) if out_proj else None
+        tau = 1.0 / math.sqrt(d_model // heads)
+        self.temperature = nn.Parameter(torch.tensor(tau)) if learn_temperature else tau
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, q_in: Tensor, kv_in: Tensor, need_sigma: bool = True) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        """q_in (B, L, d); kv_in (B or 1, S, d), a batch of 1 broadcasts over B (the expanded reference).
+
+        Returns out (B, L, d), attention (B, heads, L, S), sigma (B, heads, L, 2) or None.
+        """
+        B, L, d = q_in.shape
+        Bk, S, _ = kv_in.shape
+        h = self.heads
+        q = self.query(q_in).view(B, L, h, d // h).transpose(1, 2)  # (B, h, L, dh)
+        k = self.key(kv_in).view(Bk, S, h, d // h).transpose(1, 2)  # (Bk, h, S, dh)
+        v = self.value(kv_in).view(Bk, S, h, d // h).transpose(1, 2)  # (Bk, h, S, dh)
+        # tau*(Q K^T) == (tau*Q) K^T: scaling the small Q keeps autograd from saving an extra (L, S) map.
+        attn = torch.softmax((q * self.temperature) @ k.transpose(-1, -2), dim=-1)  # (B, h, L, S)
+        out = (self.drop(attn) @ v).transpose(1, 2).reshape(B, L, d)  # (B, L, h*dh)
+        if self.out_proj is not None:
+            out = self.out_proj(out)
+        sigma = None
+        if need_sigma:
+            # From the raw layer input, laid out (B, L, heads, 2) as the reference; index 0 is sigma_y.
+            sigma = sigma_map(self.sigma(q_in).view(B, L, h, 2).transpose(1, 2))  # (B, h, L, 2)
+        return out, attn, sigma
+
+
+class D2Fusion(nn.Module):
+    """ED's fusion of the two branch streams: concat -> Linear 2d->4d -> ReLU -> Linear 4d->d."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.fc1 = nn.Linear(2 * d_model, 4 * d_model)
+        self.fc2 = nn.Linear(4 * d_model, d_model)
+
+    def forward(self, u: Tensor, v: Tensor) -> Tensor:
+        return self.fc2(F.relu(self.fc1(torch.cat([u, v], dim=-1))))
+
+
+class EDFeedForward(nn.Module):
+    """fc1 -> depthwise 3x3 over the token grid -> GELU -> + g * median over tokens -> fc2."""
+
+    def __init__(self, d_model: int, hidden: int, grid: tuple[int, int], dropout: float = 0.0):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.fc1 = nn.Linear(d_model, hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.g = nn.Parameter(torch.ones(hidden))
+        self.fc2 = nn.Linear(hidden, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, z: Tensor) -> Tensor:
+        B, L, _ = z.shape
+        H, W = self.grid
+        h = self.fc1(z)  # (B, L, F)
+        F_ = h.shape[-1]
+        h = self.dwconv(h.transpose(1, 2).reshape(B, F_, H, W))  # tokens back onto the grid: (B, F, H, W)
+        h = F.gelu(h.flatten(2).transpose(1, 2))  # (B, L, F)
+        # torch.median returns the lower median for even L, as the reference.
+        h = h + self.g * h.median(dim=1, keepdim=True).values  # (B, 1, F) broadcast over tokens
+        return self.drop(self.fc2(self.drop(h)))
+
+
+class FODFeedForward(nn.Module):
+    """FOD's plain MLP: Linear -> GELU -> Linear."""
+
+    def __init__(self, d_model: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, hidden)
+        self.fc2 = nn.Linear(hidden, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(z)))))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN layer: branches -> fusion (ED: D2Fusion, FOD: u - v; one branch: x + a) -> LN -> LN(z + FFN(z))."""
+
+    def __init__(self, d_model: int, heads: int, grid: tuple[int, int], ffn_ratio: int = 4, dropout: float = 0.0,
+                 arch: str = "ed", intra: bool = True, inter: bool = True, attn_out_proj: bool = False):
+        super().__init__()
+        learn = arch == "ed"
+        self.intra_attn = DifferenceAwareAttention(d_model, heads, learn, attn_out_proj, dropout) if intra else None
+        self.inter_attn = DifferenceAwareAttention(d_model, heads, learn, attn_out_proj, dropout) if inter else None
+        self.fusion = D2Fusion(d_model) if (arch == "ed" and intra and inter) else None
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        hidden = ffn_ratio * d_model
+        self.ffn = EDFeedForward(d_model, hidden, grid, dropout) if arch == "ed" else FODFeedForward(d_model, hidden, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, ref: Optional[Tensor], intra_sigma: bool = True, inter_sigma: bool = True):
+        """x (B, L, d); ref (1, L, d) embedded reference. Returns (x, (P, sigma) intra, (P, sigma) inter)."""
+        intra = inter = (None, None)
+        if self.intra_attn is not None:
+            a, p, s = self.intra_attn(x, x, intra_sigma)
+            u = x + self.drop(a)
+            intra = (p, s)
+        if self.inter_attn is not None:
+            a, p, s = self.inter_attn(x, ref, inter_sigma)
+            v = x + self.drop(a)
+            inter = (p, s)
+        if self.intra_attn is not None and self.inter_attn is not None:
+            z = self.fusion(u, v) if self.fusion is not None else u - v  # FOD: u - v = a_intra - a_inter
+        else:
+            z = u if self.intra_attn is not None else v
+        z = self.norm1(z)
+        return self.norm2(z + self.ffn(z)), intra, inter
+
+
+def _stack(maps: list) -> Optional[Tensor]:
+    return None if not maps or maps[0] is None else torch.stack(maps)  # (layers, ...)
+
+
+class LevelModel(nn.Module):
+    """The Transformer of one feature level: reconstructs pooled backbone tokens (B, L, C)."""
+
+    def __init__(self, channels: int, grid: tuple[int, int], ref: Tensor, d_model: int, heads: int = 8,
+                 layers: int = 3, ffn_ratio: int = 4, dropout: float = 0.0, arch: str = "ed", intra: bool = True,
+                 inter: bool = True, attn_out_proj: bool = False):
+        super().__init__()
+        H, W = (int(g) for g in grid)
+        L = H * W
+        if arch not in ARCHS:
+            raise ConfigError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        if not (intra or inter):
+            raise ConfigError("both --no-intra and --no-inter given; at least one attention branch is needed")
+        if tuple(ref.shape) != (channels, L):
+            raise ConfigError(f"reference features have shape {tuple(ref.shape)}, expected (C, L) = ({channels}, {L}) "
+                              f"for grid {H}x{W}; rebuild the store with `ed features`")
+        if layers < 1 or heads < 1:
+            raise ConfigError(f"layers ({layers}) and heads ({heads}) must be at least 1")
+        self.channels, self.grid, self.d_model, self.heads = channels, (H, W), d_model, heads
+        self.num_layers, self.ffn_ratio, self.dropout = layers, ffn_ratio, dropout
+        self.arch, self.intra, self.inter, self.attn_out_proj = arch, intra, inter, attn_out_proj
+        self.register_buffer("ref", ref.detach().float().clone())
+        dx, dy = grid_distances((H, W))
+        self.register_buffer("dx", dx)
+        self.register_buffer("dy", dy)
+        self.embed = Embedding2D(channels, d_model, (H, W))
+        self.ref_embed = Embedding2D(channels, d_model, (H, W)) if inter else None
+        self.layers = nn.ModuleList(
+            EncoderLayer(d_model, heads, (H, W), ffn_ratio, dropout, arch, intra, inter, attn_out_proj)
+            for _ in range(layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.proj = nn.Linear(d_model, channels)
+
+    def forward(self, x: Tensor, branches: str = "all") -> LevelOutput:
+        """x: (B, L, C) pooled tokens, row-major. branches="score" returns only what scoring needs
+        (recon + inter maps, or intra maps when the inter branch is off) and skips the other sigma head."""
+        if branches not in BRANCH_MODES:
+            raise ConfigError(f"branches must be one of {BRANCH_MODES}, got {branches!r}")
+        if x.dim() != 3 or x.shape[1:] != (self.grid[0] * self.grid[1], self.channels):
+            raise DataError(f"features of shape {tuple(x.shape)} do not fit this model, which expects "
+                            f"(B, {self.grid[0] * self.grid[1]}, {self.channels}); were they made with another backbone "
+                            f"or image size?")
+        keep_intra = branches == "all" or not self.inter
+        keep_inter = self.inter
+        emb = self.embed(x)  # (B, L, d)
+        # Embedded once per forward with batch 1; the attention broadcasts it over B (expanded, never copied).
+        ref = self.ref_embed(self.ref.t().unsqueeze(0)) if self.inter else None  # (1, L, d)
+        intra_p, intra_s, inter_p, inter_s = [], [], [], []
+        for layer in self.layers:
+            emb, (pa, sa), (pe, se) = layer(emb, ref, keep_intra, keep_inter)
+            if keep_intra:
+                intra_p.append(pa)
+                intra_s.append(sa)
+            if keep_inter:
+                inter_p.append(pe)
+                inter_s.append(se)
+        recon = self.proj(self.norm(emb))  # (B, L, C)
+        return LevelOutput(recon, _stack(intra_p), _stack(intra_s), _stack(inter_p), _stack(inter_s))
+
+
+class EDModel(nn.Module):
+    """One LevelModel per backbone feature level."""
+
+    def __init__(self, levels: list[LevelModel]):
+        super().__init__()
+        self.levels = nn.ModuleList(levels)
+
+    def forward(self, xs: list[Tensor], branches: str = "all") -> list[LevelOutput]:
+        if len(xs) != len(self.levels):
+            raise DataError(f"got {len(xs)} feature levels, the model has {len(self.levels)}")
+        return [level(x, branches) for level, x in zip(self.levels, xs)]
+
+
+def build_ed_model(channels: list[int], grids: list[tuple[int, int]], refs: list[Tensor], cfg: ModelConfig) -> EDModel:
+    """One LevelModel per level; cfg.d_model empty -> d_model_for(C) per level."""
+    n = len(channels)
+    if len(grids) != n or len(refs) != n:
+        raise ConfigError(f"{n} channel counts, {len(grids)} grids and {len(refs)} reference maps: one of each per level")
+    d_models = tuple(cfg.d_model) or tuple(d_model_for(c) for c in channels)
+    if len(d_models) != n:
+        raise ConfigError(f"--d-model has {len(d_models)} values for {n} feature levels; give one per level or none")
+    return EDModel([
+        LevelModel(c, g, r, d, heads=cfg.heads, layers=cfg.layers, ffn_ratio=cfg.ffn_ratio, dropout=cfg.dropout,
+                   arch=cfg.arch, intra=cfg.intra, inter=cfg.inter, attn_out_proj=cfg.attn_out_proj)
+        for c, g, r, d in zip(channels, grids, refs, d_models)])
+
+
+def count_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,90 @@
+"""Test-time scoring (method.md §3.6): per-level discrepancy -> anomaly maps -> image scores."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edcli.errors import ConfigError
+from edcli.loss import gaussian_target, sym_kl
+
+
+def reconstruction_score(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per token: mean over channels of the squared error + 1 - cosine. (B, L, C) -> (B, L)."""
+    recon, x = recon.float(), x.float()
+    return ((recon - x) ** 2).mean(-1) + 1.0 - F.cosine_similarity(recon, x, dim=-1)
+
+
+def discrepancy_score(attn: torch.Tensor, sigma: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """max(s) - s with s = softmax over tokens of -mean_layers symKL(P, T̄). attn (layers, B, heads, L, L) -> (B, L)."""
+    with torch.autocast(device_type=attn.device.type, enabled=False):
+        d = None
+        for k in range(attn.shape[0]):  # one layer at a time: the (B, heads, L, L) targets are large
+            t = gaussian_target(sigma[k].float(), dx, dy)  # (B, heads, L, L), rows sum to 1
+            dk = sym_kl(attn[k].float(), t)  # (B, L)
+            d = dk if d is None else d + dk
+        d = d / attn.shape[0]
+        s = torch.softmax(-d, dim=-1)  # over the L tokens, temperature 1
+        return s.max(dim=-1, keepdim=True).values - s  # per image (the reference's batch is 1)
+
+
+def level_score(out, x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Reconstruction score x inter-branch score; the intra term takes its place when the inter branch is off."""
+    rec = reconstruction_score(out.recon, x)
+    if out.inter_attn is not None:
+        return rec * discrepancy_score(out.inter_attn, out.inter_sigma, dx, dy)
+    if out.intra_attn is not None:
+        return rec * discrepancy_score(out.intra_attn, out.intra_sigma, dx, dy)
+    return rec
+
+
+def combine_levels(scores: list[torch.Tensor], grids: list[tuple[int, int]], size: int) -> torch.Tensor:
+    """Each level's (B, L) score as a (B, H, W) grid, bilinear (align_corners=True) to (S, S), averaged."""
+    maps = []
+    for s, (h, w) in zip(scores, grids):
+        B = s.shape[0]
+        grid = s.float().reshape(B, 1, h, w)  # (B, 1, H, W), tokens are row-major
+        maps.append(F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=True)[:, 0])
+    return torch.stack(maps).mean(0)  # (B, S, S)
+
+
+def smooth(maps: np.ndarray, sigma: float = 4.0) -> np.ndarray:
+    """Gaussian smoothing of each map (scipy, truncate 4, mode reflect) as the reference's image score."""
+    from scipy.ndimage import gaussian_filter
+
+    maps = np.asarray(maps, dtype=np.float32)
+    if sigma <= 0:
+        return maps.copy()
+    return np.stack([gaussian_filter(m, sigma=sigma, truncate=4.0) for m in maps]) if len(maps) else maps
+
+
+def parse_reducer(reducer: str) -> tuple[str, float]:
+    if reducer in ("max", "mean"):
+        return reducer, 0.0
+    if reducer.startswith("topk:"):
+        try:
+            ratio = float(reducer.split(":", 1)[1])
+        except ValueError:
+            ratio = -1.0
+        if 0.0 < ratio <= 1.0:
+            return "topk", ratio
+    raise ConfigError(f"--reducer {reducer!r}: use max, mean or topk:<ratio> with 0 < ratio <= 1 (e.g. topk:0.01)")
+
+
+def image_scores(smoothed: np.ndarray, reducer: str = "max") -> np.ndarray:
+    """One score per (smoothed) map: max (default, the reference), mean, or the mean of the top ratio of pixels."""
+    kind, ratio = parse_reducer(reducer)
+    flat = np.asarray(smoothed, dtype=np.float64).reshape(len(smoothed), -1)
+    if kind == "max":
+        return flat.max(axis=1)
+    if kind == "mean":
+        return flat.mean(axis=1)
+    k = max(1, int(round(ratio * flat.shape[1])))
+    return np.sort(np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:], axis=1).mean(axis=1)
+
+
+def normalize(scores, threshold: float, scale: float) -> np.ndarray:
+    """Map raw scores to (0, 1) with the threshold at exactly 0.5: a logistic of (score - threshold) / scale,
+    scale = std of the normal calibration scores. Monotonic; not a probability."""
+    z = (np.asarray(scores, dtype=np.float64) - threshold) / max(float(scale), 1e-12)
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))

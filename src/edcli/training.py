@@ -1,0 +1,160 @@
+"""Training one category from its cached features: calibration split, epochs, resume, selection, checkpoint."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from edcli.checkpoint import Checkpoint, atomic_torch_save, resume_path, save_checkpoint
+from edcli.config import EvalConfig, ModelConfig, TrainConfig
+from edcli.errors import CheckpointError, TrainingError
+
+CALIB_QUANTILE = 0.99
+
+
+def calibration_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit indices, held-out indices), chosen by the seed. At least one image stays for fitting."""
+    if not 0.0 <= fraction < 1.0:
+        raise TrainingError(f"--calib-fraction {fraction}: use a value in [0, 1)")
+    n_cal = int(round(fraction * n)) if fraction > 0 else 0
+    if fraction > 0 and n >= 2:
+        n_cal = min(max(n_cal, 1), n - 1)
+    else:
+        n_cal = 0
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
+
+
+def calibrate(scores: np.ndarray, source: str, reducer: str, sigma: float) -> dict[str, Any]:
+    """Normal-score statistics and a threshold (the 0.99 quantile, 'higher' method: the max below 100 images)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    thr = float(np.quantile(scores, CALIB_QUANTILE, method="higher"))
+    std = float(scores.std()) if len(scores) > 1 else 0.0
+    what = "held-out normal train images" if source == "held-out" else "training images (no held-out split: --calib-fraction 0)"
+    return {"source": source, "n": int(len(scores)), "reducer": reducer, "sigma": float(sigma),
+            "scores": [float(s) for s in scores], "mean": float(scores.mean()), "std": std,
+            "min": float(scores.min()), "max": float(scores.max()), "quantile": CALIB_QUANTILE,
+            "threshold": thr, "scale": std if std > 0 else max(abs(thr) * 0.1, 1e-12),
+            "origin": f"{CALIB_QUANTILE:g} quantile of the scores of {len(scores)} {what}"}
+
+
+def _state(levels) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.detach().cpu().clone() for k, v in getattr(m, "module", m).state_dict().items()} for m in levels]
+
+
+def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, dict], model_cfg: ModelConfig,
+                   cfg: TrainConfig, ckpt: Path, device, track, resume: bool = False, eval_cfg: EvalConfig = EvalConfig(),
+                   dist=None) -> dict[str, Any]:
+    """Train one ED model per level on the cached train features of one category and write its checkpoint."""
+    from edcli.engine import epoch_generator, seed_everything, train_epoch
+    from edcli.evaluate import category_metrics, masks_if_known, read_from, score_cached
+    from edcli.model import build_ed_model
+
+    start_time = time.perf_counter()
+    rank0 = dist is None or dist.is_main
+    seed_everything(cfg.seed)
+    n = ff.n_train
+    fit, cal = calibration_split(n, cfg.calib_fraction, cfg.seed)
+    feats = []  # per level (N_fit, L, C) float16 tokens on the CPU: half the memory of float32
+    refs = []
+    for k in range(ff.n_levels):
+        f = torch.from_numpy(ff.train(k))  # (N, C, H, W) float16
+        f = f[torch.from_numpy(fit)]
+        refs.append(ff.ref(k) if len(cal) == 0 else f.double().mean(0).flatten(1).float().numpy())  # (C, L)
+        feats.append(f.flatten(2).transpose(1, 2).contiguous())  # (N_fit, L, C)
+    channels = [int(f.shape[2]) for f in feats]
+    grids = [tuple(int(s) for s in ff.train(k, slice(0, 1)).shape[2:]) for k in range(ff.n_levels)]
+    seed_everything(cfg.seed)
+    model = build_ed_model(channels, grids, [torch.from_numpy(np.ascontiguousarray(r)) for r in refs], model_cfg).to(device)
+    levels: list = list(model.levels)
+    if dist is not None and dist.enabled and cfg.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        levels = [DDP(m, device_ids=[device.index] if device.type == "cuda" else None) for m in levels]
+    optims = [torch.optim.Adam(getattr(m, "module", m).parameters(), lr=cfg.lr) for m in levels]
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    start_epoch = 0
+    rpath = resume_path(ckpt)
+    if resume and rpath.exists():
+        state = torch.load(rpath, map_location="cpu", weights_only=True)
+        for m, sd in zip(levels, state["state_dicts"]):
+            getattr(m, "module", m).load_state_dict(sd)
+        for o, sd in zip(optims, state["optimizers"]):
+            o.load_state_dict(sd)
+        start_epoch, history, best = int(state["epoch"]), list(state["history"]), dict(state.get("best", {}))
+        track.log(f"{category}: resuming after epoch {start_epoch} from {rpath}")
+    elif resume:
+        track.log(f"{category}: nothing to resume at {rpath}; training from the start")
+
+    sampler = None
+    if dist is not None and dist.enabled and cfg.strategy == "ddp":
+        from edcli.distributed import shard_indices
+        sampler = shard_indices
+    test_masks = masks_if_known(ff) if cfg.eval_every else None
+    terms: dict[str, float] = {}
+    epochs = range(start_epoch, cfg.epochs)
+    for epoch in track(epochs, total=len(epochs), description=f"{category} train"):
+        gen = epoch_generator(cfg.seed, epoch)
+        order = None
+        if sampler is not None:
+            order = sampler(torch.randperm(len(fit), generator=gen), dist)
+        try:
+            terms = train_epoch(levels, optims, feats, cfg.batch_size, gen, device, cfg.precision, cfg.lambda1,
+                                cfg.lambda2, sampler_indices=order)
+        except FloatingPointError as exc:
+            keep = f"the last good state (epoch {epoch}) is kept in {rpath}" if rpath.exists() else "no state was kept"
+            raise TrainingError(f"{category}: {exc} in epoch {epoch + 1}; training stopped, {keep}. "
+                                "Try a lower --lr or --precision fp32") from exc
+        row: dict[str, Any] = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in terms.items()}}
+        if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs) and ff.n_test:
+            model.eval()
+            split = score_cached(model, read_from(ff, "test"), ff.n_test, meta["image_size"], device, cfg.precision,
+                                 eval_cfg)
+            m = category_metrics(ff.test_labels, split, test_masks, eval_cfg)
+            model.train()
+            row.update({"image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"]})
+            for key, metric in (("best-image", "image_auroc"), ("best-pixel", "pixel_auroc")):
+                val = m[metric]
+                if val is not None and (key not in best or val > best[key]["value"]):
+                    best[key] = {"value": val, "epoch": epoch + 1, "state": _state(levels)}
+        history.append(row)
+        track.postfix(f"rec {terms['rec']:.4f} intra {terms['intra1']:.3f} inter {terms['inter1']:.3f} "
+                      f"H {terms['intra_ent']:.2f}/{terms['inter_ent']:.2f}")
+        if rank0:
+            atomic_torch_save({"epoch": epoch + 1, "state_dicts": _state(levels),
+                               "optimizers": [o.state_dict() for o in optims], "history": history, "best": best,
+                               "train": cfg.to_dict()}, rpath)
+    model.eval()
+    final_states = _state(levels)
+    selection = {"select": cfg.select, "epoch": cfg.epochs, "test_selected": cfg.select != "last",
+                 "how": "last epoch (honest protocol)"}
+    if cfg.select != "last":
+        if cfg.select not in best:
+            raise TrainingError(f"--select {cfg.select} needs test metrics during training: add --eval-every N")
+        pick = best[cfg.select]
+        final_states = pick["state"]
+        for m, sd in zip(model.levels, final_states):
+            m.load_state_dict(sd)
+        selection.update(epoch=pick["epoch"], how=f"{cfg.select}: best epoch on the TEST set (test-selected)")
+    # calibration on normal data only: held-out images, else the training images themselves
+    cal_idx, source = (cal, "held-out") if len(cal) else (fit, "train")
+    split = score_cached(model, read_from(ff, "train"), n, meta["image_size"], device, cfg.precision, eval_cfg,
+                         indices=cal_idx, keep_maps=False)
+    calib = calibrate(split.scores, source, eval_cfg.reducer, eval_cfg.sigma)
+    ck = Checkpoint(category=category, dataset=meta["dataset"], data_path=meta["dataset_root"], config=configs,
+                    backbone=dict(meta, channels=channels, grids=[list(g) for g in grids]), state_dicts=final_states,
+                    history=history, selection=selection, calibration=calib, epochs_done=cfg.epochs, complete=True,
+                    store_file=str(ff.path) if hasattr(ff, "path") else "")
+    if rank0:
+        save_checkpoint(ck, ckpt)
+        rpath.unlink(missing_ok=True)
+    return {"category": category, "epochs": cfg.epochs, "seconds": round(time.perf_counter() - start_time, 2),
+            "train_images": int(len(fit)), "calib_images": int(len(cal)),
+            **{k: (round(terms[k], 5) if terms else None) for k in ("rec", "intra1", "inter1", "intra_ent", "inter_ent")},
+            "threshold": calib["threshold"], "checkpoint": str(ckpt), "test_selected": selection["test_selected"]}
