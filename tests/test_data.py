@@ -63,7 +63,8 @@ def _mvtec(root: Path) -> Path:
 
 
 def test_modes_and_normal_folders():
-    assert [resize_mode(d) for d in ("mvtec", "folder", "btad", "mvtec3d")] == ["squash", "squash"] + ["shorter_crop"] * 2
+    modes = [resize_mode(d) for d in ("mvtec", "folder", "btad", "mvtec3d")]
+    assert modes == ["squash", "squash", "shorter_crop", "shorter_crop"]
     assert [normal_folder(d, "fine") for d in ("mvtec", "btad", "mvtec3d", "folder")] == ["good", "ok", "good", "fine"]
     with pytest.raises(ConfigError, match="visa"):
         resize_mode("visa")
@@ -167,6 +168,8 @@ def test_folder_layout(tmp_path):
     assert unknown[0].label == 1 and unknown[0].mask_path is None and not masks_known(unknown)
     with pytest.raises(DataError, match="s1.png"):
         load_mask(unknown[0], 8, "squash", "folder")
+    item = SampleDataset(unknown, 8, "squash", "folder", with_masks=True)[0]  # flagged, not silently normal
+    assert item["mask_known"] is False and item["label"] == 1 and not item["mask"].any()
     os.remove(c / "ground_truth/scratch/s2.bmp")  # ground_truth/ exists, so every anomalous image needs its mask
     with pytest.raises(DataError, match=str(c / "ground_truth/scratch/s2_mask.png")):
         list_split("folder", tmp_path, "widget", "test", "normal")
@@ -292,6 +295,7 @@ def test_sample_dataset_items(tmp_path):
     assert item["mask"].dtype == torch.uint8 and item["mask"].shape == (12, 12)
     np.testing.assert_array_equal(item["mask"].numpy(), load_mask(refs[1], 12, "squash", "mvtec"))
     assert item["mask"].sum() > 0 and ds[0]["mask"].sum() == 0
+    assert item["mask_known"] is True and ds[0]["mask_known"] is True
     assert "mask" not in SampleDataset(refs, 12, "squash", "mvtec")[1]
     with pytest.raises(ConfigError):
         SampleDataset(refs, 12, "stretch", "mvtec")

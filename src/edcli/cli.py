@@ -55,12 +55,15 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def _run(fn: Callable[[], Any], quiet: bool = False) -> Any:
-    """Run a pipeline call; EdError -> one red line + exit 1; Ctrl-C -> exit 130."""
+    """Run a pipeline call; EdError -> one red line + exit 1; Ctrl-C -> exit 130. Under torchrun only rank 0 renders."""
+    import os
+
     from edcli.errors import EdError
     from edcli.ui import print_error
 
     try:
-        return fn()
+        result = fn()
+        return result if os.environ.get("RANK", "0") == "0" else None
     except EdError as exc:
         print_error(str(exc))
         raise typer.Exit(exc.exit_code)

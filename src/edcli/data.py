@@ -307,7 +307,7 @@ def _binary_mask(path: str, dataset: str) -> Image.Image:
     if a.ndim == 3:  # (H, W, C)
         a = a[..., :3].max(axis=2) if a.shape[2] >= 3 else a[..., 0]
     if dataset == "mvtec3d":
-        on = a > 127
+        on = a != 0
     elif a.dtype == bool:
         on = a
     elif np.issubdtype(a.dtype, np.floating):
@@ -332,7 +332,10 @@ def load_mask(ref: SampleRef, size: int, mode: str, dataset: str) -> np.ndarray:
 
 
 class SampleDataset(torch.utils.data.Dataset):
-    """Labelled samples; items are dict(image, label, index[, mask]). Bad files raise DataError."""
+    """Labelled samples; items are dict(image, label, index[, mask, mask_known]). Bad files raise DataError.
+
+    With masks, an anomalous image whose mask is unknown (a `folder` dataset without ground_truth/) gets a
+    zero mask and mask_known=False, so callers can leave it out of pixel metrics instead of failing."""
 
     def __init__(self, refs: list[SampleRef], size: int, mode: str, dataset: str, with_masks: bool = False):
         _check_geometry(size, mode)
@@ -346,7 +349,11 @@ class SampleDataset(torch.utils.data.Dataset):
         ref = self.refs[i]
         item = {"image": load_image(ref.path, self.size, self.mode), "label": ref.label, "index": i}
         if self.with_masks:
-            item["mask"] = torch.from_numpy(load_mask(ref, self.size, self.mode, self.dataset))
+            known = ref.label == 0 or ref.mask_path is not None
+            mask = load_mask(ref, self.size, self.mode, self.dataset) if known else \
+                np.zeros((self.size, self.size), dtype=np.uint8)
+            item["mask"] = torch.from_numpy(mask)
+            item["mask_known"] = known
         return item
 
 
@@ -362,7 +369,8 @@ def _folder_images(folder: str, recursive: bool) -> list[str]:
     """Image files of a folder (by extension), sorted by their path below it; hidden names skipped."""
     if not recursive:
         with os.scandir(folder) as it:
-            return [os.path.join(folder, n) for n in sorted(e.name for e in it if e.is_file() and _is_image_name(e.name))]
+            names = sorted(e.name for e in it if e.is_file() and _is_image_name(e.name))
+        return [os.path.join(folder, n) for n in names]
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]

@@ -167,7 +167,8 @@ def sym_kl(p: Tensor, q: Tensor, eps: float = EPS) -> Tensor:
 
 def reconstruction_loss(recon: Tensor, x: Tensor) -> Tensor:
     """MSE + mean(1 − cosine similarity along channels), in fp32."""
-    recon, x = recon.float() if recon.dtype != torch.float64 else recon, x.to(recon.dtype if recon.dtype == torch.float64 else torch.float32)
+    dtype = _compute_dtype(recon)
+    recon, x = recon.to(dtype), x.to(dtype)
     return F.mse_loss(recon, x) + (1 - F.cosine_similarity(recon, x, dim=-1)).mean()
 
 

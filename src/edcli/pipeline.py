@@ -139,10 +139,7 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
                    "seconds": 0.0, "bytes": file_size(path), "path": str(path), "status": "cached"}
         track.log(f"{category}: features already in {path} (same settings); skipped. --overwrite redoes them")
         return row
-    train_refs = list_split(data.dataset, data.data_path, category, "train", data.normal_name)
-    if not train_refs:
-        raise DataError(f"{Path(data.data_path) / category / 'train'}: no training images; "
-                        "the train folder must hold normal images")
+    train_refs = list_split(data.dataset, data.data_path, category, "train", data.normal_name)  # never empty
     test_refs = list_split(data.dataset, data.data_path, category, "test", data.normal_name)
     S = data.image_size
     shapes = [(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))]
@@ -167,7 +164,7 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
                 ids = batch["index"].tolist()
                 writer.write_test(ids[0], feats, [test_refs[i].path for i in ids], batch["label"].numpy(),
                                   batch["mask"].numpy().astype(np.uint8), [test_refs[i].defect_type for i in ids],
-                                  np.array([test_refs[i].label == 0 or test_refs[i].mask_path is not None for i in ids]))
+                                  batch["mask_known"].numpy().astype(bool))
     seconds = time.perf_counter() - start
     del torch
     return {"category": category, "train": len(train_refs), "test": len(test_refs),
@@ -196,14 +193,11 @@ def run_features(data: DataConfig, bb_cfg: BackboneConfig, store: str, device: s
     ctx = build_context(data, bb_cfg, device)
     if ctx.winfo.random_init:
         track.warn("--random-init: features come from an untrained backbone (for tests and timing only)")
-    rows = []
-    for cat in mine:
-        rows.append(extract_category(ctx, store, cat, batch_size, num_workers, track, overwrite))
-    if dist.enabled:
-        from edcli.distributed import gather_rows
+    from edcli.distributed import gather_rows, run_sharded
 
-        rows = gather_rows(rows, dist, order=cats)
-    return rows
+    rows, err = run_sharded(mine, dist, lambda cat: extract_category(ctx, store, cat, batch_size, num_workers, track,
+                                                                     overwrite))
+    return gather_rows(rows, dist, order=cats, error=err) if dist.enabled else rows
 
 
 def ensure_features(ctx: FeatureContext, store: str, category: str, batch_size: int, num_workers: int, track) -> Path:
@@ -281,18 +275,29 @@ def run_train(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, st
     Path(out).mkdir(parents=True, exist_ok=True)
     if dist.is_main:
         (Path(out) / "run.json").write_text(json.dumps(configs, indent=2))
-    rows = []
-    for cat in mine:
+    from edcli.distributed import gather_rows, run_sharded
+
+    def one(cat: str) -> dict[str, Any]:
+        if strategy == "ddp":  # one writer for the shared store file, the others wait for it
+            import torch.distributed as tdist
+
+            if dist.is_main:
+                ensure_features(ctx, store, cat, feature_batch_size, num_workers, track)
+            tdist.barrier()
         path = ensure_features(ctx, store, cat, feature_batch_size, num_workers, track)
         meta = dict(ctx.meta, category=cat)
         with FeatureFile.open(path, meta) as ff:
             ff.path = path
-            rows.append(train_category(ff, cat, meta, configs, model_cfg, train_cfg, checkpoint_path(out, cat),
-                                       device, track, resume=resume, eval_cfg=eval_cfg, dist=dist))
-    if dist.enabled and strategy == "categories":
-        from edcli.distributed import gather_rows
+            return train_category(ff, cat, meta, configs, model_cfg, train_cfg, checkpoint_path(out, cat), device,
+                                  track, resume=resume, eval_cfg=eval_cfg, dist=dist)
 
-        rows = gather_rows(rows, dist, order=cats)
+    rows, err = run_sharded(mine, dist, one)
+    if dist.enabled and strategy == "categories":
+        return gather_rows(rows, dist, order=cats, error=err)
+    if err:
+        from edcli.errors import DistributedError
+
+        raise DistributedError(f"rank {dist.rank}: {err}")
     return rows
 
 
@@ -575,3 +580,59 @@ def _save_infer_maps(outdir: Path, path: str, index: int, amap, smoothed, thr: f
     save_png(outdir / "masks" / f"{stem}.png", (pred * 255).astype(np.uint8))
     # the colour scale runs from 0 to twice the threshold, so the same colour means the same score in every image
     save_png(outdir / "heatmaps" / f"{stem}.png", heatmap_panel(img, big, 0.0, 2.0 * thr, pred))
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+# Demo settings, chosen so that the whole run fits in a few minutes on 2 CPU cores (see README "ed demo").
+DEMO = {"image_size": 256, "epochs": 8, "batch_size": 4, "n_train": 40, "n_test_good": 10, "n_per_defect": 3}
+DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "n_train": 8, "n_test_good": 3, "n_per_defect": 1}
+
+
+def run_demo(out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto",
+             track=None) -> dict[str, Any]:
+    """`ed demo`: a dataset from real textures with injected defects, then distmaps, features, train, eval, infer."""
+    from edcli.config import DEMO_BACKBONE, EvalConfig, ModelConfig, TrainConfig
+    from edcli.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
+
+    track = track or NullTracker()
+    s = DEMO_QUICK if quick else DEMO
+    cats = tuple(categories) or (DEMO_CATEGORIES[:1] if quick else DEMO_CATEGORIES)
+    root = Path(out)
+    data_root, store, run = root / "data", root / "store", root / "run"
+    spec = SynthSpec(n_train=s["n_train"], n_test_good=s["n_test_good"], n_per_defect=s["n_per_defect"],
+                     size=s["image_size"], seed=0)
+    track.log(f"1/6 dataset: {', '.join(cats)} from scikit-image photos -> {data_root}")
+    make_dataset(data_root, cats, spec)
+    data = DataConfig(dataset="mvtec", data_path=str(data_root), categories=cats, image_size=s["image_size"])
+    bb = BackboneConfig(name=DEMO_BACKBONE)
+    track.log(f"2/6 distance maps -> {store}")
+    run_distmaps(str(store), DEMO_BACKBONE, s["image_size"], bb.levels)
+    track.log(f"3/6 features ({DEMO_BACKBONE}, packaged ImageNet weights, {s['image_size']} px) -> {store}")
+    run_features(data, bb, str(store), device, batch_size=16, track=track)
+    track.log(f"4/6 training {s['epochs']} epochs per category -> {run}")
+    tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], device=device)
+    train_rows = run_train(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track)
+    track.log("5/6 evaluation on the labelled test split")
+    ev = run_eval(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
+    track.log("6/6 inference on a few test images per category")
+    preds = []
+    for cat in cats:
+        picks = sorted((data_root / cat / "test" / "good").glob("*.png"))[:1]
+        picks += [p for d in sorted((data_root / cat / "test").iterdir()) if d.name != "good"
+                  for p in sorted(d.glob("*.png"))[:1]][:3]
+        res = run_infer(str(run / "checkpoints" / f"{cat}.pt"), [str(p) for p in picks], str(root / "predictions" / cat),
+                        device=device, num_workers=0, track=track)
+        preds.append(res)
+    summary = "\n".join([
+        f"demo folder: {root}",
+        f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, {s['epochs']} epochs, batch {s['batch_size']}",
+        f"  heat maps of the test split: {ev['maps']}/<category>/<defect type>/",
+        f"  predictions: {root / 'predictions'}/<category>/predictions.csv and heatmaps/",
+        "next, on your own images (normal ones in train/good, MVTec layout):",
+        "  ed features --dataset folder --data-path DATA --store STORE --backbone tf_efficientnet_lite0",
+        "  ed train --dataset folder --data-path DATA --store STORE --out RUN --backbone tf_efficientnet_lite0",
+        "  ed eval --run RUN",
+        "  ed infer RUN/checkpoints/<category>.pt NEW_IMAGES/ --out PREDICTIONS",
+    ])
+    return {"eval": ev, "train": train_rows, "predictions": preds, "summary": summary, "out": str(root)}

@@ -92,18 +92,17 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     elif resume:
         track.log(f"{category}: nothing to resume at {rpath}; training from the start")
 
-    sampler = None
-    if dist is not None and dist.enabled and cfg.strategy == "ddp":
-        from edcli.distributed import shard_indices
-        sampler = shard_indices
+    ddp = dist is not None and dist.enabled and cfg.strategy == "ddp"
     test_masks = masks_if_known(ff) if cfg.eval_every else None
     terms: dict[str, float] = {}
     epochs = range(start_epoch, cfg.epochs)
     for epoch in track(epochs, total=len(epochs), description=f"{category} train"):
         gen = epoch_generator(cfg.seed, epoch)
         order = None
-        if sampler is not None:
-            order = sampler(torch.randperm(len(fit), generator=gen), dist)
+        if ddp:
+            from edcli.distributed import epoch_order
+
+            order = epoch_order(len(fit), dist, cfg.seed, epoch)
         try:
             terms = train_epoch(levels, optims, feats, cfg.batch_size, gen, device, cfg.precision, cfg.lambda1,
                                 cfg.lambda2, sampler_indices=order)

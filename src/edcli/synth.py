@@ -1,0 +1,472 @@
+"""The demo dataset: crops of real texture photos shipped with scikit-image, with injected defects and exact masks.
+
+Layout (MVTec AD): `<category>/train/good/000.png`, `test/good/*.png`, `test/<kind>/*.png` and
+`ground_truth/<kind>/<stem>_mask.png` (8-bit L, 0/255). Each mask marks exactly the pixels its defect changed.
+
+Train crops come from the top half of the photo, test crops (good and defective) from the bottom half, with a
+gap between them, so no photo pixel is in both. The split is by rows because `brick` is shot in perspective:
+its bricks lean one way on the left and the other on the right, and a left/right split would give test crops a
+slant no training crop has. A photo too small for two regions of rotated crops is first upscaled with Pillow's
+Lanczos filter (for the 512 px photos: not at size <= ~210, x1.21 at size 256).
+
+Every image has its own generator, seeded from (seed, a SHA-256 key of the category name, split, index), so an
+image does not depend on the other categories or on how many images of each kind are asked for.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import secrets
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from edcli.errors import ConfigError, DataError
+
+DEMO_CATEGORIES = ("brick", "gravel", "grass")
+DEFECT_KINDS = ("scratch", "hole", "stain", "patch", "distortion")
+
+FORMAT_VERSION = 1  # bump when a change of this file changes the images a spec gives
+MARKER = ".complete"  # JSON written last into a finished category folder: format, spec, crop boxes
+MAX_ANGLE = 5.0  # degrees of the random rotation of a crop
+MARGIN = 0.1  # defects stay this fraction of the side away from every border
+MIN_CHANGE = 6  # grey levels: blended defects keep only changes at least this large, so masks mark visible change
+SIZE_LIMITS = (32, 1024)
+# Tints for colour stains; each spans >= 80 grey levels over its channels, so it visibly moves any grey pixel.
+STAIN_COLOURS = ((160, 82, 45), (70, 100, 180), (205, 175, 70), (80, 140, 60), (130, 60, 140))
+
+
+def _skimage_photo(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data  # here, not at the top: importing edcli.synth stays light
+
+        photo = np.asarray(getattr(skimage.data, name)())
+        if photo.dtype != np.uint8:
+            raise DataError(f"skimage.data.{name}() is {photo.dtype}, not uint8: this scikit-image is not supported")
+        return np.repeat(photo[..., None], 3, axis=-1) if photo.ndim == 2 else photo[..., :3]
+
+    load.__name__ = load.__qualname__ = f"skimage.data.{name}"
+    return load
+
+
+# Stationary photos only. Also tried and left out: moon (craters would be anomalies in "good" crops),
+# immunohistochemistry and retina (regions differ in content), hubble_deep_field (mostly black: a dark
+# hole changes almost nothing), object photos (train and test halves show different things).
+AVAILABLE: dict[str, Callable[[], np.ndarray]] = {name: _skimage_photo(name) for name in DEMO_CATEGORIES}
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    n_train: int = 40
+    n_test_good: int = 10
+    n_per_defect: int = 4  # of every kind in DEFECT_KINDS
+    size: int = 256
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_spec(spec: SynthSpec) -> None:
+    for name in ("n_train", "n_test_good", "n_per_defect", "size", "seed"):
+        value = getattr(spec, name)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise ConfigError(f"demo dataset {name}={value!r}: must be an integer")
+    if spec.n_train < 1 or spec.n_test_good < 0 or spec.n_per_defect < 0 or spec.seed < 0:
+        raise ConfigError(f"demo dataset spec {spec}: needs n_train >= 1 and n_test_good, n_per_defect, seed >= 0")
+    lo, hi = SIZE_LIMITS
+    if not lo <= spec.size <= hi:
+        raise ConfigError(f"demo image size {spec.size}: must be between {lo} and {hi}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Crops
+
+
+@dataclass(frozen=True)
+class _Layout:
+    photo: np.ndarray  # (H, W, 3) uint8, upscaled when needed
+    scale: float
+    window: int  # side of the square taken before rotation; the centre `size` square of it is kept
+    train_rows: tuple[int, int]  # [start, stop)
+    test_rows: tuple[int, int]
+
+
+def _window_side(size: int) -> int:
+    """Side of a square whose rotation by up to MAX_ANGLE still covers the centred size x size square."""
+    a = math.radians(MAX_ANGLE)
+    return math.ceil(size * (math.cos(a) + math.sin(a))) + 2
+
+
+def _layout(photo: np.ndarray, size: int) -> _Layout:
+    """Split the photo by rows into a train and a test region, each holding a window plus room to shift it."""
+    H, W, _ = photo.shape
+    window = _window_side(size)
+    need = window + max(2, math.ceil(MARGIN * size))  # a window plus at least 10 % of the size to shift it
+    gap_src = 8  # photo rows between the regions: more than a Lanczos kernel's reach, so no source row is shared
+    scale = max(1.0, 2 * need / (H - gap_src), need / W)
+    if scale > 1.0:
+        H, W = math.ceil(H * scale), math.ceil(W * scale)
+        photo = np.asarray(Image.fromarray(photo).resize((W, H), Image.Resampling.LANCZOS))
+    gap = math.ceil(gap_src * scale)
+    train_stop = (H - gap) // 2
+    test_start = train_stop + gap
+    assert train_stop >= need and H - test_start >= need and W >= need, (H, W, need)
+    return _Layout(photo, scale, window, (0, train_stop), (test_start, H))
+
+
+def _crop(layout: _Layout, rows: tuple[int, int], size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """A size x size crop from the given rows: random position, rotation, horizontal flip and brightness."""
+    H, W, _ = layout.photo.shape
+    R = layout.window
+    y0 = int(rng.integers(rows[0], rows[1] - R + 1))
+    x0 = int(rng.integers(0, W - R + 1))
+    angle = float(rng.uniform(-MAX_ANGLE, MAX_ANGLE))
+    flip = bool(rng.random() < 0.5)
+    brightness = float(rng.uniform(0.9, 1.1))
+    win = layout.photo[y0:y0 + R, x0:x0 + R].astype(np.float32)  # (R, R, 3)
+    # Rotate the larger window, then keep its centre: no corner of the kept square falls outside the window.
+    rot = ndimage.rotate(win, angle, axes=(1, 0), reshape=False, order=3, mode="reflect")
+    off = (R - size) // 2
+    img = rot[off:off + size, off:off + size]  # (S, S, 3)
+    if flip:
+        img = img[:, ::-1]
+    img = np.clip(np.rint(img * brightness), 0, 255).astype(np.uint8)
+    info = {"box": [y0, x0, y0 + R, x0 + R], "angle": angle, "flip": flip, "brightness": brightness}
+    return np.ascontiguousarray(img), info
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Defects
+
+
+def make_defect(kind: str, image: np.ndarray, rng: np.random.Generator,
+                source: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Inject one defect into a (S, S, 3) uint8 image; return (defective image, bool (S, S) mask).
+
+    The mask is exactly the pixels that differ: mask == (defective != image).any(-1). `source` (any (H, W, 3)
+    uint8 picture of the same material, e.g. the training region of the photo) is where a "patch" is cut from;
+    without it the patch comes from a part of `image` that does not overlap the place it is pasted to.
+    """
+    defective, _ = _defect(kind, image, rng, source)
+    return defective, (defective != image).any(axis=-1)
+
+
+def _defect(kind: str, image: np.ndarray, rng: np.random.Generator,
+            source: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(defective image, intended core region): the core is where the defect is meant to be strong."""
+    if kind not in _DEFECTS:
+        raise ConfigError(f"unknown defect kind {kind!r}: choose one of {', '.join(DEFECT_KINDS)}")
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+        raise DataError(f"make_defect needs a square (S, S, 3) uint8 image, got {image.shape} {image.dtype}")
+    if image.shape[0] < SIZE_LIMITS[0]:
+        raise DataError(f"make_defect needs an image of at least {SIZE_LIMITS[0]} px, got {image.shape[0]}")
+    if kind == "patch":
+        return _patch(image, rng, source)
+    return _DEFECTS[kind](image, rng)
+
+
+def _place(rng: np.random.Generator, S: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """A random (y, x) centre such that centre + [lo, hi] (the defect's reach) keeps MARGIN from every border."""
+    m = math.ceil(MARGIN * S)
+    first, last = m - lo, S - 1 - m - hi
+    if np.any(last < first):  # cannot happen with the sizes below; a guard against future edits
+        raise ConfigError(f"a defect of reach {lo}..{hi} does not fit in a {S} px image with its margin")
+    return rng.uniform(first, last)
+
+
+def _grid(S: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)  # (S, S) each
+    return yy, xx
+
+
+def _blend(image: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """image + alpha * (target - image), keeping only pixels that move by at least MIN_CHANGE grey levels."""
+    img = image.astype(np.float32)
+    out = np.clip(np.rint(img + alpha[..., None] * (target - img)), 0, 255)
+    visible = np.abs(out - img).max(axis=-1) >= MIN_CHANGE  # (S, S)
+    return np.where(visible[..., None], out, img).astype(np.uint8)
+
+
+def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A thin (2-4 px at 256) quadratic-Bezier line, lighter or darker than what it crosses."""
+    S = image.shape[0]
+    length = rng.uniform(0.35, 0.55) * S
+    phi = rng.uniform(0.0, math.pi)
+    bend = rng.uniform(-0.2, 0.2) * length
+    width = rng.uniform(2.0, 4.0) * max(1.0, S / 256)
+    lighter = bool(rng.random() < 0.5)
+    strength = rng.uniform(0.55, 0.8)
+    d = np.array([math.sin(phi), math.cos(phi)])  # (y, x) direction
+    n = np.array([d[1], -d[0]])  # its normal
+    t = np.linspace(0.0, 1.0, int(4 * length) + 2)[:, None]  # (N, 1): 4 samples per pixel of length
+    curve = (1 - t) ** 2 * (-length / 2 * d) + 2 * t * (1 - t) * (bend * n) + t ** 2 * (length / 2 * d)  # (N, 2)
+    reach = width / 2 + 2  # the anti-aliased edge adds up to one pixel
+    centre = _place(rng, S, curve.min(0) - reach, curve.max(0) + reach)
+    pts = curve + centre
+    yy, xx = _grid(S)
+    # Only distances below the line's reach matter; the bound makes far pixels cheap (they come back as inf).
+    dist, _ = cKDTree(pts).query(np.stack([yy.ravel(), xx.ravel()], axis=1), distance_upper_bound=reach)
+    dist = dist.reshape(S, S).astype(np.float32)
+    alpha = np.clip(width / 2 + 0.5 - dist, 0.0, 1.0)  # 1 inside, a one-pixel linear edge
+    img = image.astype(np.float32)
+    target = img + (255 - img) * strength if lighter else img * (1 - strength)
+    return _blend(image, target, alpha), dist <= max(0.5, width / 2 - 0.5)
+
+
+def _hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A dark ellipse with a wobbly outline and a soft one-pixel edge: a hole or dark spot."""
+    S = image.shape[0]
+    a = rng.uniform(0.05, 0.085) * S
+    b = a * rng.uniform(0.6, 1.0)
+    theta = rng.uniform(0.0, math.pi)
+    amps = rng.uniform(0.0, 0.08, 3)  # outline wobble: harmonics 2, 3, 4
+    phases = rng.uniform(0.0, 2 * math.pi, 3)
+    dark = rng.uniform(0.1, 0.25)
+    reach = a * (1 + amps.sum()) + 5  # + the Gaussian edge
+    centre = _place(rng, S, np.full(2, -reach), np.full(2, reach))
+    yy, xx = _grid(S)
+    dy, dx = yy - centre[0], xx - centre[1]
+    u = (dx * math.cos(theta) + dy * math.sin(theta)) / a
+    v = (-dx * math.sin(theta) + dy * math.cos(theta)) / b
+    ang = np.arctan2(v, u)
+    outline = 1 + sum(amp * np.cos(k * ang + ph) for k, amp, ph in zip((2, 3, 4), amps, phases))
+    inside = np.hypot(u, v) < outline
+    alpha = ndimage.gaussian_filter(inside.astype(np.float32), sigma=1.0, mode="constant")
+    return _blend(image, image.astype(np.float32) * dark, alpha), alpha >= 0.5
+
+
+def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth irregular blob (blurred union of discs) tinted toward a colour or made darker/brighter."""
+    S = image.shape[0]
+    r0 = rng.uniform(0.06, 0.09) * S
+    k = int(rng.integers(3, 6))
+    offsets = rng.uniform(-0.6, 0.6, (k, 2)) * r0
+    radii = rng.uniform(0.5, 0.9, k) * r0
+    sigma = 0.3 * r0
+    mode = int(rng.integers(0, 3))  # 0, 1: colour tint; 2: brightness
+    colour = np.array(STAIN_COLOURS[int(rng.integers(0, len(STAIN_COLOURS)))], np.float32)
+    tint = rng.uniform(0.35, 0.55)
+    factor = rng.uniform(0.55, 0.7) if rng.random() < 0.5 else rng.uniform(1.35, 1.6)
+    reach = float((np.hypot(*offsets.T) + radii).max() + 1.5 * sigma)  # alpha > 0 needs field > 0.3
+    centre = _place(rng, S, np.full(2, -reach), np.full(2, reach))
+    yy, xx = _grid(S)
+    union = np.zeros((S, S), bool)
+    for (oy, ox), r in zip(offsets, radii):
+        union |= np.hypot(yy - centre[0] - oy, xx - centre[1] - ox) < r
+    field = ndimage.gaussian_filter(union.astype(np.float32), sigma=sigma, mode="constant")
+    alpha = np.clip((field - 0.3) / 0.4, 0.0, 1.0)  # smooth outline, soft edge
+    img = image.astype(np.float32)
+    if mode < 2:
+        target = img + tint * (colour - img)
+    else:
+        target = img * factor
+    return _blend(image, target, alpha), field >= 0.5
+
+
+def _patch(image: np.ndarray, rng: np.random.Generator,
+           source: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """A rectangle cut from elsewhere (randomly flipped) and pasted with a hard edge."""
+    S = image.shape[0]
+    h = max(4, int(rng.uniform(0.12, 0.2) * S))
+    w = max(4, int(rng.uniform(0.12, 0.2) * S))
+    m = math.ceil(MARGIN * S)
+    y0 = int(rng.integers(m, S - m - h + 1))
+    x0 = int(rng.integers(m, S - m - w + 1))
+    flip_ud, flip_lr = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    if source is None:
+        src = image
+        # Rows that do not overlap the pasted rectangle: below it when it sits in the top half, else above.
+        if y0 + h / 2 < S / 2:
+            sy = int(rng.integers(y0 + h, S - h + 1))
+        else:
+            sy = int(rng.integers(0, y0 - h + 1))
+    else:
+        src = np.asarray(source)
+        if src.dtype != np.uint8 or src.ndim != 3 or src.shape[2] != 3 or src.shape[0] < h or src.shape[1] < w:
+            raise DataError(f"patch source must be a (H, W, 3) uint8 picture of at least {h}x{w}, "
+                            f"got {src.shape} {src.dtype}")
+        sy = int(rng.integers(0, src.shape[0] - h + 1))
+    sx = int(rng.integers(0, src.shape[1] - w + 1))
+    patch = src[sy:sy + h, sx:sx + w]
+    if flip_ud:
+        patch = patch[::-1]
+    if flip_lr:
+        patch = patch[:, ::-1]
+    out = image.copy()
+    out[y0:y0 + h, x0:x0 + w] = patch
+    core = np.zeros((S, S), bool)
+    core[y0:y0 + h, x0:x0 + w] = True
+    return out, core
+
+
+def _distortion(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A local swirl, pinch or bulge inside a disc of radius ~12 % of the side; identity outside it.
+
+    The disc goes to the most structured of a few random places (largest mean gradient), because moving a flat
+    area changes nothing. Like a patch, every changed pixel counts: the content there is not what was there.
+    """
+    S = image.shape[0]
+    radius = rng.uniform(0.1, 0.14) * S
+    mode = int(rng.integers(0, 3))  # 0: swirl, 1: pinch, 2: bulge
+    # fall = (1 - rho/R)^2 keeps the radial maps monotone for -1 < amount < 3; swirl amount is in radians.
+    amount = [rng.uniform(1.5, 2.5) * (1 if rng.random() < 0.5 else -1),
+              rng.uniform(1.2, 2.0), -rng.uniform(0.6, 0.85)][mode]
+    candidates = np.stack([_place(rng, S, np.full(2, -radius - 1), np.full(2, radius + 1)) for _ in range(6)])
+    img = image.astype(np.float32)
+    grey = img.mean(axis=-1)
+    grad = np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1))
+    local = ndimage.uniform_filter(grad, size=max(3, int(radius)))  # (S, S) mean gradient around each pixel
+    centre = candidates[int(np.argmax([local[int(cy), int(cx)] for cy, cx in candidates]))]
+    yy, xx = _grid(S)
+    dy, dx = yy - centre[0], xx - centre[1]
+    rho = np.hypot(dy, dx)
+    inside = rho < radius
+    fall = np.clip(1 - rho / radius, 0.0, 1.0) ** 2  # 1 at the centre, 0 with zero slope at the rim
+    if mode == 0:  # sample from the point rotated by amount * fall radians
+        ang = amount * fall
+        sy = centre[0] + dy * np.cos(ang) + dx * np.sin(ang)
+        sx = centre[1] - dy * np.sin(ang) + dx * np.cos(ang)
+        shift = 2 * np.abs(np.sin(ang / 2)) * rho
+    else:  # sample from further out (pinch, amount > 0) or closer in (bulge, amount < 0)
+        f = 1 + amount * fall
+        sy, sx = centre[0] + dy * f, centre[1] + dx * f
+        shift = np.abs(amount * fall) * rho
+    coords = np.stack([sy[inside], sx[inside]])  # (2, P): only the disc moves
+    out = img.copy()
+    for c in range(3):
+        out[..., c][inside] = ndimage.map_coordinates(img[..., c], coords, order=3, mode="reflect")
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out, inside & (shift >= 1.0)
+
+
+_DEFECTS = {"scratch": _scratch, "hole": _hole, "stain": _stain, "patch": _patch, "distortion": _distortion}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The dataset
+
+
+def _stable_key(name: str) -> int:
+    """A seed word for a category name that is the same in every process (unlike hash())."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    # Pillow writes no time or text chunks unless asked; fixed options give byte-identical files.
+    Image.fromarray(array).save(path, format="PNG", compress_level=6, optimize=False)
+
+
+def _marker_of(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_category(folder: Path, name: str, spec: SynthSpec) -> None:
+    """Write one category into `folder` (which exists and is empty); the marker goes last."""
+    try:
+        photo = AVAILABLE[name]()
+    except (OSError, ValueError, ImportError) as e:
+        raise DataError(f"cannot load the scikit-image photo for demo category {name!r}: {e}; "
+                        "reinstall scikit-image") from e
+    layout = _layout(photo, spec.size)
+    key = _stable_key(name)
+    crops: dict[str, dict] = {}
+
+    def rng_for(split: int, index: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([spec.seed, key, split, index]))
+
+    def write_split(rel: str, split: int, count: int, rows: tuple[int, int]) -> None:
+        (folder / rel).mkdir(parents=True)
+        for i in range(count):
+            img, info = _crop(layout, rows, spec.size, rng_for(split, i))
+            _save_png(img, folder / rel / f"{i:03d}.png")
+            crops[f"{rel}/{i:03d}.png"] = info
+
+    write_split("train/good", 0, spec.n_train, layout.train_rows)
+    write_split("test/good", 1, spec.n_test_good, layout.test_rows)
+    t0, t1 = layout.train_rows
+    for k, kind in enumerate(DEFECT_KINDS):
+        if spec.n_per_defect == 0:
+            break
+        (folder / "test" / kind).mkdir(parents=True)
+        (folder / "ground_truth" / kind).mkdir(parents=True)
+        for i in range(spec.n_per_defect):
+            rng = rng_for(2 + k, i)
+            img, info = _crop(layout, layout.test_rows, spec.size, rng)
+            source = None
+            if kind == "patch":  # the training region at this crop's brightness: same material, other place
+                region = layout.photo[t0:t1].astype(np.float32) * info["brightness"]
+                source = np.clip(np.rint(region), 0, 255).astype(np.uint8)
+            defective, mask = make_defect(kind, img, rng, source)
+            _save_png(defective, folder / "test" / kind / f"{i:03d}.png")
+            _save_png(mask.astype(np.uint8) * 255, folder / "ground_truth" / kind / f"{i:03d}_mask.png")
+            crops[f"test/{kind}/{i:03d}.png"] = info
+    marker = {"format": FORMAT_VERSION, "category": name, "photo": AVAILABLE[name].__name__,
+              "spec": spec.to_dict(), "scale": layout.scale, "photo_shape": list(layout.photo.shape),
+              "train_rows": list(layout.train_rows), "test_rows": list(layout.test_rows), "crops": crops}
+    (folder / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _remove_leftovers(out: Path, name: str) -> None:
+    """Delete temporary folders an interrupted run left for this category."""
+    for pattern in (f".{name}.tmp-*", f".{name}.old-*"):
+        for p in out.glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def make_dataset(out: str | Path, categories: Iterable[str] = DEMO_CATEGORIES, spec: SynthSpec = SynthSpec(),
+                 overwrite: bool = False) -> Path:
+    """Write an MVTec-layout demo dataset under `out`, one folder per category; return `out`.
+
+    A category is written into a hidden `out/.<category>.tmp-*` folder and renamed into place when complete, so
+    an interrupted run never leaves a half-written category. A complete category with the same spec is kept as is;
+    one with another spec is an error unless overwrite=True, which rewrites it.
+    """
+    _check_spec(spec)
+    names = [categories] if isinstance(categories, str) else list(dict.fromkeys(categories))
+    unknown = [n for n in names if n not in AVAILABLE]
+    if unknown or not names:
+        raise ConfigError(f"unknown demo category {', '.join(map(repr, unknown)) or '(none given)'}: "
+                          f"choose from {', '.join(AVAILABLE)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} exists and is not a folder: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    want = {"format": FORMAT_VERSION, "spec": spec.to_dict()}
+    for name in names:
+        final = out / name
+        _remove_leftovers(out, name)
+        if final.exists() and not overwrite:
+            marker = _marker_of(final)
+            if marker is not None and {k: marker.get(k) for k in want} == want:
+                continue
+            what = ("was made with other settings " + json.dumps(marker.get("spec")) if marker is not None
+                    else "is not a complete demo dataset (no valid .complete marker)")
+            raise DataError(f"{final} {what}; rerun with --overwrite to replace it, or choose another --out")
+        tmp = out / f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"  # mkdir, not mkdtemp: honours umask
+        try:
+            tmp.mkdir()
+            _write_category(tmp, name, spec)
+            if final.exists():  # overwrite: move the old one aside first, so a failure here loses nothing new
+                old = out / f".{name}.old-{tmp.name.rsplit('-', 1)[-1]}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out
