@@ -93,7 +93,7 @@ def _check_spec(spec: SynthSpec) -> None:
 
 @dataclass(frozen=True)
 class _Layout:
-    photo: np.ndarray  # (H, W, 3) uint8, upscaled when needed
+    photo: np.ndarray  # (H, W, C) uint8, upscaled when needed; C = 1 for a grey photo (3x less work per crop)
     scale: float
     window: int  # side of the square taken before rotation; the centre `size` square of it is kept
     train_rows: tuple[int, int]  # [start, stop)
@@ -108,6 +108,8 @@ def _window_side(size: int) -> int:
 
 def _layout(photo: np.ndarray, size: int) -> _Layout:
     """Split the photo by rows into a train and a test region, each holding a window plus room to shift it."""
+    if (photo == photo[..., :1]).all():  # grey photos come replicated to RGB: crop one channel, replicate after
+        photo = np.ascontiguousarray(photo[..., :1])
     H, W, _ = photo.shape
     window = _window_side(size)
     need = window + max(2, math.ceil(MARGIN * size))  # a window plus at least 10 % of the size to shift it
@@ -115,7 +117,8 @@ def _layout(photo: np.ndarray, size: int) -> _Layout:
     scale = max(1.0, 2 * need / (H - gap_src), need / W)
     if scale > 1.0:
         H, W = math.ceil(H * scale), math.ceil(W * scale)
-        photo = np.asarray(Image.fromarray(photo).resize((W, H), Image.Resampling.LANCZOS))
+        pil = Image.fromarray(photo[..., 0] if photo.shape[2] == 1 else photo)
+        photo = np.asarray(pil.resize((W, H), Image.Resampling.LANCZOS)).reshape(H, W, -1)
     gap = math.ceil(gap_src * scale)
     train_stop = (H - gap) // 2
     test_start = train_stop + gap
@@ -140,6 +143,7 @@ def _crop(layout: _Layout, rows: tuple[int, int], size: int, rng: np.random.Gene
     if flip:
         img = img[:, ::-1]
     img = np.clip(np.rint(img * brightness), 0, 255).astype(np.uint8)
+    img = np.broadcast_to(img, (size, size, 3))  # (S, S, 3) for grey photos too
     info = {"box": [y0, x0, y0 + R, x0 + R], "angle": angle, "flip": flip, "brightness": brightness}
     return np.ascontiguousarray(img), info
 
@@ -409,12 +413,13 @@ def _write_category(folder: Path, name: str, spec: SynthSpec) -> None:
             if kind == "patch":  # the training region at this crop's brightness: same material, other place
                 region = layout.photo[t0:t1].astype(np.float32) * info["brightness"]
                 source = np.clip(np.rint(region), 0, 255).astype(np.uint8)
+                source = np.broadcast_to(source, source.shape[:2] + (3,))
             defective, mask = make_defect(kind, img, rng, source)
             _save_png(defective, folder / "test" / kind / f"{i:03d}.png")
             _save_png(mask.astype(np.uint8) * 255, folder / "ground_truth" / kind / f"{i:03d}_mask.png")
             crops[f"test/{kind}/{i:03d}.png"] = info
     marker = {"format": FORMAT_VERSION, "category": name, "photo": AVAILABLE[name].__name__,
-              "spec": spec.to_dict(), "scale": layout.scale, "photo_shape": list(layout.photo.shape),
+              "spec": spec.to_dict(), "scale": layout.scale, "photo_shape": list(layout.photo.shape[:2]),
               "train_rows": list(layout.train_rows), "test_rows": list(layout.test_rows), "crops": crops}
     (folder / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -452,8 +457,8 @@ def make_dataset(out: str | Path, categories: Iterable[str] = DEMO_CATEGORIES, s
             marker = _marker_of(final)
             if marker is not None and {k: marker.get(k) for k in want} == want:
                 continue
-            what = ("was made with other settings " + json.dumps(marker.get("spec")) if marker is not None
-                    else "is not a complete demo dataset (no valid .complete marker)")
+            what = (f"was made with other settings (format {marker.get('format')}, spec {marker.get('spec')})"
+                    if marker is not None else f"is not a complete demo dataset (no valid {MARKER} marker)")
             raise DataError(f"{final} {what}; rerun with --overwrite to replace it, or choose another --out")
         tmp = out / f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"  # mkdir, not mkdtemp: honours umask
         try:

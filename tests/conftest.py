@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny demo dataset from real textures, its feature store and a trained run (CPU, offline)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_SIZE = 64  # tf_efficientnet_lite0 grids 8x8 and 4x4: seconds, not minutes
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if os.environ.get("ED_TEST_DEVICE", "cpu").startswith("cuda") and torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (set ED_TEST_DEVICE=cuda on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    return os.environ.get("ED_TEST_DEVICE", "cpu")
+
+
+def run_ed(*args: str, input: str | None = None, cwd: Path | None = None, env: dict | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m edcli ...` in a subprocess (never a bare `ed`: the system has the line editor)."""
+    e = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="200")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "edcli", *map(str, args)], capture_output=True, text=True,
+                          input=input, cwd=cwd, env=e, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from edcli.synth import SynthSpec, make_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    make_dataset(root, ("brick", "gravel"), SynthSpec(n_train=8, n_test_good=3, n_per_defect=1, size=TINY_SIZE, seed=1))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_configs(tiny_data):
+    from edcli.config import BackboneConfig, DataConfig, ModelConfig, TrainConfig
+
+    data = DataConfig(dataset="mvtec", data_path=str(tiny_data), categories=("brick",), image_size=TINY_SIZE)
+    bb = BackboneConfig(name="tf_efficientnet_lite0")
+    model = ModelConfig(layers=2, heads=4)
+    train = TrainConfig(epochs=2, batch_size=2, device="cpu", seed=7)
+    return data, bb, model, train
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory, tiny_configs) -> Path:
+    from edcli.pipeline import run_features
+
+    data, bb, _, _ = tiny_configs
+    store = tmp_path_factory.mktemp("store")
+    run_features(data, bb, str(store), device="cpu", batch_size=8)
+    return store
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_configs, tiny_store) -> Path:
+    from edcli.pipeline import run_train
+
+    data, bb, model, train = tiny_configs
+    out = tmp_path_factory.mktemp("run")
+    run_train(data, bb, model, train, str(tiny_store), str(out))
+    return out

@@ -1,0 +1,296 @@
+"""The demo dataset: exact defect masks, defect sizes and places, layout, determinism, disjoint crops, reruns."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from edcli import synth
+from edcli.errors import ConfigError, DataError
+from edcli.synth import DEFECT_KINDS, DEMO_CATEGORIES, SynthSpec, make_dataset, make_defect
+
+SMALL = SynthSpec(n_train=3, n_test_good=2, n_per_defect=2, size=64, seed=0)
+BLENDED = ("scratch", "hole", "stain")  # kinds that keep only changes of at least MIN_CHANGE grey levels
+
+
+@pytest.fixture(scope="module")
+def layouts():
+    """Real photo layouts at sizes 64 and 256, built once."""
+    cache = {}
+
+    def get(name: str, size: int) -> synth._Layout:
+        if (name, size) not in cache:
+            cache[name, size] = synth._layout(synth.AVAILABLE[name](), size)
+        return cache[name, size]
+
+    return get
+
+
+def test_photos_load_as_rgb_uint8():
+    assert set(DEMO_CATEGORIES) <= set(synth.AVAILABLE)
+    for name in synth.AVAILABLE:
+        photo = synth.AVAILABLE[name]()
+        assert photo.dtype == np.uint8 and photo.ndim == 3 and photo.shape[2] == 3, name
+        assert min(photo.shape[:2]) >= 256 and photo.std() > 10, name  # a real, textured photo
+
+
+def _test_crops(layouts, name: str, size: int, n: int):
+    """n (crop, rng) pairs from the test region, each with its own generator."""
+    lay = layouts(name, size)
+    for i in range(n):
+        rng = np.random.default_rng(1000 * size + i)
+        img, _ = synth._crop(lay, lay.test_rows, size, rng)
+        yield img, rng
+
+
+def _train_source(lay: synth._Layout) -> np.ndarray:
+    region = lay.photo[lay.train_rows[0]:lay.train_rows[1]]
+    return np.ascontiguousarray(np.broadcast_to(region, region.shape[:2] + (3,)))
+
+
+def _check_defect(kind: str, img: np.ndarray, defective: np.ndarray, mask: np.ndarray) -> None:
+    S = img.shape[0]
+    assert defective.dtype == np.uint8 and defective.shape == img.shape
+    assert mask.dtype == bool and mask.shape == (S, S)
+    assert np.array_equal(mask, (defective != img).any(axis=-1)), kind  # exactly the changed pixels
+    assert 0.002 <= mask.mean() <= 0.10, (kind, mask.mean())
+    m = math.ceil(0.1 * S)
+    assert not mask[:m].any() and not mask[-m:].any() and not mask[:, :m].any() and not mask[:, -m:].any(), kind
+    if kind in BLENDED:  # every marked pixel moved visibly
+        change = np.abs(defective.astype(int) - img.astype(int)).max(axis=-1)
+        assert change[mask].min() >= synth.MIN_CHANGE, kind
+
+
+@pytest.mark.parametrize("kind", DEFECT_KINDS)
+def test_defect_mask_is_exactly_the_changed_pixels_at_64(kind, layouts):
+    for name in DEMO_CATEGORIES:
+        lay = layouts(name, 64)
+        for img, rng in _test_crops(layouts, name, 64, 6):
+            before = img.copy()
+            defective, mask = make_defect(kind, img, rng, _train_source(lay) if kind == "patch" else None)
+            assert np.array_equal(img, before)  # the input is not modified
+            _check_defect(kind, img, defective, mask)
+
+
+@pytest.mark.parametrize("kind", DEFECT_KINDS)
+def test_defect_at_256_is_exact_and_covers_its_intended_region(kind, layouts):
+    # Share of the intended core region that really changed; patch and distortion can leave pixels equal by chance.
+    least = {"scratch": 0.9, "hole": 0.9, "stain": 0.9, "patch": 0.7, "distortion": 0.6}[kind]
+    for name in DEMO_CATEGORIES:
+        lay = layouts(name, 256)
+        for i, (img, rng) in enumerate(_test_crops(layouts, name, 256, 2)):
+            source = _train_source(lay) if kind == "patch" else None
+            state = rng.bit_generator.state
+            defective, mask = make_defect(kind, img, rng, source)
+            _check_defect(kind, img, defective, mask)
+            rng.bit_generator.state = state  # the same draws again give the same defect and its core
+            again, core = synth._defect(kind, img, rng, source)
+            assert np.array_equal(again, defective)
+            assert core.sum() > 0 and (mask & core).sum() >= least * core.sum(), (name, i, kind)
+
+
+def test_scratch_is_thin_and_hole_is_dark(layouts):
+    for name in DEMO_CATEGORIES:
+        for img, rng in _test_crops(layouts, name, 256, 3):
+            scr, smask = make_defect("scratch", img, rng)
+            # Half-width: the deepest pixel of the line is at most ~2.5 px from its edge (width 2-4 px + AA edge).
+            assert ndimage.distance_transform_edt(smask).max() <= 3.5
+            assert ndimage.label(smask, np.ones((3, 3)))[1] <= 3  # one line, perhaps broken where nothing changed
+            hole, hmask = make_defect("hole", img, rng)
+            grey_before, grey_after = img.mean(-1), hole.mean(-1)
+            assert grey_after[hmask].mean() < 0.5 * grey_before[hmask].mean()
+
+
+def test_patch_is_a_window_of_the_source(layouts):
+    lay = layouts("gravel", 64)
+    source = _train_source(lay)
+    windows = np.lib.stride_tricks.sliding_window_view  # (ny, nx, 3, h, w) views
+    for img, rng in _test_crops(layouts, "gravel", 64, 3):
+        defective, core = synth._defect("patch", img, rng, source)
+        ys, xs = np.nonzero(core)
+        pasted = defective[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        h, w, _ = pasted.shape
+        views = windows(source, (h, w, 3)).reshape(-1, h, w, 3)
+        candidates = [pasted, pasted[::-1], pasted[:, ::-1], pasted[::-1, ::-1]]  # undo any flip
+        assert any((views == c).all(axis=(1, 2, 3)).any() for c in candidates)
+
+
+def test_distortion_stays_in_a_small_disc(layouts):
+    for img, rng in _test_crops(layouts, "brick", 256, 4):
+        _, mask = make_defect("distortion", img, rng)
+        ys, xs = np.nonzero(mask)
+        assert max(np.ptp(ys), np.ptp(xs)) <= 2 * 0.14 * 256 + 1
+
+
+def test_make_defect_without_source_and_bad_input(layouts):
+    img, rng = next(_test_crops(layouts, "brick", 64, 1))
+    a = make_defect("patch", img, np.random.default_rng(5))
+    b = make_defect("patch", img, np.random.default_rng(5))
+    assert np.array_equal(a[0], b[0]) and a[1].any()
+    with pytest.raises(ConfigError, match="scratch"):
+        make_defect("crack", img, rng)
+    with pytest.raises(DataError):
+        make_defect("hole", img[..., 0], rng)
+
+
+def test_crop_has_no_black_corners():
+    S = 64
+    R = synth._window_side(S)
+    photo = np.full((R, R, 1), 200, np.uint8)
+    photo[0, :] = photo[-1, :] = photo[:, 0] = photo[:, -1] = 0  # a black frame around the only window
+    lay = synth._Layout(photo, 1.0, R, (0, R), (0, R))
+    angles = []
+    for seed in range(40):
+        img, info = synth._crop(lay, (0, R), S, np.random.default_rng(seed))
+        angles.append(abs(info["angle"]))
+        assert img.shape == (S, S, 3) and img.min() >= 150, info  # 200 x brightness >= 0.9, no frame pixel
+    assert max(angles) > 4.5  # the check saw near-maximal rotations
+
+
+def test_train_and_test_crop_boxes_are_disjoint(layouts):
+    for name in DEMO_CATEGORIES:
+        lay = layouts(name, 256)
+        H, W, _ = lay.photo.shape
+        assert lay.train_rows[1] <= lay.test_rows[0]
+        boxes = {}
+        for split, rows in (("train", lay.train_rows), ("test", lay.test_rows)):
+            boxes[split] = [synth._crop(lay, rows, 256, np.random.default_rng(s))[1]["box"] for s in range(30)]
+            for y0, x0, y1, x1 in boxes[split]:
+                assert rows[0] <= y0 and y1 <= rows[1] and 0 <= x0 and x1 <= W
+        assert max(b[2] for b in boxes["train"]) <= min(b[0] for b in boxes["test"])  # no pixel in both
+        assert len({tuple(b) for b in boxes["train"]}) > 20  # crops really move
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("demo") / "out", spec=SMALL)
+
+
+def test_layout_counts_names_and_masks(small):
+    assert sorted(p.name for p in small.iterdir()) == sorted(DEMO_CATEGORIES)  # no leftovers
+    for name in DEMO_CATEGORIES:
+        cat = small / name
+        assert sorted(p.name for p in (cat / "train" / "good").iterdir()) == ["000.png", "001.png", "002.png"]
+        assert len(list((cat / "test" / "good").glob("*.png"))) == SMALL.n_test_good
+        assert sorted(p.name for p in (cat / "test").iterdir()) == sorted(("good",) + DEFECT_KINDS)
+        assert sorted(p.name for p in (cat / "ground_truth").iterdir()) == sorted(DEFECT_KINDS)
+        for png in (cat / "train" / "good").glob("*.png"):
+            with Image.open(png) as im:
+                assert im.mode == "RGB" and im.size == (64, 64)
+        for kind in DEFECT_KINDS:
+            images = sorted((cat / "test" / kind).glob("*.png"))
+            masks = sorted((cat / "ground_truth" / kind).iterdir())
+            assert len(images) == SMALL.n_per_defect
+            assert [m.name for m in masks] == [f"{p.stem}_mask.png" for p in images]
+            for m in masks:
+                with Image.open(m) as im:
+                    assert im.mode == "L" and im.size == (64, 64)
+                    values = np.asarray(im)
+                assert set(np.unique(values)) == {0, 255}
+                assert 0.002 <= (values > 0).mean() <= 0.10
+
+
+def test_marker_records_spec_and_disjoint_crops(small):
+    for name in DEMO_CATEGORIES:
+        marker = json.loads((small / name / synth.MARKER).read_text())
+        assert marker["spec"] == SMALL.to_dict() and marker["category"] == name
+        crops = marker["crops"]
+        assert len(crops) == SMALL.n_train + SMALL.n_test_good + len(DEFECT_KINDS) * SMALL.n_per_defect
+        train = [c["box"] for k, c in crops.items() if k.startswith("train/")]
+        test = [c["box"] for k, c in crops.items() if k.startswith("test/")]
+        assert max(b[2] for b in train) <= marker["train_rows"][1] <= marker["test_rows"][0] <= min(b[0] for b in test)
+        for c in crops.values():
+            assert abs(c["angle"]) <= 5 and 0.9 <= c["brightness"] <= 1.1
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_does_not(small, tmp_path):
+    again = make_dataset(tmp_path / "again", spec=SMALL)
+    assert _tree_hashes(again) == _tree_hashes(small)
+    other = _tree_hashes(make_dataset(tmp_path / "other", categories=("brick",), spec=SynthSpec(
+        n_train=3, n_test_good=2, n_per_defect=2, size=64, seed=1)))
+    mine = _tree_hashes(small)
+    pngs = [k for k in other if k.endswith(".png") and "ground_truth" not in k]
+    assert pngs and all(other[k] != mine[k] for k in pngs)
+
+
+def test_same_bytes_in_another_process_with_another_hash_seed(small, tmp_path):
+    # Guards against seeds taken from Python's hash(), which differs between processes.
+    code = (f"from edcli.synth import make_dataset, SynthSpec; "
+            f"make_dataset({str(tmp_path / 'sub')!r}, categories=('brick',), spec=SynthSpec(**{SMALL.to_dict()!r}))")
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    assert _tree_hashes(tmp_path / "sub" / "brick") == _tree_hashes(small / "brick")
+
+
+def test_a_category_does_not_depend_on_the_others(small, tmp_path):
+    alone = _tree_hashes(make_dataset(tmp_path / "alone", categories=("grass",), spec=SMALL) / "grass")
+    assert alone == _tree_hashes(small / "grass")
+
+
+def test_rerun_skips_and_other_spec_needs_overwrite(tmp_path):
+    out = tmp_path / "demo"
+    make_dataset(out, categories=("brick",), spec=SMALL)
+    first = out / "brick" / "train" / "good" / "000.png"
+    stamp = (first.stat().st_ino, first.stat().st_mtime_ns)
+    make_dataset(out, categories=("brick",), spec=SMALL)  # complete with the same spec: kept as it is
+    assert (first.stat().st_ino, first.stat().st_mtime_ns) == stamp
+    other = SynthSpec(n_train=2, n_test_good=1, n_per_defect=1, size=48, seed=3)
+    with pytest.raises(DataError, match="overwrite"):
+        make_dataset(out, categories=("brick",), spec=other)
+    make_dataset(out, categories=("brick",), spec=other, overwrite=True)
+    assert json.loads((out / "brick" / synth.MARKER).read_text())["spec"] == other.to_dict()
+    assert len(list((out / "brick" / "train" / "good").iterdir())) == 2
+    with Image.open(first) as im:
+        assert im.size == (48, 48)
+    assert [p.name for p in out.iterdir()] == ["brick"]  # no temporary or old folders left
+
+
+def test_interrupted_run_leaves_nothing_and_is_redone(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    calls = []
+    real_save = synth._save_png
+
+    def failing_save(array, path):
+        calls.append(path)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        real_save(array, path)
+
+    monkeypatch.setattr(synth, "_save_png", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        make_dataset(out, categories=("gravel",), spec=SMALL)
+    assert list(out.iterdir()) == []
+    monkeypatch.setattr(synth, "_save_png", real_save)
+    (out / ".gravel.tmp-123-dead").mkdir()  # what a killed (SIGKILL) run leaves
+    (out / "gravel").mkdir()  # a folder without a marker is not taken for a finished one
+    with pytest.raises(DataError, match="not a complete"):
+        make_dataset(out, categories=("gravel",), spec=SMALL)
+    make_dataset(out, categories=("gravel",), spec=SMALL, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["gravel"]
+    assert (out / "gravel" / synth.MARKER).is_file()
+
+
+def test_bad_names_and_specs(tmp_path):
+    with pytest.raises(ConfigError, match="brick, gravel, grass"):
+        make_dataset(tmp_path, categories=("brick", "marble"), spec=SMALL)
+    for bad in (SynthSpec(size=16), SynthSpec(n_train=0), SynthSpec(seed=-1)):
+        with pytest.raises(ConfigError):
+            make_dataset(tmp_path, spec=bad)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        make_dataset(tmp_path / "file", spec=SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written on errors
