@@ -70,11 +70,12 @@ def _check_defect(kind: str, img: np.ndarray, defective: np.ndarray, mask: np.nd
         assert change[mask].min() >= synth.MIN_CHANGE, kind
 
 
+@pytest.mark.parametrize("size", [32, 64])  # 32: the smallest size, where the margins leave least room
 @pytest.mark.parametrize("kind", DEFECT_KINDS)
-def test_defect_mask_is_exactly_the_changed_pixels_at_64(kind, layouts):
+def test_defect_mask_is_exactly_the_changed_pixels_small(kind, size, layouts):
     for name in DEMO_CATEGORIES:
-        lay = layouts(name, 64)
-        for img, rng in _test_crops(layouts, name, 64, 6):
+        lay = layouts(name, size)
+        for img, rng in _test_crops(layouts, name, size, 5):
             before = img.copy()
             defective, mask = make_defect(kind, img, rng, _train_source(lay) if kind == "patch" else None)
             assert np.array_equal(img, before)  # the input is not modified
@@ -163,11 +164,11 @@ def test_train_and_test_crop_boxes_are_disjoint(layouts):
         assert lay.train_rows[1] <= lay.test_rows[0]
         boxes = {}
         for split, rows in (("train", lay.train_rows), ("test", lay.test_rows)):
-            boxes[split] = [synth._crop(lay, rows, 256, np.random.default_rng(s))[1]["box"] for s in range(30)]
+            boxes[split] = [synth._crop(lay, rows, 256, np.random.default_rng(s))[1]["box"] for s in range(15)]
             for y0, x0, y1, x1 in boxes[split]:
                 assert rows[0] <= y0 and y1 <= rows[1] and 0 <= x0 and x1 <= W
         assert max(b[2] for b in boxes["train"]) <= min(b[0] for b in boxes["test"])  # no pixel in both
-        assert len({tuple(b) for b in boxes["train"]}) > 20  # crops really move
+        assert len({tuple(b) for b in boxes["train"]}) > 10  # crops really move
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:

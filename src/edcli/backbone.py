@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -115,7 +114,7 @@ def packaged_lite0_path() -> Path:
 
 def build_lite0_classifier() -> nn.Module:
     """The full `tf_efficientnet_lite0` ImageNet classifier with the packaged weights, frozen, in eval mode."""
-    model = timm.create_model(LITE0_NAME, pretrained=False)
+    model = _timm().create_model(LITE0_NAME, pretrained=False)
     model.load_state_dict(_packaged_lite0_state_dict(), strict=True)
     return model.requires_grad_(False).eval()
 
@@ -126,9 +125,18 @@ def feature_shapes(name: str, levels: tuple[int, ...], image_size: int) -> list[
     return _dry_run(model, image_size, on_meta=True)
 
 
+def _timm():
+    """timm, imported on first use: it takes seconds, and `ed --help` or an offline error should not wait for it."""
+    import timm
+
+    return timm
+
+
 def build_backbone(cfg: BackboneConfig) -> tuple[FeatureExtractor, WeightsInfo]:
     """The frozen extractor for `cfg`, with the first weights that can be had (see the module docstring)."""
     name, levels = cfg.name, tuple(cfg.levels)
+    if not cfg.random_init and not cfg.weights and name != LITE0_NAME and hub_offline():
+        _from_hub(name, levels)  # raises the offline WeightsError at once, before timm is even imported
     _create_features(name, levels, meta=True)  # ConfigError for a bad name or level before any slow work
     if cfg.random_init and cfg.weights:
         raise ConfigError(f"--weights {cfg.weights} and --random-init exclude each other; pass one of them")
@@ -188,7 +196,7 @@ def _from_hub(name: str, levels: tuple[int, ...]):
             f"(unset it to let timm download or reuse its cache). {OFFLINE_OPTIONS}"
         )
     try:
-        model = timm.create_model(tag, pretrained=True, features_only=True, out_indices=levels)
+        model = _timm().create_model(tag, pretrained=True, features_only=True, out_indices=levels)
     except Exception as e:  # network, hub, cache or file errors all mean the same thing here
         raise WeightsError(
             f"could not get timm's pretrained weights {tag!r} ({type(e).__name__}: {e}). {OFFLINE_OPTIONS}"
@@ -204,7 +212,7 @@ def _default_norm(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if name == LITE0_NAME:
         return LITE0_MEAN, LITE0_STD
     try:
-        cfg = timm.get_pretrained_cfg(HUB_TAGS.get(name, name))
+        cfg = _timm().get_pretrained_cfg(HUB_TAGS.get(name, name))
     except Exception:  # an unregistered tag: no pretrained cfg to read
         cfg = None
     if cfg is None:
@@ -214,7 +222,7 @@ def _default_norm(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _create_features(name: str, levels: tuple[int, ...], meta: bool = False) -> nn.Module:
     """timm features_only model (random init) for `levels`; on the meta device it costs no memory or time."""
-    if not timm.is_model(name):
+    if not _timm().is_model(name):
         raise ConfigError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models(), "
                           f"e.g. wide_resnet50_2 or {LITE0_NAME})")
     if not levels or any(not isinstance(i, int) or i < 0 for i in levels) or list(levels) != sorted(set(levels)):
@@ -222,12 +230,12 @@ def _create_features(name: str, levels: tuple[int, ...], meta: bool = False) -> 
     try:
         if meta:
             with torch.device("meta"):
-                model = timm.create_model(name, pretrained=False, features_only=True, out_indices=levels)
+                model = _timm().create_model(name, pretrained=False, features_only=True, out_indices=levels)
         else:
-            model = timm.create_model(name, pretrained=False, features_only=True, out_indices=levels)
+            model = _timm().create_model(name, pretrained=False, features_only=True, out_indices=levels)
     except IndexError as e:
         with torch.device("meta"):
-            n = len(timm.create_model(name, pretrained=False, features_only=True).feature_info)
+            n = len(_timm().create_model(name, pretrained=False, features_only=True).feature_info)
         raise ConfigError(f"levels {tuple(levels)}: backbone {name!r} has feature levels 0..{n - 1}") from e
     except Exception as e:
         raise ConfigError(f"backbone {name!r} cannot be built as a timm features_only model: {e}") from e
@@ -311,7 +319,7 @@ def _packaged_lite0_state_dict() -> dict[str, torch.Tensor]:
     path = packaged_lite0_path()
     tensors = _read_state_dict(path)
     with torch.device("meta"):
-        full = timm.create_model(LITE0_NAME, pretrained=False).state_dict()
+        full = _timm().create_model(LITE0_NAME, pretrained=False).state_dict()
     if len(full) != len(tensors):
         raise WeightsError(f"{path}: has {len(tensors)} tensors, timm's {LITE0_NAME} has {len(full)}; "
                            "this timm version does not match the packaged weights; pass --weights FILE")

@@ -88,57 +88,68 @@ def _rowdot(a: Tensor, b: Tensor) -> Tensor:
 class _Correlation(torch.autograd.Function):
     """Rows of one (P, T̄) pair: D = Σ_j (t − p)(log(t+ε) − log(p+ε)) = KL(T̄,P) + KL(P,T̄) and H = −Σ_j p log(p+ε).
 
-    Outputs D_t, D_a, H (each (..., L)). D_t and D_a have the same value; D_t sends gradient only into the target
-    (through its row factors ry, rx), D_a only into P. With d = log(t+ε) − log(p+ε) the gradients are
-      ∂D/∂t = d + 1 − e^(−d),   ∂D/∂p = −(d + e^d − 1),   ∂H/∂p = −(log(p+ε) + 1 − ε/(p+ε)).
+    T̄ comes as its row factors ry (..., L, H), rx (..., L, W) (t = ry ⊗ rx). Outputs D_t, D_a, H (each (..., L)):
+    D_t and D_a have the same value; D_t sends gradient only into the target, D_a only into P.
+    With d = log(t+ε) − log(p+ε) the gradients are
+      ∂D/∂t = d + 1 − e^(−d),   ∂D/∂p = −(d + e^d) + 1,   ∂H/∂p = −(log(p+ε) − ε/(p+ε)) − 1.
+    Every full (L, L) intermediate is written in place where possible: on CPU each fresh large buffer costs
+    page faults comparable to the arithmetic.
     """
 
     @staticmethod
     def forward(ctx, p: Tensor, ry: Tensor, rx: Tensor, eps: float):
         ctx.set_materialize_grads(False)
         with torch.autocast(p.device.type, enabled=False):
-            t = _outer(ry, rx)  # (..., L, L)
-            lp = torch.add(p, eps).log_()  # log(p+ε)
-            d = torch.add(t, eps).log_().sub_(lp)  # log(t+ε) − log(p+ε)
-            D = _rowdot(t, d) - _rowdot(p, d)
-            H = -_rowdot(p, lp)
+            N = p.shape[:-2].numel() * p.shape[-2]  # rows
+            H, W = ry.shape[-1], rx.shape[-1]
+            ry3, rx3 = ry.reshape(N, H, 1), rx.reshape(N, 1, W)
+            eps_t = torch.tensor(eps, dtype=p.dtype, device=p.device)
+            d = torch.addcmul(eps_t, ry3, rx3).log_()  # (N, H, W): log(t + ε), t never materialised
+            lp = torch.add(p, eps).log_()  # (..., L, L): log(p + ε)
+            d = d.view(p.shape).sub_(lp)  # log(t+ε) − log(p+ε)
+            # Σ_j t_j d_j = ry^T d rx per row (t is separable), then the rest as row dot products.
+            td = (ry3.transpose(1, 2) @ d.view(N, H, W) @ rx3.transpose(1, 2)).view(p.shape[:-1])
+            D = td - _rowdot(p, d)
+            Hrow = -_rowdot(p, lp)
         ctx.eps = eps
         ctx.save_for_backward(p, ry, rx, lp, d)
-        return D, D.clone(), H
+        return D, D.clone(), Hrow
 
     @staticmethod
     def backward(ctx, g_dt, g_da, g_h):
         p, ry, rx, lp, d = ctx.saved_tensors
         eps = ctx.eps
+        want_p = ctx.needs_input_grad[0] and (g_da is not None or g_h is not None)
+        want_t = g_dt is not None and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
         grad_p = grad_ry = grad_rx = None
         with torch.autocast(p.device.type, enabled=False):
-            e = torch.neg(d).exp_()  # e^(−d) = (p+ε)/(t+ε)
-            if g_da is not None and ctx.needs_input_grad[0]:
-                x1 = torch.reciprocal(e).add_(d)  # d + e^d
-            if g_dt is not None and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
-                *lead, L, H = ry.shape
-                W = rx.shape[-1]
-                m = torch.sub(d, e, out=e).view(-1, H, W)  # d − e^(−d) per (row, grid row, grid col)
-                n = m.shape[0]
-                # ∂D/∂t = m + 1; chain through t = ry ⊗ rx, using Σ rx = Σ ry = 1 analytically for the "+1".
+            r = torch.exp(d)  # e^d = (t+ε)/(p+ε)
+            if want_t:
+                H, W = ry.shape[-1], rx.shape[-1]
+                n = ry.shape[:-1].numel()
+                m = torch.reciprocal(r)
+                m = torch.sub(d, m, out=m).view(n, H, W)  # d − e^(−d)
+                # ∂D/∂t = m + 1; chain through t = ry ⊗ rx, with Σ rx = Σ ry = 1 taking the "+1" analytically.
                 grad_ry = (m @ rx.reshape(n, W, 1)).view(ry.shape) + rx.sum(-1, keepdim=True)
                 grad_rx = (ry.reshape(n, 1, H) @ m).view(rx.shape) + ry.sum(-1, keepdim=True)
                 grad_ry = grad_ry * g_dt.unsqueeze(-1)
                 grad_rx = grad_rx * g_dt.unsqueeze(-1)
-            if ctx.needs_input_grad[0] and (g_da is not None or g_h is not None):
-                const = torch.zeros_like(d[..., :1])  # per-row constants of the gradient
-                grad_p = None
+                del m
+            if want_p:
+                const = torch.zeros_like(d[..., :1])  # the per-row constant part of ∂/∂p
+                grad_p = torch.zeros_like(p) if g_da is None else None
                 if g_da is not None:
                     ga = g_da.unsqueeze(-1)
                     const = const + ga
-                    grad_p = x1.mul_(-ga)
+                    grad_p = r.add_(d).mul_(-ga)  # −g_da (d + e^d)
                 if g_h is not None:
                     gh = g_h.unsqueeze(-1)
                     const = const - gh
                     x2 = torch.add(p, eps).reciprocal_()
                     x2 = torch.add(lp, x2, alpha=-eps, out=x2)  # log(p+ε) − ε/(p+ε)
-                    grad_p = x2.mul_(-gh) if grad_p is None else grad_p.addcmul_(x2, -gh)
-                grad_p = grad_p.add_(const)
+                    grad_p.addcmul_(x2, -gh)
+                    del x2
+                grad_p.add_(const)
         return grad_p, grad_ry, grad_rx, None
 
 

@@ -109,12 +109,17 @@ class DifferenceAwareAttention(nn.Module):
         B, L, d = q_in.shape
         Bk, S, _ = kv_in.shape
         h = self.heads
-        q = self.query(q_in).view(B, L, h, d // h).transpose(1, 2)  # (B, h, L, dh)
-        k = self.key(kv_in).view(Bk, S, h, d // h).transpose(1, 2)  # (Bk, h, S, dh)
-        v = self.value(kv_in).view(Bk, S, h, d // h).transpose(1, 2)  # (Bk, h, S, dh)
+        dh = d // h
+        q = self.query(q_in).view(B, L, h, dh).transpose(1, 2).reshape(B * h, L, dh)  # (B*h, L, dh)
+        k = self.key(kv_in).view(Bk, S, h, dh).transpose(1, 2)  # (Bk, h, S, dh)
+        v = self.value(kv_in).view(Bk, S, h, dh).transpose(1, 2)  # (Bk, h, S, dh)
+        k = k.expand(B, h, S, dh).reshape(B * h, S, dh)  # (B*h, S, dh); only the small K/V are copied
+        v = v.expand(B, h, S, dh).reshape(B * h, S, dh)
         # tau*(Q K^T) == (tau*Q) K^T: scaling the small Q keeps autograd from saving an extra (L, S) map.
-        attn = torch.softmax((q * self.temperature) @ k.transpose(-1, -2), dim=-1)  # (B, h, L, S)
-        out = (self.drop(attn) @ v).transpose(1, 2).reshape(B, L, d)  # (B, L, h*dh)
+        attn = torch.softmax(torch.bmm(q * self.temperature, k.transpose(1, 2)), dim=-1)  # (B*h, L, S)
+        out = torch.bmm(self.drop(attn), v)  # (B*h, L, dh)
+        out = out.view(B, h, L, dh).transpose(1, 2).reshape(B, L, d)  # heads concatenated: (B, L, h*dh)
+        attn = attn.view(B, h, L, S)
         if self.out_proj is not None:
             out = self.out_proj(out)
         sigma = None

@@ -135,11 +135,11 @@ def _crop(layout: _Layout, rows: tuple[int, int], size: int, rng: np.random.Gene
     angle = float(rng.uniform(-MAX_ANGLE, MAX_ANGLE))
     flip = bool(rng.random() < 0.5)
     brightness = float(rng.uniform(0.9, 1.1))
-    win = layout.photo[y0:y0 + R, x0:x0 + R].astype(np.float32)  # (R, R, 3)
+    win = layout.photo[y0:y0 + R, x0:x0 + R].astype(np.float32)  # (R, R, C)
     # Rotate the larger window, then keep its centre: no corner of the kept square falls outside the window.
     rot = ndimage.rotate(win, angle, axes=(1, 0), reshape=False, order=3, mode="reflect")
     off = (R - size) // 2
-    img = rot[off:off + size, off:off + size]  # (S, S, 3)
+    img = rot[off:off + size, off:off + size]  # (S, S, C)
     if flip:
         img = img[:, ::-1]
     img = np.clip(np.rint(img * brightness), 0, 255).astype(np.uint8)
@@ -204,17 +204,18 @@ def _blend(image: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> np.ndarr
 def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A thin (2-4 px at 256) quadratic-Bezier line, lighter or darker than what it crosses."""
     S = image.shape[0]
-    length = rng.uniform(0.35, 0.55) * S
+    width = rng.uniform(2.0, 4.0) * max(1.0, S / 256)
+    reach = width / 2 + 1.5  # alpha > 0 needs a distance below width / 2 + 0.5
+    # At small sizes the line's width is a large share: shorten it so it still fits inside the margins.
+    length = min(rng.uniform(0.35, 0.55) * S, S - 2 * math.ceil(MARGIN * S) - 2 * reach - 2)
     phi = rng.uniform(0.0, math.pi)
     bend = rng.uniform(-0.2, 0.2) * length
-    width = rng.uniform(2.0, 4.0) * max(1.0, S / 256)
     lighter = bool(rng.random() < 0.5)
     strength = rng.uniform(0.55, 0.8)
     d = np.array([math.sin(phi), math.cos(phi)])  # (y, x) direction
     n = np.array([d[1], -d[0]])  # its normal
     t = np.linspace(0.0, 1.0, int(4 * length) + 2)[:, None]  # (N, 1): 4 samples per pixel of length
     curve = (1 - t) ** 2 * (-length / 2 * d) + 2 * t * (1 - t) * (bend * n) + t ** 2 * (length / 2 * d)  # (N, 2)
-    reach = width / 2 + 2  # the anti-aliased edge adds up to one pixel
     centre = _place(rng, S, curve.min(0) - reach, curve.max(0) + reach)
     pts = curve + centre
     yy, xx = _grid(S)
@@ -372,9 +373,10 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 def _marker_of(folder: Path) -> dict | None:
     try:
-        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return marker if isinstance(marker, dict) else None
 
 
 def _write_category(folder: Path, name: str, spec: SynthSpec) -> None:
@@ -464,7 +466,7 @@ def make_dataset(out: str | Path, categories: Iterable[str] = DEMO_CATEGORIES, s
         try:
             tmp.mkdir()
             _write_category(tmp, name, spec)
-            if final.exists():  # overwrite: move the old one aside first, so a failure here loses nothing new
+            if final.exists():  # overwrite: swap the old folder out, the new one in, then delete the old one
                 old = out / f".{name}.old-{tmp.name.rsplit('-', 1)[-1]}"
                 os.replace(final, old)
                 os.replace(tmp, final)

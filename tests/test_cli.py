@@ -1,0 +1,159 @@
+"""The `ed` app as users run it: `python -m edcli ...` in a subprocess (exit codes, stdout/stderr, JSON)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_ed
+
+COMMANDS = ("distmaps", "features", "train", "eval", "infer", "demo")
+
+
+def test_help_is_fast_and_lists_every_command():
+    best = min(_timed_help() for _ in range(3))
+    out = run_ed("--help").stdout
+    for cmd in COMMANDS:
+        assert cmd in out
+    assert best < 1.0, f"ed --help took {best:.2f} s"
+
+
+def _timed_help() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "edcli", "--help"], capture_output=True, check=True)
+    return time.perf_counter() - start
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = "import sys; from edcli import cli; print(sorted(m for m in ('torch','h5py','timm','sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_version():
+    from edcli import __version__
+
+    res = run_ed("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"ed {__version__}"
+
+
+def test_wrong_data_path_is_one_line_exit_1(tmp_path):
+    res = run_ed("features", "--data-path", tmp_path / "nope", "--store", tmp_path / "s",
+                 "--backbone", "tf_efficientnet_lite0")
+    assert res.returncode == 1
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "nope" in lines[0] and lines[0].startswith("error:"), res.stderr
+    assert res.stdout == ""
+
+
+def test_missing_weights_offline_names_the_options(tmp_path, tiny_data):
+    start = time.perf_counter()
+    res = run_ed("features", "--data-path", tiny_data, "--store", tmp_path / "s", "--backbone", "wide_resnet50_2")
+    assert time.perf_counter() - start < 10
+    assert res.returncode == 1
+    assert "--weights" in res.stderr and "tf_efficientnet_lite0" in res.stderr and "--random-init" in res.stderr
+
+
+def test_bad_usage_is_exit_2():
+    assert run_ed("train", "--epochs", "many").returncode == 2
+
+
+@pytest.mark.parametrize("problem", ["no_mask", "unreadable", "empty_train"])
+def test_dataset_problems_exit_1_naming_the_path(tmp_path, tiny_data, problem):
+    root = tmp_path / "d"
+    shutil.copytree(tiny_data / "brick", root / "brick")
+    if problem == "no_mask":
+        victim = next((root / "brick" / "ground_truth" / "hole").glob("*.png"))
+    elif problem == "unreadable":
+        victim = next((root / "brick" / "train" / "good").glob("*.png"))
+        victim.write_bytes(b"not an image")
+    else:
+        victim = root / "brick" / "train" / "good"
+        for p in victim.glob("*.png"):
+            p.unlink()
+    if problem == "no_mask":
+        victim.unlink()
+    res = run_ed("features", "--data-path", root, "--store", tmp_path / "s", "--backbone", "tf_efficientnet_lite0",
+                 "--image-size", "64")
+    assert res.returncode == 1, res.stderr
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and str(victim.name if problem != "empty_train" else "train") in err[0], res.stderr
+
+
+def test_distmaps_json(tmp_path):
+    res = run_ed("distmaps", "--store", tmp_path, "--grid", "3", "--grid", "4", "--json")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["grids"] == ["3x3", "4x4"] and got["tokens"] == [9, 16]
+    from edcli.store import read_distmaps
+
+    dx, dy = read_distmaps(tmp_path, 3, 3)
+    assert dx[0, 2] == 4 and dy[0, 6] == 4 and (dx == dx.T).all() and (dy.diagonal() == 0).all()
+
+
+def test_eval_json_is_only_json_and_csv_has_mean(tiny_run):
+    res = run_ed("eval", "--run", tiny_run, "--json", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["rows"][0]["category"] == "brick" and "image_auroc" in got["mean"]
+    rows = (tiny_run / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("category,image_auroc") and [r.split(",")[0] for r in rows[1:]] == ["brick", "mean"]
+
+
+def _mixed_folder(tmp_path: Path, tiny_data: Path) -> Path:
+    folder = tmp_path / "mixed"
+    (folder / "nested").mkdir(parents=True)
+    goods = sorted((tiny_data / "brick" / "test" / "good").glob("*.png"))
+    shutil.copy(goods[0], folder / "a_good.png")
+    shutil.copy(goods[1], folder / "nested" / "b_good.png")
+    data = goods[2].read_bytes()
+    (folder / "c_truncated.png").write_bytes(data[: len(data) // 2])
+    (folder / "d_text.png").write_text("this is not an image\n")
+    return folder
+
+
+def test_infer_mixed_folder_rows_errors_and_exit_codes(tmp_path, tiny_data, tiny_run):
+    folder = _mixed_folder(tmp_path, tiny_data)
+    ck = tiny_run / "checkpoints" / "brick.pt"
+    res = run_ed("infer", ck, folder, "--recursive", "--out", tmp_path / "p", "--json", "--device", "cpu",
+                 "--num-workers", "2")
+    assert res.returncode == 1, res.stderr  # some files failed
+    rows = json.loads(res.stdout)
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert set(by_name) == {"a_good.png", "b_good.png", "c_truncated.png", "d_text.png"}
+    for good in ("a_good.png", "b_good.png"):
+        assert by_name[good]["error"] == "" and by_name[good]["score"] > 0 and 0 < by_name[good]["normalized_score"] < 1
+    for bad in ("c_truncated.png", "d_text.png"):
+        assert by_name[bad]["error"] and by_name[bad]["score"] is None
+    csv_rows = (tmp_path / "p" / "predictions.csv").read_text().strip().splitlines()
+    jsonl = [json.loads(ln) for ln in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
+    assert len(csv_rows) == 1 + 4 and [r["path"] for r in jsonl] == [r["path"] for r in rows]
+    assert len(list((tmp_path / "p" / "heatmaps").glob("*.png"))) == 2
+    assert len(list((tmp_path / "p" / "masks").glob("*.png"))) == 2
+    assert len(list((tmp_path / "p" / "maps").glob("*.npy"))) == 2
+
+
+def test_infer_fail_on_anomaly_and_threshold(tmp_path, tiny_data, tiny_run):
+    ck = tiny_run / "checkpoints" / "brick.pt"
+    img = sorted((tiny_data / "brick" / "test" / "hole").glob("*.png"))[0]
+    low = run_ed("infer", ck, img, "--threshold", "0", "--fail-on-anomaly", "--no-save-heatmaps", "--csv",
+                 "--out", tmp_path / "a", "--device", "cpu")
+    assert low.returncode == 3, low.stderr
+    assert low.stdout.startswith("path,score,normalized_score,label") and "anomalous" in low.stdout
+    high = run_ed("infer", ck, img, "--threshold", "1e9", "--fail-on-anomaly", "--no-save-heatmaps",
+                  "--out", tmp_path / "b", "--json", "--device", "cpu")
+    assert high.returncode == 0 and json.loads(high.stdout)[0]["label"] == "normal"
+    assert json.loads(high.stdout)[0]["threshold_origin"].startswith("--threshold")
+
+
+def test_infer_reads_paths_from_stdin(tmp_path, tiny_data, tiny_run):
+    imgs = sorted((tiny_data / "brick" / "test" / "good").glob("*.png"))[:2]
+    res = run_ed("infer", tiny_run / "checkpoints" / "brick.pt", "-", "--json", "--no-save-heatmaps",
+                 "--out", tmp_path, "--device", "cpu", input="\n".join(map(str, imgs)) + "\n")
+    assert res.returncode == 0, res.stderr
+    assert [r["path"] for r in json.loads(res.stdout)] == [str(p) for p in imgs]
