@@ -19,6 +19,8 @@ API
         zero_grad; loss1.backward(retain_graph=True); loss2.backward()  (the reference's training step, no
         optimizer step).
     kl(p, q), entropy(p): (B, heads, L, L) -> (B, L), the reference's formulas with eps 1e-4.
+    oracle_target(sigma (B, heads, L, 2), dx, dy) -> T (B, heads, L, L), with the 1/(2π σy σx) prefactor.
+    oracle_distances(H, W) -> (dx, dy); oracle_pos_embedding(d, H, W) -> (H*W, d).
 """
 from __future__ import annotations
 
@@ -92,12 +94,18 @@ class _Attention(nn.Module):
         sig = sig.transpose(1, 2)  # (B, h, L, 2)
         sig = torch.sigmoid(sig * 5) + 1e-5
         sig = torch.pow(3, sig) - 1
-        s1 = sig[..., 0].unsqueeze(-1).repeat(1, 1, 1, S)
-        s2 = sig[..., 1].unsqueeze(-1).repeat(1, 1, 1, S)
-        DX = dx.unsqueeze(0).unsqueeze(0).repeat(B, h, 1, 1)
-        DY = dy.unsqueeze(0).unsqueeze(0).repeat(B, h, 1, 1)
-        T = 1.0 / (2 * math.pi * s1 * s2) * torch.exp(-DY / (2 * s1 ** 2) - DX / (2 * s2 ** 2))
-        return out, P, T
+        return out, P, oracle_target(sig, dx, dy)
+
+
+def oracle_target(sig, dx, dy):
+    """Un-normalised T (B, h, L, S) from sigma (B, h, L, 2) (index 0 = sigma_y) and dx, dy (L, S)."""
+    B, h, L, _ = sig.shape
+    S = dx.shape[-1]
+    s1 = sig[..., 0].unsqueeze(-1).repeat(1, 1, 1, S)
+    s2 = sig[..., 1].unsqueeze(-1).repeat(1, 1, 1, S)
+    DX = dx.unsqueeze(0).unsqueeze(0).repeat(B, h, 1, 1)
+    DY = dy.unsqueeze(0).unsqueeze(0).repeat(B, h, 1, 1)
+    return 1.0 / (2 * math.pi * s1 * s2) * torch.exp(-DY / (2 * s1 ** 2) - DX / (2 * s2 ** 2))
 
 
 class _Fusion(nn.Module):

@@ -121,20 +121,19 @@ class _Correlation(torch.autograd.Function):
         eps = ctx.eps
         want_p = ctx.needs_input_grad[0] and (g_da is not None or g_h is not None)
         want_t = g_dt is not None and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
-        grad_p = grad_ry = grad_rx = None
+        grad_p = grad_ry = grad_rx = buf = None
         with torch.autocast(p.device.type, enabled=False):
             r = torch.exp(d)  # e^d = (t+ε)/(p+ε)
             if want_t:
                 H, W = ry.shape[-1], rx.shape[-1]
                 n = ry.shape[:-1].numel()
-                m = torch.reciprocal(r)
-                m = torch.sub(d, m, out=m).view(n, H, W)  # d − e^(−d)
+                buf = torch.reciprocal(r)
+                m = torch.sub(d, buf, out=buf).view(n, H, W)  # d − e^(−d)
                 # ∂D/∂t = m + 1; chain through t = ry ⊗ rx, with Σ rx = Σ ry = 1 taking the "+1" analytically.
                 grad_ry = (m @ rx.reshape(n, W, 1)).view(ry.shape) + rx.sum(-1, keepdim=True)
                 grad_rx = (ry.reshape(n, 1, H) @ m).view(rx.shape) + ry.sum(-1, keepdim=True)
                 grad_ry = grad_ry * g_dt.unsqueeze(-1)
                 grad_rx = grad_rx * g_dt.unsqueeze(-1)
-                del m
             if want_p:
                 const = torch.zeros_like(d[..., :1])  # the per-row constant part of ∂/∂p
                 grad_p = torch.zeros_like(p) if g_da is None else None
@@ -145,10 +144,10 @@ class _Correlation(torch.autograd.Function):
                 if g_h is not None:
                     gh = g_h.unsqueeze(-1)
                     const = const - gh
-                    x2 = torch.add(p, eps).reciprocal_()
+                    # Reuse the (L, L) buffer of the target branch when there is one.
+                    x2 = (torch.add(p, eps) if buf is None else torch.add(p, eps, out=buf)).reciprocal_()
                     x2 = torch.add(lp, x2, alpha=-eps, out=x2)  # log(p+ε) − ε/(p+ε)
                     grad_p.addcmul_(x2, -gh)
-                    del x2
                 grad_p.add_(const)
         return grad_p, grad_ry, grad_rx, None
 

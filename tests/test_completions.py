@@ -1,0 +1,46 @@
+"""The shell completion scripts in completions/ are generated from the app and must be current."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_completions_are_current():
+    from edcli.cli import completion_scripts
+
+    for name, text in completion_scripts().items():
+        path = ROOT / "completions" / name
+        assert path.exists(), f"{path} is missing: run `python -m edcli completions completions`"
+        assert path.read_text() == text, f"{path} is stale: run `python -m edcli completions completions`"
+
+
+def test_completions_cover_every_command_and_option():
+    import typer
+
+    from edcli.cli import app, completion_scripts
+
+    scripts = completion_scripts()
+    root = typer.main.get_command(app)
+    for name, cmd in root.commands.items():
+        if cmd.hidden:
+            continue
+        for p in cmd.params:
+            for opt in (o for o in [*p.opts, *p.secondary_opts] if o.startswith("--")):
+                assert opt in scripts["ed.bash"] and opt in scripts["ed.zsh"], (name, opt)
+                assert f"-l {opt[2:]}" in scripts["ed.fish"], (name, opt)
+
+
+def test_bash_script_completes_options():
+    if not shutil.which("bash"):
+        pytest.skip("no bash")
+    script = (ROOT / "completions" / "ed.bash").read_text()
+    probe = script + '\nCOMP_WORDS=(ed train --ep); COMP_CWORD=2; _ed; echo "${COMPREPLY[@]}"\n'
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["--epochs"]
+    probe = script + '\nCOMP_WORDS=(ed in); COMP_CWORD=1; _ed; echo "${COMPREPLY[@]}"\n'
+    assert subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split() == ["infer"]

@@ -1,0 +1,67 @@
+"""Keep README.md honest: its set-up commands are CI's, and its command sections list exactly the app's options."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+DEMO_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/ed demo"
+TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q"
+
+
+def _app_options() -> dict[str, set[str]]:
+    import typer
+
+    from edcli.cli import app
+
+    root = typer.main.get_command(app)
+    out = {}
+    for name, cmd in root.commands.items():
+        if cmd.hidden:
+            continue
+        out[name] = {o for p in cmd.params for o in [*p.opts, *p.secondary_opts] if o.startswith("--")}
+    return out
+
+
+def _sections() -> dict[str, str]:
+    parts = re.split(r"^### `ed (\w+)`", README, flags=re.M)
+    return {parts[i]: parts[i + 1].split("\n## ")[0] for i in range(1, len(parts), 2)}
+
+
+def test_the_two_setup_commands_are_in_the_readme_and_ci_runs_the_test_one():
+    assert DEMO_COMMAND in README and TEST_COMMAND in README
+    assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_command_has_a_section():
+    assert set(_sections()) == set(_app_options())
+
+
+@pytest.mark.parametrize("command", sorted(_app_options()))
+def test_section_lists_exactly_the_options(command):
+    section = _sections()[command]
+    line = next((ln for ln in section.splitlines() if ln.startswith("Options:")), None)
+    assert line is not None, f"README section of ed {command} has no 'Options:' line"
+    listed = set(re.findall(r"`(--[a-z0-9-]+)`", line))
+    assert listed == _app_options()[command], (
+        f"ed {command}: README lists {sorted(listed - _app_options()[command])} that the app lacks and lacks "
+        f"{sorted(_app_options()[command] - listed)}")
+
+
+def test_options_used_in_readme_examples_exist():
+    """Every `ed CMD ... --opt` in a code block names an option CMD really has."""
+    opts = _app_options()
+    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", README, flags=re.S)
+    checked = 0
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            m = re.search(r"(?:^|\s|/)ed (\w+)\b(.*)", line)
+            if not m or m.group(1) not in opts:
+                continue
+            for opt in re.findall(r"\s(--[a-z0-9-]+)", m.group(2)):
+                assert opt in opts[m.group(1)] or opt in ("--help",), f"README example uses {opt} with ed {m.group(1)}: {line}"
+                checked += 1
+    assert checked > 20
