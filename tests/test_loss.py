@@ -14,6 +14,17 @@ from oracle import entropy, kl, oracle_backward, oracle_distances, oracle_from_l
 
 C, GRID, D, HEADS, LAYERS = 24, (6, 6), 32, 4, 2
 L = GRID[0] * GRID[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: a second intra-op thread only adds waits on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 MODES = [{}, {"arch": "fod"}, {"intra": False}, {"inter": False}, {"attn_out_proj": True}]
 
 
@@ -56,7 +67,11 @@ def test_grid_axes_rejects_matrices_that_are_not_a_grid():
     with pytest.raises(ConfigError, match="ed distmaps"):
         grid_axes(dx, torch.rand(12, 12))
     with pytest.raises(ConfigError, match="ed distmaps"):
-        grid_axes(dx.t().contiguous() + 1, dy)
+        grid_axes(dy, dx)  # swapped
+    bent = dx.clone()
+    bent[0, 5] += 1
+    with pytest.raises(ConfigError, match="ed distmaps"):
+        grid_axes(bent, dy)
     with pytest.raises(ConfigError):
         grid_axes(dx[:6], dy)
 

@@ -19,6 +19,15 @@ C, GRID, D, HEADS, LAYERS = 24, (6, 6), 32, 4, 2
 L = GRID[0] * GRID[1]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: a second intra-op thread only adds waits on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def small(seed=0, **kw):
     torch.manual_seed(seed)
     args = dict(heads=HEADS, layers=LAYERS)

@@ -103,7 +103,7 @@ class _Correlation(torch.autograd.Function):
             N = p.shape[:-2].numel() * p.shape[-2]  # rows
             H, W = ry.shape[-1], rx.shape[-1]
             ry3, rx3 = ry.reshape(N, H, 1), rx.reshape(N, 1, W)
-            eps_t = torch.tensor(eps, dtype=p.dtype, device=p.device)
+            eps_t = p.new_full((), eps)
             d = torch.addcmul(eps_t, ry3, rx3).log_()  # (N, H, W): log(t + ε), t never materialised
             lp = torch.add(p, eps).log_()  # (..., L, L): log(p + ε)
             d = d.view(p.shape).sub_(lp)  # log(t+ε) − log(p+ε)
@@ -155,9 +155,10 @@ class _Correlation(torch.autograd.Function):
 def _pair_means(p: Tensor, sigma: Tensor, dy_rows: Tensor, dx_cols: Tensor, eps: float):
     """Means over (layers, B, heads, L) of D_t, D_a and H for one branch."""
     dtype = _compute_dtype(p)
-    ry, rx = _row_factors(sigma.to(dtype), dy_rows, dx_cols)
-    D_t, D_a, H = _Correlation.apply(p.to(dtype), ry, rx, eps)
-    return D_t.mean(), D_a.mean(), H.mean()
+    with torch.autocast(p.device.type, enabled=False):
+        ry, rx = _row_factors(sigma.to(dtype), dy_rows, dx_cols)
+        D_t, D_a, H = _Correlation.apply(p.to(dtype), ry, rx, eps)
+        return D_t.mean(), D_a.mean(), H.mean()
 
 
 def kl_rows(p: Tensor, q: Tensor, eps: float = EPS) -> Tensor:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -255,6 +255,7 @@ def run_train(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, st
     strategy = train_cfg.strategy
     if strategy == "auto":
         strategy = "categories"
+    train_cfg = replace(train_cfg, strategy=strategy)
     if strategy == "ddp" and not dist.enabled:
         raise ConfigError("--strategy ddp needs torchrun (e.g. torchrun --nproc-per-node 2 -m edcli train ...)")
     if strategy == "ddp" and len(cats) != 1:
@@ -269,7 +270,12 @@ def run_train(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, st
     ctx.extractor.to(device)
     if ctx.winfo.random_init:
         track.warn("--random-init: the backbone is untrained (for tests and timing only); recorded in the checkpoint")
-    ensure_distmaps(store, ctx.extractor.grids(data.image_size), track)
+    if dist.is_main:
+        ensure_distmaps(store, ctx.extractor.grids(data.image_size), track)
+    if dist.enabled:  # the other ranks wait for the shared distmaps file
+        import torch.distributed as tdist
+
+        tdist.barrier()
     configs = {"data": data.to_dict(), "backbone": bb_cfg.to_dict(), "model": model_cfg.to_dict(),
                "train": train_cfg.to_dict(), "eval": eval_cfg.to_dict(), "store": str(Path(store).resolve())}
     Path(out).mkdir(parents=True, exist_ok=True)

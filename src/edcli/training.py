@@ -56,7 +56,8 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     from edcli.model import build_ed_model
 
     start_time = time.perf_counter()
-    rank0 = dist is None or dist.is_main
+    ddp = dist is not None and dist.enabled and cfg.strategy == "ddp"
+    writer = not ddp or dist.is_main  # under DDP rank 0 alone writes; with categories per rank each rank writes its own
     seed_everything(cfg.seed)
     n = ff.n_train
     fit, cal = calibration_split(n, cfg.calib_fraction, cfg.seed)
@@ -72,7 +73,7 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     seed_everything(cfg.seed)
     model = build_ed_model(channels, grids, [torch.from_numpy(np.ascontiguousarray(r)) for r in refs], model_cfg).to(device)
     levels: list = list(model.levels)
-    if dist is not None and dist.enabled and cfg.strategy == "ddp":
+    if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         levels = [DDP(m, device_ids=[device.index] if device.type == "cuda" else None) for m in levels]
@@ -92,7 +93,6 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     elif resume:
         track.log(f"{category}: nothing to resume at {rpath}; training from the start")
 
-    ddp = dist is not None and dist.enabled and cfg.strategy == "ddp"
     test_masks = masks_if_known(ff) if cfg.eval_every else None
     terms: dict[str, float] = {}
     epochs = range(start_epoch, cfg.epochs)
@@ -125,7 +125,7 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
         history.append(row)
         track.postfix(f"rec {terms['rec']:.4f} intra {terms['intra1']:.3f} inter {terms['inter1']:.3f} "
                       f"H {terms['intra_ent']:.2f}/{terms['inter_ent']:.2f}")
-        if rank0:
+        if writer:
             atomic_torch_save({"epoch": epoch + 1, "state_dicts": _state(levels),
                                "optimizers": [o.state_dict() for o in optims], "history": history, "best": best,
                                "train": cfg.to_dict()}, rpath)
@@ -150,7 +150,7 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
                     backbone=dict(meta, channels=channels, grids=[list(g) for g in grids]), state_dicts=final_states,
                     history=history, selection=selection, calibration=calib, epochs_done=cfg.epochs, complete=True,
                     store_file=str(ff.path) if hasattr(ff, "path") else "")
-    if rank0:
+    if writer:
         save_checkpoint(ck, ckpt)
         rpath.unlink(missing_ok=True)
     return {"category": category, "epochs": cfg.epochs, "seconds": round(time.perf_counter() - start_time, 2),
