@@ -5,13 +5,14 @@
 Faithful wide_resnet50_2 / 256 px shapes with random features and reference (timing does not depend on them):
 level 0: C=512 on a 32x32 grid, d_model 256; level 1: C=1024 on 16x16, d_model 512; 8 heads, 3 layers.
 A step is: zero_grad, forward, loss, backward, Adam step. edcli: one backward of ed_objective(...).total;
-oracle (tests/oracle.py): loss1.backward(retain_graph=True); loss2.backward(). One warm-up step, then the
-median of --reps timed steps, divided by the batch size.
+oracle (tests/oracle.py, same weights): loss1.backward(retain_graph=True); loss2.backward().
 
-Memory: every (implementation, level) runs in a fresh subprocess. On CPU the peak is the growth of the process's
-maximum resident set size (resource.getrusage ru_maxrss) from just before the first step to the end, i.e. what the
-training steps add on top of the model, optimizer and inputs. On CUDA it is torch.cuda.max_memory_allocated()
-minus the memory allocated before the first step.
+Time: one process per level holds both implementations; after one warm-up step each, their steps alternate
+--reps times (so both see the same load on a shared machine); reported: the median step / batch size.
+Memory: a fresh process per (implementation, level) runs two steps. On CPU the peak is the growth of the
+process's maximum resident set size (resource.getrusage ru_maxrss) over the steps, i.e. what training adds on top
+of the model, optimizer and inputs; on CUDA it is torch.cuda.max_memory_allocated() minus what was allocated
+before the first step.
 Prints one JSON object.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {0: (512, (32, 32)), 1: (1024, (16, 16))}  # timm wide_resnet50_2 levels 2 and 3 at 256 px
 
 
-def _child(args) -> dict:
+def _setup(args, impls):
     import torch
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -43,50 +44,71 @@ def _child(args) -> dict:
     dev = torch.device(args.device)
     C, grid = SHAPES[args.level]
     L = grid[0] * grid[1]
-    model = LevelModel(C, grid, torch.randn(C, L), d_model_for(C))
-    if args.child == "oracle":
-        model = oracle_from_level(model)
-    model = model.to(dev)
+    level = LevelModel(C, grid, torch.randn(C, L), d_model_for(C))
     x = torch.randn(args.batch, L, C, device=dev)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    steps = {}
+    for impl in impls:
+        model = (level if impl == "edcli" else oracle_from_level(level)).to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        if args.child == "edcli":
-            with amp:
-                out = model(x)
-                terms = ed_objective(out, x, model.dx, model.dy)
-            terms.total.backward()
-        else:
-            with amp:
-                loss1, loss2, _ = oracle_losses(model, x)
-            loss1.backward(retain_graph=True)
-            loss2.backward()
-        opt.step()
+        def step(model=model, opt=opt, impl=impl):
+            opt.zero_grad(set_to_none=True)
+            if impl == "edcli":
+                with amp:
+                    terms = ed_objective(model(x), x, model.dx, model.dy)
+                terms.total.backward()
+            else:
+                with amp:
+                    loss1, loss2, _ = oracle_losses(model, x)
+                loss1.backward(retain_graph=True)
+                loss2.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        steps[impl] = step
+    return torch, dev, steps
 
+
+def _time_child(args) -> dict:
+    """Both implementations in one process, their steps interleaved, so both see the same machine load."""
+    _, _, steps = _setup(args, ("edcli", "oracle"))
+    times = {impl: [] for impl in steps}
+    for step in steps.values():
+        step()  # warm-up (and Adam's state)
+    for _ in range(args.reps):
+        for impl, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[impl].append(time.perf_counter() - t0)
+    return {impl: {"s_per_img": statistics.median(ts) / args.batch, "step_times_s": [round(t, 4) for t in ts]}
+            for impl, ts in times.items()}
+
+
+def _mem_child(args) -> dict:
+    """Peak memory that two training steps add, in a fresh process holding one implementation."""
+    torch, dev, steps = _setup(args, (args.child,))
+    step = steps[args.child]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     step()
-    sync()
-    times = []
-    for _ in range(args.reps):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
+    step()
     if dev.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
-    else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    return {"s_per_img": statistics.median(times) / args.batch, "step_times_s": [round(t, 4) for t in times],
-            "peak_mem_mib": round(peak, 1)}
+        return {"peak_mem_mib": round((torch.cuda.max_memory_allocated(dev) - base) / 2**20, 1)}
+    return {"peak_mem_mib": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1)}
+
+
+def _run_child(args, child: str, level: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", child, "--level", str(level),
+           "--reps", str(args.reps), "--batch", str(args.batch), "--device", args.device,
+           "--precision", args.precision, "--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        sys.exit(f"{child} level {level} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -97,7 +119,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
-    ap.add_argument("--child", choices=["edcli", "oracle"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["time", "edcli", "oracle"], help=argparse.SUPPRESS)
     ap.add_argument("--level", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.reps < 1:
@@ -105,25 +127,22 @@ def main() -> None:
     if args.precision == "bf16" and not args.device.startswith("cuda"):
         ap.error("--precision bf16 is for --device cuda")
     if args.child:
-        print(json.dumps(_child(args)))
+        print(json.dumps(_time_child(args) if args.child == "time" else _mem_child(args)))
         return
 
     import torch
 
     result = {"device": args.device, "precision": args.precision, "batch": args.batch, "reps": args.reps,
               "threads": args.threads, "torch": torch.__version__,
-              "memory": "CPU: ru_maxrss growth over the steps in a fresh process; CUDA: max_memory_allocated growth",
+              "timing": "median of --reps steps after one warm-up; edcli and oracle steps interleaved in one process",
+              "memory": "growth of ru_maxrss (CPU) or max_memory_allocated (CUDA) over two steps, "
+                        "in a fresh process per implementation",
               "levels": {}}
     for level in args.levels:
+        times = _run_child(args, "time", level)
         row = {"C": SHAPES[level][0], "grid": list(SHAPES[level][1])}
         for impl in ("edcli", "oracle"):
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--level", str(level),
-                   "--reps", str(args.reps), "--batch", str(args.batch), "--device", args.device,
-                   "--precision", args.precision, "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            if proc.returncode != 0:
-                sys.exit(f"{impl} level {level} failed:\n{proc.stderr}")
-            row[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+            row[impl] = {**times[impl], **_run_child(args, impl, level)}
         row["speedup"] = round(row["oracle"]["s_per_img"] / row["edcli"]["s_per_img"], 2)
         result["levels"][str(level)] = row
     print(json.dumps(result, indent=2))

@@ -1,0 +1,149 @@
+"""End-to-end inference speed: edcli's scoring path vs the naive oracle's, for two backbones at 256 px.
+
+    python bench/infer.py [--backbones tf_efficientnet_lite0 wide_resnet50_2] [--size 256] [--reps 3]
+                          [--device cpu|cuda] [--precision fp32|bf16] [--threads 2] [--n32 32]
+
+End to end = PNG decode + resize, backbone, both level models, scoring, sigma-4 smoothing, image score.
+edcli: `ed infer`'s path (FileDataset, extractor, predict_maps with branches="score": only the inter branch's
+targets and KL). oracle (tests/oracle.py): every Gaussian target (with its 1/(2 pi sy sx) prefactor) and both
+branches' KL maps per layer, as the reference's test pass computes them, at batch 1 as the reference.
+The level models have the faithful widths (d_model = C/2 rounded up to 32, >= 64: 256/512 for wide_resnet50_2)
+and random weights (speed does not depend on them); wide_resnet50_2 is random-init (no hub here), lite0 uses its
+packaged weights. Reports the median over --reps of: ms per image at batch 1 (mean over 4 images) and images
+per second at batch 32. Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _images(folder: Path, n: int, size: int) -> list[str]:
+    """n PNG crops of scikit-image's brick photo, larger than the input size so that decoding and resizing count."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    photo = np.repeat(data.brick()[..., None], 3, axis=2)
+    rng = np.random.default_rng(0)
+    side = int(size * 1.5)
+    paths = []
+    for i in range(n):
+        y, x = rng.integers(0, photo.shape[0] - side, size=2)
+        p = folder / f"{i:03d}.png"
+        Image.fromarray(photo[y:y + side, x:x + side]).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def _oracle_maps(oracles, feats, size: int):
+    """The reference's test pass: full targets and KL maps of both branches, score = rec x inter."""
+    import torch
+    import torch.nn.functional as F
+
+    from oracle import kl, oracle_level_forward
+
+    maps = []
+    for oracle, feat in zip(oracles, feats):
+        B, C, H, W = feat.shape
+        x = feat.flatten(2).transpose(1, 2)
+        out = oracle_level_forward(oracle, x)
+        rec = ((out.recon - x) ** 2).mean(-1) + 1 - F.cosine_similarity(out.recon, x, dim=-1)
+        scores = []
+        for P, T in ((out.P_inter, out.T_inter), (out.P_intra, out.T_intra)):
+            d = sum(kl(p, t) + kl(t, p) for p, t in zip(P, T)) / len(P)
+            s = torch.softmax(-d, dim=-1)
+            scores.append(s.max(-1, keepdim=True).values - s)  # the intra one is computed and not used, as the reference
+        maps.append(F.interpolate((rec * scores[0]).reshape(B, 1, H, W), size=(size, size), mode="bilinear",
+                                  align_corners=True)[:, 0])
+    return torch.stack(maps).mean(0)
+
+
+def bench_backbone(name: str, args) -> dict:
+    import numpy as np
+    import torch
+
+    from edcli.backbone import build_backbone
+    from edcli.config import BackboneConfig, ModelConfig
+    from edcli.data import FileDataset
+    from edcli.engine import autocast, predict_maps, sync
+    from edcli.model import build_ed_model
+    from edcli.scoring import image_scores, smooth
+    from oracle import oracle_from_level
+
+    dev = torch.device(args.device)
+    extractor, _ = build_backbone(BackboneConfig(name=name, random_init=name != "tf_efficientnet_lite0"))
+    extractor = extractor.to(dev)
+    grids = extractor.grids(args.size)
+    torch.manual_seed(0)
+    model = build_ed_model(extractor.channels, grids, [torch.randn(c, h * w) for c, (h, w) in
+                                                      zip(extractor.channels, grids)], ModelConfig()).to(dev).eval()
+    oracles = [oracle_from_level(level).eval() for level in model.levels]
+    tmp = Path(tempfile.mkdtemp(prefix="ed-bench-"))
+    paths = _images(tmp, max(args.n32, 4), args.size)
+
+    def run(which: str, batch: int, n: int) -> float:
+        ds = FileDataset(paths[:n], args.size, "squash")
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=0)
+        sync(dev)
+        start = time.perf_counter()
+        for b in loader:
+            with torch.inference_mode():
+                feats = [f.half().float() for f in extractor(b["image"].to(dev))]
+                if which == "edcli":
+                    maps = predict_maps(model, feats, args.size, dev, args.precision).numpy()
+                else:
+                    with autocast(dev, args.precision):
+                        maps = torch.cat([_oracle_maps(oracles, [f[i:i + 1] for f in feats], args.size)
+                                          for i in range(feats[0].shape[0])]).float().cpu().numpy()
+            image_scores(smooth(maps, 4.0), "max")
+        sync(dev)
+        return time.perf_counter() - start
+
+    out = {"grids": grids, "channels": extractor.channels, "d_model": [lv.d_model for lv in model.levels]}
+    for which in ("edcli", "oracle"):
+        run(which, 1, 1)  # warm-up
+        b1 = [run(which, 1, 4) / 4 * 1000 for _ in range(args.reps)]
+        b32 = [args.n32 / run(which, 32, args.n32) for _ in range(args.reps)]
+        out[which] = {"ms_per_image_batch1": round(statistics.median(b1), 1),
+                      "images_per_s_batch32": round(statistics.median(b32), 2),
+                      "reps_ms_batch1": [round(v, 1) for v in b1]}
+    out["speedup_batch1"] = round(out["oracle"]["ms_per_image_batch1"] / out["edcli"]["ms_per_image_batch1"], 2)
+    out["speedup_batch32"] = round(out["edcli"]["images_per_s_batch32"] / out["oracle"]["images_per_s_batch32"], 2)
+    del np
+    return out
+
+
+def main() -> None:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbones", nargs="+", default=["tf_efficientnet_lite0", "wide_resnet50_2"])
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n32", type=int, default=32, help="images in the batch-32 measurement")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    res = {"device": args.device, "precision": args.precision, "size": args.size, "threads": args.threads,
+           "torch": torch.__version__, "load_avg_start": os.getloadavg()[0]}
+    for name in args.backbones:
+        res[name] = bench_backbone(name, args)
+    res["load_avg_end"] = os.getloadavg()[0]
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
