@@ -168,3 +168,32 @@ def test_infer_scores_equal_eval_scores(tiny_run, tiny_store, tmp_path):
     got = np.array([r["score"] for r in res["rows"]])
     assert [r["path"] for r in res["rows"]] == paths
     np.testing.assert_allclose(got, split.scores, rtol=1e-5, atol=1e-7)
+
+
+def test_test_selection_is_marked_everywhere(tiny_configs, tiny_store, tmp_path):
+    from edcli.checkpoint import load_checkpoint
+    from edcli.config import EvalConfig
+    from edcli.pipeline import run_eval, run_train
+
+    data, bb, model, train = tiny_configs
+    run_train(data, bb, model, replace(train, epochs=3, eval_every=1, select="best-image"), str(tiny_store),
+              str(tmp_path))
+    ck = load_checkpoint(tmp_path / "checkpoints" / "brick.pt")
+    assert ck.selection["test_selected"] is True and ck.selection["select"] == "best-image"
+    assert all("image_auroc" in h for h in ck.history) and 1 <= ck.selection["epoch"] <= 3
+    best = max(h["image_auroc"] for h in ck.history)
+    assert ck.history[ck.selection["epoch"] - 1]["image_auroc"] == best
+    res = run_eval(str(tmp_path), None, EvalConfig(device="cpu"))
+    assert res["protocol"]["test_selected"] is True and "test-selected" in res["protocol"]["warning"]
+    assert res["rows"][0]["image_auroc"] == pytest.approx(best, abs=1e-9)
+    csv = (tmp_path / "metrics.csv").read_text()
+    assert "test_selected" in csv.splitlines()[0] and "True" in csv.splitlines()[1]
+
+
+def test_select_without_eval_every_is_refused(tiny_configs, tiny_store, tmp_path):
+    from edcli.errors import ConfigError
+    from edcli.pipeline import run_train
+
+    data, bb, model, train = tiny_configs
+    with pytest.raises(ConfigError, match="--eval-every"):
+        run_train(data, bb, model, replace(train, select="best-pixel"), str(tiny_store), str(tmp_path))

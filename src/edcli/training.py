@@ -93,6 +93,9 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     elif resume:
         track.log(f"{category}: nothing to resume at {rpath}; training from the start")
 
+    if ddp and dist.is_main:
+        track.log(f"{category}: data-parallel over {dist.world} ranks, effective batch size "
+                  f"{cfg.batch_size * dist.world} ({cfg.batch_size} per rank)")
     test_masks = masks_if_known(ff) if cfg.eval_every else None
     terms: dict[str, float] = {}
     epochs = range(start_epoch, cfg.epochs)
@@ -155,5 +158,6 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
         rpath.unlink(missing_ok=True)
     return {"category": category, "epochs": cfg.epochs, "seconds": round(time.perf_counter() - start_time, 2),
             "train_images": int(len(fit)), "calib_images": int(len(cal)),
+            "effective_batch": cfg.batch_size * (dist.world if ddp else 1),
             **{k: (round(terms[k], 5) if terms else None) for k in ("rec", "intra1", "inter1", "intra_ent", "inter_ent")},
             "threshold": calib["threshold"], "checkpoint": str(ckpt), "test_selected": selection["test_selected"]}
