@@ -13,6 +13,8 @@ Memory: a fresh process per (implementation, level) runs two steps. On CPU the p
 process's maximum resident set size (resource.getrusage ru_maxrss) over the steps, i.e. what training adds on top
 of the model, optimizer and inputs; on CUDA it is torch.cuda.max_memory_allocated() minus what was allocated
 before the first step.
+On a busy shared CPU, OMP_WAIT_POLICY=PASSIVE keeps idle OpenMP threads from spinning against each other; the
+JSON records it (and MALLOC_MMAP_THRESHOLD_, which removes the page-fault cost of fresh large buffers).
 Prints one JSON object.
 """
 from __future__ import annotations
@@ -137,6 +139,8 @@ def main() -> None:
               "timing": "median of --reps steps after one warm-up; edcli and oracle steps interleaved in one process",
               "memory": "growth of ru_maxrss (CPU) or max_memory_allocated (CUDA) over two steps, "
                         "in a fresh process per implementation",
+              # settings that change CPU timings a lot on a shared machine (spin-waiting threads, page faults)
+              "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_")},
               "levels": {}}
     for level in args.levels:
         times = _run_child(args, "time", level)

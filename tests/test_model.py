@@ -281,6 +281,8 @@ def test_build_ed_model_uses_d_model_for_by_default():
     assert [lvl.d_model for lvl in model.levels] == [64, 128]
     outs = model([torch.randn(1, 16, 100), torch.randn(1, 4, 200)])
     assert [o.recon.shape for o in outs] == [(1, 16, 100), (1, 4, 200)]
+    with pytest.raises(DataError, match="the model has 2"):
+        model([torch.randn(1, 16, 100)])
     custom = build_ed_model([100, 200], [(4, 4), (2, 2)], refs, ModelConfig(layers=1, heads=4, d_model=(32, 96)))
     assert [lvl.d_model for lvl in custom.levels] == [32, 96]
     with pytest.raises(ConfigError):

@@ -50,7 +50,8 @@ def grid_axes(dx: Tensor, dy: Tensor) -> tuple[Tensor, Tensor]:
     W = int((dy[0] == 0).sum())  # tokens in the first grid row
     H = L // max(W, 1)
     if W < 1 or H * W != L:
-        raise ConfigError(f"dy ({L}x{L}) is not the row-distance matrix of a row-major grid; rebuild it with `ed distmaps`")
+        raise ConfigError(f"dy ({L}x{L}) is not the row-distance matrix of a row-major grid; "
+                          f"rebuild it with `ed distmaps`")
     dy_rows = dy.view(L, H, W)[:, :, 0]  # (L, H): squared distance from token i to grid row r
     dx_cols = dx.view(L, H, W)[:, 0, :]  # (L, W): squared distance from token i to grid column c
     if not (torch.equal(dy.view(L, H, W), dy_rows[:, :, None].expand(L, H, W))

@@ -45,7 +45,8 @@ def positional_encoding_2d(d_model: int, grid: tuple[int, int]) -> Tensor:
     f_i = 10000^(-2i/(d/2)); channels [d/2, d) encode the row the same way.
     """
     if d_model % 4:
-        raise ConfigError(f"d_model {d_model} must be divisible by 4 for the 2-D positional encoding; pick another --d-model")
+        raise ConfigError(f"d_model {d_model} must be divisible by 4 for the 2-D positional encoding; "
+                          f"pick another --d-model")
     H, W = grid
     half = d_model // 2
     freq = 10000.0 ** (-2.0 * torch.arange(half // 2, dtype=torch.float64) / half)  # (half/2,)
@@ -104,7 +105,8 @@ class DifferenceAwareAttention(nn.Module):
     def forward(self, q_in: Tensor, kv_in: Tensor, need_sigma: bool = True) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """q_in (B, L, d); kv_in (B or 1, S, d), a batch of 1 broadcasts over B (the expanded reference).
 
-        Returns out (B, L, d), attention (B, heads, L, S), sigma (B, heads, L, 2) or None.
+        Returns out (B, L, d), attention (B, heads, L, S), sigma (B, heads, L, 2) or None. With dropout > 0 the
+        returned attention is the one before dropout (the map the losses and scores are about).
         """
         B, L, d = q_in.shape
         Bk, S, _ = kv_in.shape
@@ -191,7 +193,8 @@ class EncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         hidden = ffn_ratio * d_model
-        self.ffn = EDFeedForward(d_model, hidden, grid, dropout) if arch == "ed" else FODFeedForward(d_model, hidden, dropout)
+        self.ffn = (EDFeedForward(d_model, hidden, grid, dropout) if arch == "ed"
+                    else FODFeedForward(d_model, hidden, dropout))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, ref: Optional[Tensor], intra_sigma: bool = True, inter_sigma: bool = True):
@@ -256,13 +259,13 @@ class LevelModel(nn.Module):
         if branches not in BRANCH_MODES:
             raise ConfigError(f"branches must be one of {BRANCH_MODES}, got {branches!r}")
         if x.dim() != 3 or x.shape[1:] != (self.grid[0] * self.grid[1], self.channels):
+            L = self.grid[0] * self.grid[1]
             raise DataError(f"features of shape {tuple(x.shape)} do not fit this model, which expects "
-                            f"(B, {self.grid[0] * self.grid[1]}, {self.channels}); were they made with another backbone "
-                            f"or image size?")
+                            f"(B, {L}, {self.channels}); were they made with another backbone or image size?")
         keep_intra = branches == "all" or not self.inter
         keep_inter = self.inter
         emb = self.embed(x)  # (B, L, d)
-        # Embedded once per forward with batch 1; the attention broadcasts it over B (expanded, never copied).
+        # Embedded once per forward with batch 1 and never repeated; each inter attention expands its K/V to B.
         ref = self.ref_embed(self.ref.t().unsqueeze(0)) if self.inter else None  # (1, L, d)
         intra_p, intra_s, inter_p, inter_s = [], [], [], []
         for layer in self.layers:
@@ -294,7 +297,8 @@ def build_ed_model(channels: list[int], grids: list[tuple[int, int]], refs: list
     """One LevelModel per level; cfg.d_model empty -> d_model_for(C) per level."""
     n = len(channels)
     if len(grids) != n or len(refs) != n:
-        raise ConfigError(f"{n} channel counts, {len(grids)} grids and {len(refs)} reference maps: one of each per level")
+        raise ConfigError(f"{n} channel counts, {len(grids)} grids and {len(refs)} reference maps: "
+                          f"one of each per level")
     d_models = tuple(cfg.d_model) or tuple(d_model_for(c) for c in channels)
     if len(d_models) != n:
         raise ConfigError(f"--d-model has {len(d_models)} values for {n} feature levels; give one per level or none")

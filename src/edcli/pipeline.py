@@ -591,8 +591,12 @@ def _save_infer_maps(outdir: Path, path: str, index: int, amap, smoothed, thr: f
 # ---------------------------------------------------------------------------------------------- demo
 
 # Demo settings, chosen so that the whole run fits in a few minutes on 2 CPU cores (see README "ed demo").
-DEMO = {"image_size": 256, "epochs": 8, "batch_size": 4, "n_train": 40, "n_test_good": 10, "n_per_defect": 3}
-DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "n_train": 8, "n_test_good": 3, "n_per_defect": 1}
+# 128 px keeps the token grids at 16x16 and 8x8: training cost grows with the square of the token count, so
+# 256 px would cost ~16x more per image. lr is 10x the reference's 1e-4 because the demo trains ~10 epochs, not 100.
+DEMO = {"image_size": 128, "epochs": 10, "batch_size": 1, "lr": 1e-3, "n_train": 20, "n_test_good": 10,
+        "n_per_defect": 3}
+DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "n_train": 8, "n_test_good": 3,
+              "n_per_defect": 1}
 
 
 def run_demo(out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto",
@@ -617,7 +621,7 @@ def run_demo(out: str, categories: tuple[str, ...] = (), quick: bool = False, de
     track.log(f"3/6 features ({DEMO_BACKBONE}, packaged ImageNet weights, {s['image_size']} px) -> {store}")
     run_features(data, bb, str(store), device, batch_size=16, track=track)
     track.log(f"4/6 training {s['epochs']} epochs per category -> {run}")
-    tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], device=device)
+    tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], device=device)
     train_rows = run_train(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track)
     track.log("5/6 evaluation on the labelled test split")
     ev = run_eval(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
@@ -632,7 +636,7 @@ def run_demo(out: str, categories: tuple[str, ...] = (), quick: bool = False, de
         preds.append(res)
     summary = "\n".join([
         f"demo folder: {root}",
-        f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, {s['epochs']} epochs, batch {s['batch_size']}",
+        f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g}",
         f"  heat maps of the test split: {ev['maps']}/<category>/<defect type>/",
         f"  predictions: {root / 'predictions'}/<category>/predictions.csv and heatmaps/",
         "next, on your own images (normal ones in train/good, MVTec layout):",

@@ -71,9 +71,17 @@ class Tracker:
         import time
 
         start, n = time.perf_counter(), 0
+        last = start
+        step = max(1, (total or 0) // 10)
         for item in iterable:
             yield item
             n += 1
+            now = time.perf_counter()
+            # without a live bar, a line every tenth of the work or every 30 s, so CI logs show progress
+            if description and not self.quiet and total and n < total and (n % step == 0 or now - last > 30):
+                tail = f"  {self._postfix}" if self._postfix else ""
+                self.log(f"{description}: {n}/{total} after {now - start:.1f} s{tail}")
+                last = now
         if description and not self.quiet:
             tail = f"  {self._postfix}" if self._postfix else ""
             self.log(f"{description}: {n}/{total if total is not None else n} in {time.perf_counter() - start:.1f} s{tail}")
