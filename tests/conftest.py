@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `ed` itself does (cli.main); before torch is imported
 
 TINY_SIZE = 64  # tf_efficientnet_lite0 grids 8x8 and 4x4: seconds, not minutes
 

@@ -111,7 +111,10 @@ def test_pooling_is_3x3_average_counting_zero_padding(lite0):
         assert not torch.allclose(p, r)
 
 
-def test_feature_shapes_rejects_unknown_names_and_levels():
+def test_feature_shapes_rejects_unknown_names_and_levels(monkeypatch):
+    # offline, build_backbone reports the missing weights before importing timm (the 5 s budget); online it
+    # checks the name first
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(ConfigError, match="not_a_backbone"):
         feature_shapes("not_a_backbone", (2, 3), 256)
     with pytest.raises(ConfigError, match=r"0\.\.4"):
@@ -132,14 +135,14 @@ def test_offline_hub_is_never_contacted(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    real_create = backbone.timm.create_model
+    real_create = backbone._timm().create_model
 
     def create_model(name, *args, pretrained=False, **kwargs):
         if pretrained:
             attempts.append(("pretrained", name))
         return real_create(name, *args, pretrained=False, **kwargs)
 
-    monkeypatch.setattr(backbone.timm, "create_model", create_model)
+    monkeypatch.setattr(backbone._timm(), "create_model", create_model)
     start = time.perf_counter()
     with pytest.raises(WeightsError) as err:
         build_backbone(BackboneConfig(name="wide_resnet50_2"))
@@ -153,7 +156,7 @@ def test_offline_hub_is_never_contacted(monkeypatch):
 def test_hub_weights_use_the_reference_tag_and_timm_normalisation(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    real_create = backbone.timm.create_model
+    real_create = backbone._timm().create_model
     asked = []
 
     def fake_hub(name, *args, pretrained=False, **kwargs):
@@ -162,7 +165,7 @@ def test_hub_weights_use_the_reference_tag_and_timm_normalisation(monkeypatch):
             return real_create("resnet18", *args, pretrained=False, **kwargs)
         return real_create(name, *args, pretrained=False, **kwargs)
 
-    monkeypatch.setattr(backbone.timm, "create_model", fake_hub)
+    monkeypatch.setattr(backbone._timm(), "create_model", fake_hub)
     _, info = build_backbone(BackboneConfig(name="wide_resnet50_2"))
     assert asked == ["wide_resnet50_2.racm_in1k"]
     assert info.source == "timm-hub:wide_resnet50_2.racm_in1k" and not info.random_init
@@ -173,7 +176,7 @@ def test_hub_weights_use_the_reference_tag_and_timm_normalisation(monkeypatch):
             raise OSError("simulated: hub unreachable")
         return real_create(name, *args, pretrained=False, **kwargs)
 
-    monkeypatch.setattr(backbone.timm, "create_model", failing_hub)
+    monkeypatch.setattr(backbone._timm(), "create_model", failing_hub)
     with pytest.raises(WeightsError, match="hub unreachable") as err:
         build_backbone(BackboneConfig(name="resnet18"))
     assert "--random-init" in str(err.value)

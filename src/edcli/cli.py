@@ -351,6 +351,11 @@ def demo(
 
 
 def main() -> None:
+    import os
+
+    # idle OpenMP threads sleep instead of spinning: on a shared or small CPU (and beside DataLoader workers) spinning
+    # threads steal the cores the work needs. Set before torch is imported; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app(prog_name="ed")
 
 
