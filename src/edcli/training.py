@@ -84,6 +84,12 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     rpath = resume_path(ckpt)
     if resume and rpath.exists():
         state = torch.load(rpath, map_location="cpu", weights_only=True)
+        same = ("batch_size", "lr", "seed", "lambda1", "lambda2", "calib_fraction")
+        diff = [k for k in same if state["train"].get(k) != cfg.to_dict()[k]]
+        if diff:
+            was = ", ".join(f"--{k.replace('_', '-')} {state['train'].get(k)}" for k in diff)
+            raise TrainingError(f"{category}: cannot resume {rpath}: it was trained with {was}; "
+                                "use the same options, or drop --resume to start again")
         for m, sd in zip(levels, state["state_dicts"]):
             getattr(m, "module", m).load_state_dict(sd)
         for o, sd in zip(optims, state["optimizers"]):
