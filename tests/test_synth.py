@@ -111,25 +111,50 @@ def test_scratch_is_thin_and_hole_is_dark(layouts):
             assert grey_after[hmask].mean() < 0.5 * grey_before[hmask].mean()
 
 
-def test_patch_is_a_window_of_the_source(layouts):
-    lay = layouts("gravel", 64)
-    source = _train_source(lay)
-    windows = np.lib.stride_tricks.sliding_window_view  # (ny, nx, 3, h, w) views
-    for img, rng in _test_crops(layouts, "gravel", 64, 3):
+def test_patch_is_a_turned_and_magnified_window_of_the_source(layouts):
+    # A ramp source (R = row, G = column) tells where every pasted pixel came from.
+    yy, xx = np.mgrid[0:200, 0:240]
+    source = np.stack([yy, xx, (yy + xx) // 2], axis=-1).astype(np.uint8)  # (200, 240, 3)
+    zooms = []
+    for img, rng in _test_crops(layouts, "gravel", 128, 4):
         defective, core = synth._defect("patch", img, rng, source)
         ys, xs = np.nonzero(core)
-        pasted = defective[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        pasted = defective[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(int)
         h, w, _ = pasted.shape
-        views = windows(source, (h, w, 3)).reshape(-1, h, w, 3)
-        candidates = [pasted, pasted[::-1], pasted[:, ::-1], pasted[::-1, ::-1]]  # undo any flip
-        assert any((views == c).all(axis=(1, 2, 3)).any() for c in candidates)
+        inner = pasted[2:-2, 2:-2]  # away from the resize's clamped border
+        dr_dy, dr_dx = np.diff(inner[..., 0], axis=0).mean(), np.diff(inner[..., 0], axis=1).mean()
+        dg_dy, dg_dx = np.diff(inner[..., 1], axis=0).mean(), np.diff(inner[..., 1], axis=1).mean()
+        # A quarter turn: source rows run along the patch's columns and source columns along its rows.
+        assert abs(dr_dy) < 0.05 and abs(dg_dx) < 0.05, (dr_dy, dg_dx)
+        zoom = 1 / abs(dr_dx)
+        assert 1.9 <= zoom <= 2.8 and 1.9 <= 1 / abs(dg_dy) <= 2.8, (dr_dx, dg_dy)
+        zooms.append(zoom)
+        # Exactly the documented transform of one window of the source.
+        sy, sx = pasted[..., 0].min(), pasted[..., 1].min()
+        k = 1 if dg_dy < 0 else 3  # np.rot90 by k = 1 turns the first column into the last row
+        found = any(np.array_equal(synth._zoom_turn(source[y:y + sh, x:x + sw], k, h, w), pasted)
+                    for y in range(sy - 1, sy + 2) for x in range(sx - 1, sx + 2)
+                    for sh in range(w // 3, w // 2 + 2) for sw in range(h // 3, h // 2 + 2))
+        assert found
+    assert np.ptp(zooms) > 0.05  # the zoom is drawn, not fixed
+
+
+def test_lens_radius_scales_the_inner_disc_and_is_the_identity_outside():
+    rho = np.linspace(0.0, 30.0, 601)
+    for scale in (2.3, 1 / 2.0):
+        src = synth._lens_radius(rho, 20.0, scale)
+        assert (np.diff(src) > 0).all()  # increasing: nothing folds over
+        inner = rho < 20.0 * (synth.LENS_INNER_BULGE if scale > 1 else synth.LENS_INNER_PINCH)
+        np.testing.assert_allclose(src[inner], rho[inner] / scale, rtol=1e-6)
+        np.testing.assert_allclose(src[rho >= 20.0], rho[rho >= 20.0], rtol=1e-6)
+        assert np.abs(np.diff(src)).max() < 0.05 * 20  # continuous
 
 
 def test_distortion_stays_in_a_small_disc(layouts):
     for img, rng in _test_crops(layouts, "brick", 256, 4):
         _, mask = make_defect("distortion", img, rng)
         ys, xs = np.nonzero(mask)
-        assert max(np.ptp(ys), np.ptp(xs)) <= 2 * 0.14 * 256 + 1
+        assert max(np.ptp(ys), np.ptp(xs)) <= 2 * 0.16 * 256 + 1
 
 
 def test_make_defect_without_source_and_bad_input(layouts):

@@ -34,7 +34,7 @@ from edcli.errors import ConfigError, DataError
 DEMO_CATEGORIES = ("brick", "gravel", "grass")
 DEFECT_KINDS = ("scratch", "hole", "stain", "patch", "distortion")
 
-FORMAT_VERSION = 1  # bump when a change of this file changes the images a spec gives
+FORMAT_VERSION = 2  # bump when a change of this file changes the images a spec gives
 MARKER = ".complete"  # JSON written last into a finished category folder: format, spec, crop boxes
 MAX_ANGLE = 5.0  # degrees of the random rotation of a crop
 MARGIN = 0.1  # defects stay this fraction of the side away from every border
@@ -42,6 +42,9 @@ MIN_CHANGE = 6  # grey levels: blended defects keep only changes at least this l
 SIZE_LIMITS = (32, 1024)
 # Tints for colour stains; each spans >= 80 grey levels over its channels, so it visibly moves any grey pixel.
 STAIN_COLOURS = ((160, 82, 45), (70, 100, 180), (205, 175, 70), (80, 140, 60), (130, 60, 140))
+PATCH_ZOOM = (2.0, 2.6)  # magnification of a pasted patch: a same-size copy of a random texture is invisible
+# Share of a distortion's radius that is scaled uniformly; pinch needs inner * 2.2 < 1 to stay increasing.
+LENS_INNER_BULGE, LENS_INNER_PINCH = 0.6, 0.4
 
 
 def _skimage_photo(name: str) -> Callable[[], np.ndarray]:
@@ -278,54 +281,71 @@ def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return _blend(image, target, alpha), field >= 0.5
 
 
+def _zoom_turn(region: np.ndarray, k: int, h: int, w: int) -> np.ndarray:
+    """A (h', w', 3) uint8 region turned by k quarter turns (np.rot90), then resized to (h, w) with bicubic."""
+    turned = np.ascontiguousarray(np.rot90(region, k))
+    return np.asarray(Image.fromarray(turned).resize((w, h), Image.Resampling.BICUBIC))
+
+
 def _patch(image: np.ndarray, rng: np.random.Generator,
            source: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """A rectangle cut from elsewhere (randomly flipped) and pasted with a hard edge."""
+    """A rectangle cut from elsewhere, turned by a quarter turn and magnified x1.8-2.5, pasted with a hard edge.
+
+    A plain copy of a stationary texture (gravel) is invisible: magnified, its grains are twice the size of their
+    neighbours, and turned, an oriented texture (grass, brick) runs across. The pasted block is
+    `_zoom_turn(src[sy:sy + sh, sx:sx + sw], k, h, w)` with k in (1, 3) and (sw, sh) ~ (h, w) / zoom.
+    """
     S = image.shape[0]
-    h = max(4, int(rng.uniform(0.12, 0.2) * S))
-    w = max(4, int(rng.uniform(0.12, 0.2) * S))
+    h = max(4, int(rng.uniform(0.2, 0.28) * S))
+    w = max(4, int(rng.uniform(0.2, 0.28) * S))
     m = math.ceil(MARGIN * S)
     y0 = int(rng.integers(m, S - m - h + 1))
     x0 = int(rng.integers(m, S - m - w + 1))
-    flip_ud, flip_lr = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    zoom = rng.uniform(*PATCH_ZOOM)
+    k = 1 if rng.random() < 0.5 else 3  # a quarter turn either way
+    # The window is cut before the turn, which swaps its axes: (sh, sw) becomes (sw, sh) ~ (h, w) / zoom.
+    sh, sw = max(2, round(w / zoom)), max(2, round(h / zoom))
     if source is None:
         src = image
         # Rows that do not overlap the pasted rectangle: below it when it sits in the top half, else above.
         if y0 + h / 2 < S / 2:
-            sy = int(rng.integers(y0 + h, S - h + 1))
+            sy = int(rng.integers(y0 + h, S - sh + 1))
         else:
-            sy = int(rng.integers(0, y0 - h + 1))
+            sy = int(rng.integers(0, y0 - sh + 1))
     else:
         src = np.asarray(source)
-        if src.dtype != np.uint8 or src.ndim != 3 or src.shape[2] != 3 or src.shape[0] < h or src.shape[1] < w:
-            raise DataError(f"patch source must be a (H, W, 3) uint8 picture of at least {h}x{w}, "
+        if src.dtype != np.uint8 or src.ndim != 3 or src.shape[2] != 3 or src.shape[0] < sh or src.shape[1] < sw:
+            raise DataError(f"patch source must be a (H, W, 3) uint8 picture of at least {sh}x{sw}, "
                             f"got {src.shape} {src.dtype}")
-        sy = int(rng.integers(0, src.shape[0] - h + 1))
-    sx = int(rng.integers(0, src.shape[1] - w + 1))
-    patch = src[sy:sy + h, sx:sx + w]
-    if flip_ud:
-        patch = patch[::-1]
-    if flip_lr:
-        patch = patch[:, ::-1]
+        sy = int(rng.integers(0, src.shape[0] - sh + 1))
+    sx = int(rng.integers(0, src.shape[1] - sw + 1))
     out = image.copy()
-    out[y0:y0 + h, x0:x0 + w] = patch
+    out[y0:y0 + h, x0:x0 + w] = _zoom_turn(src[sy:sy + sh, sx:sx + sw], k, h, w)
     core = np.zeros((S, S), bool)
     core[y0:y0 + h, x0:x0 + w] = True
     return out, core
 
 
+def _lens_radius(rho: np.ndarray, radius: float, scale: float) -> np.ndarray:
+    """Source radius for each output radius: rho / scale inside the inner disc, a linear ramp back to the identity
+    at `radius`, rho itself beyond. Continuous and increasing, so the lens folds nothing over."""
+    inner = radius * (LENS_INNER_BULGE if scale > 1 else LENS_INNER_PINCH)
+    at_inner = inner / scale
+    ramp = at_inner + (rho - inner) * (radius - at_inner) / (radius - inner)
+    return np.where(rho < inner, rho / scale, np.where(rho < radius, ramp, rho))
+
+
 def _distortion(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A local swirl, pinch or bulge inside a disc of radius ~12 % of the side; identity outside it.
+    """A lens on a disc of radius 12-15.5 % of the side: the texture in its inner disc magnified x1.8-2.5 (bulge)
+    or shrunk by 1.8-2.2 (pinch), squeezed or stretched in the ring around it; identity outside the disc.
 
     The disc goes to the most structured of a few random places (largest mean gradient), because moving a flat
     area changes nothing. Like a patch, every changed pixel counts: the content there is not what was there.
     """
     S = image.shape[0]
-    radius = rng.uniform(0.1, 0.14) * S
-    mode = int(rng.integers(0, 3))  # 0: swirl, 1: pinch, 2: bulge
-    # fall = (1 - rho/R)^2 keeps the radial maps monotone for -1 < amount < 3; swirl amount is in radians.
-    amount = [rng.uniform(1.5, 2.5) * (1 if rng.random() < 0.5 else -1),
-              rng.uniform(1.2, 2.0), -rng.uniform(0.6, 0.85)][mode]
+    radius = rng.uniform(0.13, 0.16) * S
+    bulge = bool(rng.random() < 0.5)
+    scale = rng.uniform(2.0, 2.6) if bulge else 1 / rng.uniform(1.8, 2.2)  # > 1 magnifies
     candidates = np.stack([_place(rng, S, np.full(2, -radius - 1), np.full(2, radius + 1)) for _ in range(6)])
     img = image.astype(np.float32)
     grey = img.mean(axis=-1)
@@ -336,22 +356,15 @@ def _distortion(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
     dy, dx = yy - centre[0], xx - centre[1]
     rho = np.hypot(dy, dx)
     inside = rho < radius
-    fall = np.clip(1 - rho / radius, 0.0, 1.0) ** 2  # 1 at the centre, 0 with zero slope at the rim
-    if mode == 0:  # sample from the point rotated by amount * fall radians
-        ang = amount * fall
-        sy = centre[0] + dy * np.cos(ang) + dx * np.sin(ang)
-        sx = centre[1] - dy * np.sin(ang) + dx * np.cos(ang)
-        shift = 2 * np.abs(np.sin(ang / 2)) * rho
-    else:  # sample from further out (pinch, amount > 0) or closer in (bulge, amount < 0)
-        f = 1 + amount * fall
-        sy, sx = centre[0] + dy * f, centre[1] + dx * f
-        shift = np.abs(amount * fall) * rho
-    coords = np.stack([sy[inside], sx[inside]])  # (2, P): only the disc moves
+    src_rho = _lens_radius(rho, radius, scale)
+    # Radial map: the source point lies on the same ray at radius src_rho (factor 1 / scale at the very centre).
+    f = np.divide(src_rho, rho, out=np.full_like(rho, 1 / scale), where=rho > 0)
+    coords = np.stack([(centre[0] + dy * f)[inside], (centre[1] + dx * f)[inside]])  # (2, P): only the disc moves
     out = img.copy()
     for c in range(3):
         out[..., c][inside] = ndimage.map_coordinates(img[..., c], coords, order=3, mode="reflect")
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    return out, inside & (shift >= 1.0)
+    return out, inside & (np.abs(rho - src_rho) >= 1.0)
 
 
 _DEFECTS = {"scratch": _scratch, "hole": _hole, "stain": _stain, "patch": _patch, "distortion": _distortion}
