@@ -499,6 +499,8 @@ def run_infer(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8,
         thr, origin = float(threshold), f"--threshold {threshold:g} (given by the user)"
     elif "threshold" in calib:
         thr, origin = float(calib["threshold"]), calib.get("origin", "calibration")
+        if calib.get("warning"):
+            track.warn(calib["warning"])
     else:
         raise ConfigError(f"{checkpoint} holds no calibrated threshold; pass --threshold VALUE")
     scale = float(calib.get("scale", 1.0))

@@ -155,6 +155,10 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     split = score_cached(model, read_from(ff, "train"), n, meta["image_size"], device, cfg.precision, eval_cfg,
                          indices=cal_idx, keep_maps=False)
     calib = calibrate(split.scores, source, eval_cfg.reducer, eval_cfg.sigma)
+    if calib["n"] < 10:
+        calib["warning"] = (f"threshold from only {calib['n']} normal image(s): expect false alarms; hold out more "
+                            "(--calib-fraction) or pass --threshold to ed infer")
+        track.warn(f"{category}: {calib['warning']}")
     ck = Checkpoint(category=category, dataset=meta["dataset"], data_path=meta["dataset_root"], config=configs,
                     backbone=dict(meta, channels=channels, grids=[list(g) for g in grids]), state_dicts=final_states,
                     history=history, selection=selection, calibration=calib, epochs_done=cfg.epochs, complete=True,
