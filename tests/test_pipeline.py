@@ -197,3 +197,14 @@ def test_select_without_eval_every_is_refused(tiny_configs, tiny_store, tmp_path
     data, bb, model, train = tiny_configs
     with pytest.raises(ConfigError, match="--eval-every"):
         run_train(data, bb, model, replace(train, select="best-pixel"), str(tiny_store), str(tmp_path))
+
+
+def test_eval_without_cached_features_runs_the_backbone_and_agrees(tiny_run, tmp_path):
+    from edcli.config import EvalConfig
+    from edcli.pipeline import run_eval
+
+    cached = run_eval(str(tiny_run), None, EvalConfig(device="cpu"))["rows"][0]
+    fresh = run_eval(str(tiny_run), None, EvalConfig(device="cpu"), store=str(tmp_path / "empty-store"))["rows"][0]
+    assert list((tmp_path / "empty-store" / "features" / "mvtec" / "brick").glob("*.h5"))
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert fresh[key] == pytest.approx(cached[key], abs=1e-6)

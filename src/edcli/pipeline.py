@@ -436,6 +436,10 @@ def run_eval(run: Optional[str], checkpoint: Optional[str], eval_cfg, data_path:
             "weights_sha256": meta["weights_sha256"], "random_init": bool(meta.get("random_init", False)),
             "edcli_version": __version__, "aupro_fpr_limit": 0.3, "averaging": "macro (per category, then mean)",
         }
+    if tmp_store:
+        import shutil
+
+        shutil.rmtree(tmp_store, ignore_errors=True)
     mean = {"category": "mean", **macro_mean(rows), "test_images": int(sum(r["test_images"] for r in rows)),
             "seconds": round(sum(r["seconds"] for r in rows), 3)}
     test_selected = any(r["test_selected"] for r in rows)
