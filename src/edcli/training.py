@@ -1,18 +1,16 @@
 """Training one category from its cached features: calibration split, epochs, resume, selection, checkpoint."""
 from __future__ import annotations
 
-import copy
-import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
 from edcli.checkpoint import Checkpoint, atomic_torch_save, resume_path, save_checkpoint
 from edcli.config import EvalConfig, ModelConfig, TrainConfig
-from edcli.errors import CheckpointError, TrainingError
+from edcli.errors import TrainingError
 
 CALIB_QUANTILE = 0.99
 

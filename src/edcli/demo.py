@@ -1,0 +1,65 @@
+"""`ed demo`: the embedded default, a dataset from real textures with injected defects through the whole pipeline."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edcli.config import BackboneConfig, DataConfig
+
+# Demo settings, chosen so that the whole run fits in a few minutes on 2 CPU cores (see README "ed demo").
+# 128 px keeps the token grids at 16x16 and 8x8: training cost grows with the square of the token count, so
+# 256 px would cost ~16x more per image. lr is 10x the reference's 1e-4 because the demo trains ~10 epochs, not 100.
+DEMO = {"image_size": 128, "epochs": 10, "batch_size": 1, "lr": 1e-3, "n_train": 20, "n_test_good": 10,
+        "n_per_defect": 3}
+DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "n_train": 8, "n_test_good": 3,
+              "n_per_defect": 1}
+
+
+def run_demo(out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto",
+             track=None) -> dict[str, Any]:
+    """`ed demo`: a dataset from real textures with injected defects, then distmaps, features, train, eval, infer."""
+    from edcli.config import DEMO_BACKBONE, EvalConfig, ModelConfig, TrainConfig
+    from edcli.pipeline import NullTracker, run_distmaps, run_eval, run_features, run_infer, run_train
+    from edcli.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
+
+    track = track or NullTracker()
+    s = DEMO_QUICK if quick else DEMO
+    cats = tuple(categories) or (DEMO_CATEGORIES[:1] if quick else DEMO_CATEGORIES)
+    root = Path(out)
+    data_root, store, run = root / "data", root / "store", root / "run"
+    spec = SynthSpec(n_train=s["n_train"], n_test_good=s["n_test_good"], n_per_defect=s["n_per_defect"],
+                     size=s["image_size"], seed=0)
+    track.log(f"1/6 dataset: {', '.join(cats)} from scikit-image photos -> {data_root}")
+    make_dataset(data_root, cats, spec)
+    data = DataConfig(dataset="mvtec", data_path=str(data_root), categories=cats, image_size=s["image_size"])
+    bb = BackboneConfig(name=DEMO_BACKBONE)
+    track.log(f"2/6 distance maps -> {store}")
+    run_distmaps(str(store), DEMO_BACKBONE, s["image_size"], bb.levels)
+    track.log(f"3/6 features ({DEMO_BACKBONE}, packaged ImageNet weights, {s['image_size']} px) -> {store}")
+    run_features(data, bb, str(store), device, batch_size=16, track=track)
+    track.log(f"4/6 training {s['epochs']} epochs per category -> {run}")
+    tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], device=device)
+    train_rows = run_train(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track)
+    track.log("5/6 evaluation on the labelled test split")
+    ev = run_eval(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
+    track.log("6/6 inference on a few test images per category")
+    preds = []
+    for cat in cats:
+        picks = sorted((data_root / cat / "test" / "good").glob("*.png"))[:1]
+        picks += [p for d in sorted((data_root / cat / "test").iterdir()) if d.name != "good"
+                  for p in sorted(d.glob("*.png"))[:1]][:3]
+        res = run_infer(str(run / "checkpoints" / f"{cat}.pt"), [str(p) for p in picks], str(root / "predictions" / cat),
+                        device=device, num_workers=0, track=track)
+        preds.append(res)
+    summary = "\n".join([
+        f"demo folder: {root}",
+        f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g}",
+        f"  heat maps of the test split: {ev['maps']}/<category>/<defect type>/",
+        f"  predictions: {root / 'predictions'}/<category>/predictions.csv and heatmaps/",
+        "next, on your own images (normal ones in train/good, MVTec layout):",
+        "  ed features --dataset folder --data-path DATA --store STORE --backbone tf_efficientnet_lite0",
+        "  ed train --dataset folder --data-path DATA --store STORE --out RUN --backbone tf_efficientnet_lite0",
+        "  ed eval --run RUN",
+        "  ed infer RUN/checkpoints/<category>.pt NEW_IMAGES/ --out PREDICTIONS",
+    ])
+    return {"eval": ev, "train": train_rows, "predictions": preds, "summary": summary, "out": str(root)}
