@@ -20,12 +20,8 @@ L = GRID[0] * GRID[1]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds waits on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _tiny(one_thread):
+    """These tensors are tiny: run them on one intra-op thread (see conftest.one_thread)."""
 
 
 def small(seed=0, **kw):
