@@ -249,12 +249,12 @@ def test_score_mode_returns_what_scoring_needs():
     x = torch.randn(2, L, C, dtype=torch.float64)
     full, score = m(x), m(x, branches="score")
     torch.testing.assert_close(score.recon, full.recon)
-    torch.testing.assert_close(score.inter_attn, full.inter_attn)
-    torch.testing.assert_close(score.inter_sigma, full.inter_sigma)
+    torch.testing.assert_close(torch.stack(score.inter_attn), full.inter_attn)  # per-layer tuples in score mode
+    torch.testing.assert_close(torch.stack(score.inter_sigma), full.inter_sigma)
     assert score.intra_attn is None and score.intra_sigma is None
     m2 = small(inter=False).double()
     s2, f2 = m2(x, branches="score"), m2(x)
-    torch.testing.assert_close(s2.intra_sigma, f2.intra_sigma)
+    torch.testing.assert_close(torch.stack(s2.intra_sigma), f2.intra_sigma)
     assert s2.inter_attn is None
     with pytest.raises(ConfigError):
         m(x, branches="some")

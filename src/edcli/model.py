@@ -22,6 +22,7 @@ BRANCH_MODES = ("all", "score")
 
 class LevelOutput(NamedTuple):
     recon: Tensor  # (B, L, C)
+    # training ("all"): stacked (layers, ...) tensors; score mode: tuples of per-layer maps (no extra copy)
     intra_attn: Optional[Tensor]  # (layers, B, heads, L, L) softmax attention, None if not returned
     intra_sigma: Optional[Tensor]  # (layers, B, heads, L, 2) sigma (y, x), fp32
     inter_attn: Optional[Tensor]
@@ -277,6 +278,9 @@ class LevelModel(nn.Module):
                 inter_p.append(pe)
                 inter_s.append(se)
         recon = self.proj(self.norm(emb))  # (B, L, C)
+        if branches == "score":  # per-layer tuples: stacking would copy every (B, heads, L, L) map once more
+            keep = [tuple(m) if m and m[0] is not None else None for m in (intra_p, intra_s, inter_p, inter_s)]
+            return LevelOutput(recon, *keep)
         return LevelOutput(recon, _stack(intra_p), _stack(intra_s), _stack(inter_p), _stack(inter_s))
 
 

@@ -16,14 +16,17 @@ def reconstruction_score(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def discrepancy_score(attn: torch.Tensor, sigma: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """max(s) - s with s = softmax over tokens of -mean_layers symKL(P, T̄). attn (layers, B, heads, L, L) -> (B, L)."""
-    with torch.autocast(device_type=attn.device.type, enabled=False):
+    """max(s) - s with s = softmax over tokens of -mean_layers symKL(P, T̄).
+
+    attn: (layers, B, heads, L, L), or a sequence of per-layer (B, heads, L, L) maps (the model's score mode).
+    Returns (B, L)."""
+    with torch.autocast(device_type=attn[0].device.type, enabled=False):
         d = None
-        for k in range(attn.shape[0]):  # one layer at a time: the (B, heads, L, L) targets are large
+        for k in range(len(attn)):  # one layer at a time: the (B, heads, L, L) targets are large
             t = gaussian_target(sigma[k].float(), dx, dy)  # (B, heads, L, L), rows sum to 1
             dk = sym_kl(attn[k].float(), t)  # (B, L)
             d = dk if d is None else d + dk
-        d = d / attn.shape[0]
+        d = d / len(attn)
         s = torch.softmax(-d, dim=-1)  # over the L tokens, temperature 1
         return s.max(dim=-1, keepdim=True).values - s  # per image (the reference's batch is 1)
 
