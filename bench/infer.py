@@ -70,7 +70,6 @@ def _oracle_maps(oracles, feats, size: int):
 
 
 def bench_backbone(name: str, args) -> dict:
-    import numpy as np
     import torch
 
     from edcli.backbone import build_backbone
@@ -121,7 +120,6 @@ def bench_backbone(name: str, args) -> dict:
                       "reps_ms_batch1": [round(v, 1) for v in b1]}
     out["speedup_batch1"] = round(out["oracle"]["ms_per_image_batch1"] / out["edcli"]["ms_per_image_batch1"], 2)
     out["speedup_batch32"] = round(out["edcli"]["images_per_s_batch32"] / out["oracle"]["images_per_s_batch32"], 2)
-    del np
     return out
 
 

@@ -72,17 +72,21 @@ def _run(fn: Callable[[], Any], quiet: bool = False) -> Any:
         raise typer.Exit(130)
 
 
-def _levels(text: str) -> tuple[int, ...]:
+def _int_list(text: str, option: str, example: str) -> tuple[int, ...]:
     try:
-        levels = tuple(int(t) for t in text.split(",") if t.strip())
+        values = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        levels = ()
-    if not levels:
-        raise typer.BadParameter(f"{text!r}: give feature indices like 2,3", param_hint="--levels")
-    return levels
+        values = ()
+    if not values:
+        raise typer.BadParameter(f"{text!r}: give integers like {example}", param_hint=option)
+    return values
 
 
-def _tracker(quiet: bool, json_out: bool = False):
+def _levels(text: str) -> tuple[int, ...]:
+    return _int_list(text, "--levels", "2,3")
+
+
+def _tracker(quiet: bool):
     from edcli.ui import Tracker
 
     return Tracker(quiet=quiet)
@@ -210,7 +214,7 @@ def train(
     """Train one ED model per category from the cached features (computing missing store entries first)."""
     from edcli.pipeline import run_train
 
-    dm = tuple(int(t) for t in d_model.split(",")) if d_model else ()
+    dm = _int_list(d_model, "--d-model", "256,512") if d_model else ()
     data = _data(dataset, data_path, category, image_size, normal_name)
     mcfg = ModelConfig(arch=arch, intra=intra, inter=inter, layers=layers, heads=heads, d_model=dm,
                        attn_out_proj=attn_out_proj)

@@ -100,7 +100,7 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+        use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
         backend = "nccl" if use_cuda else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)

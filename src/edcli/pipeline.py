@@ -124,7 +124,6 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
                      track, overwrite: bool = False) -> dict[str, Any]:
     """Cache one category's pooled features and its prototypes; skip a complete file with the same settings."""
     import numpy as np
-    import torch
 
     from edcli.data import SampleDataset, list_split
     from edcli.store import FeatureFile, FeatureWriter, features_path, file_size
@@ -134,8 +133,7 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
     path = features_path(store, data.dataset, category, meta)
     if path.exists() and not overwrite:
         with FeatureFile.open(path, meta) as ff:
-            shapes = [tuple(ff.train(k, slice(0, 1)).shape[1:]) for k in range(ff.n_levels)]
-            row = {"category": category, "train": ff.n_train, "test": ff.n_test, "shapes": shapes,
+            row = {"category": category, "train": ff.n_train, "test": ff.n_test, "shapes": list(ff.shapes),
                    "seconds": 0.0, "bytes": file_size(path), "path": str(path), "status": "cached"}
         track.log(f"{category}: features already in {path} (same settings); skipped. --overwrite redoes them")
         return row
@@ -166,7 +164,6 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
                                   batch["mask"].numpy().astype(np.uint8), [test_refs[i].defect_type for i in ids],
                                   batch["mask_known"].numpy().astype(bool))
     seconds = time.perf_counter() - start
-    del torch
     return {"category": category, "train": len(train_refs), "test": len(test_refs),
             "shapes": [tuple(s) for s in shapes], "seconds": round(seconds, 2), "bytes": file_size(path),
             "path": str(path), "status": "written"}
@@ -378,8 +375,6 @@ def run_eval(run: Optional[str], checkpoint: Optional[str], eval_cfg, data_path:
     """`ed eval`: score the labelled test split of each checkpoint's category; metrics per category and their mean."""
     import tempfile
 
-    import numpy as np
-
     from edcli import __version__
     from edcli.checkpoint import build_model, load_checkpoint
     from edcli.engine import check_precision, resolve_device
@@ -448,7 +443,6 @@ def run_eval(run: Optional[str], checkpoint: Optional[str], eval_cfg, data_path:
     if test_selected:
         protocol["warning"] = "test-selected: some epochs were chosen by their test metrics; not an honest estimate"
     jpath, cpath = write_metrics(run_dir, rows, mean, protocol)
-    del np
     return {"rows": rows, "mean": mean, "protocol": protocol, "metrics_json": str(jpath), "metrics_csv": str(cpath),
             "maps": str(run_dir / "maps") if save_maps else None}
 

@@ -67,7 +67,7 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
         refs.append(ff.ref(k) if len(cal) == 0 else f.double().mean(0).flatten(1).float().numpy())  # (C, L)
         feats.append(f.flatten(2).transpose(1, 2).contiguous())  # (N_fit, L, C)
     channels = [int(f.shape[2]) for f in feats]
-    grids = [tuple(int(s) for s in ff.train(k, slice(0, 1)).shape[2:]) for k in range(ff.n_levels)]
+    grids = [(int(h), int(w)) for _, h, w in ff.shapes]
     seed_everything(cfg.seed)
     model = build_ed_model(channels, grids, [torch.from_numpy(np.ascontiguousarray(r)) for r in refs], model_cfg).to(device)
     levels: list = list(model.levels)
