@@ -9,7 +9,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "edcli"
 ONLY_IMPORTER = {"typer": "cli", "rich": "ui", "h5py": "store", "timm": "backbone"}
 # the pure maths know nothing of files, HDF5, timm, typer or rich
-PURE = {"model", "loss", "scoring", "metrics"}
+PURE = {"model", "prior", "loss", "scoring", "metrics"}
 FORBIDDEN_IN_PURE = {"h5py", "timm", "typer", "rich", "edcli.store", "edcli.backbone", "edcli.data", "edcli.cli", "edcli.ui"}
 
 

@@ -13,6 +13,7 @@ from edcli.model import (
     D2Fusion, EDFeedForward, EDModel, FODFeedForward, LevelModel, build_ed_model, count_trainable, grid_distances,
     positional_encoding_2d, sigma_map,
 )
+from edcli.prior import gaussian_target, sym_kl
 from oracle import oracle_from_level, oracle_level_forward
 
 C, GRID, D, HEADS, LAYERS = 24, (6, 6), 32, 4, 2
@@ -121,7 +122,7 @@ def test_batch_items_match_single_item_runs():
     for b in range(3):
         one = m(x[b:b + 1])
         torch.testing.assert_close(one.recon[0], full.recon[b])
-        for a, c in zip(one[1:], full[1:]):  # (layers, B, ...) maps and sigmas
+        for a, c in zip(one[1:5], full[1:5]):  # (layers, B, ...) maps and sigmas
             torch.testing.assert_close(a[:, 0], c[:, b])
 
 
@@ -244,20 +245,29 @@ def test_depthwise_conv_runs_over_the_row_major_grid():
     assert h.flatten().tolist() == [2.0, 3.0, 0.0, 5.0, 6.0, 0.0]
 
 
-def test_score_mode_returns_what_scoring_needs():
+def test_score_mode_keeps_no_map_and_gives_the_kl_rows_of_the_full_maps():
     m = small().double()
     x = torch.randn(2, L, C, dtype=torch.float64)
     full, score = m(x), m(x, branches="score")
     torch.testing.assert_close(score.recon, full.recon)
-    torch.testing.assert_close(torch.stack(score.inter_attn), full.inter_attn)  # per-layer tuples in score mode
-    torch.testing.assert_close(torch.stack(score.inter_sigma), full.inter_sigma)
-    assert score.intra_attn is None and score.intra_sigma is None
-    m2 = small(inter=False).double()
+    assert score[1:5] == (None, None, None, None) and full.score_kl is None
+    # the inter branch scores: mean over layers of head-mean sym-KL(P, T̄), built from the full maps
+    naive = torch.stack([sym_kl(p, gaussian_target(s, m.dx, m.dy)) for p, s in zip(full.inter_attn, full.inter_sigma)])
+    torch.testing.assert_close(score.score_kl, naive.mean(0), rtol=1e-10, atol=1e-10)
+    m2 = small(inter=False).double()  # without the inter branch the intra branch scores
     s2, f2 = m2(x, branches="score"), m2(x)
-    torch.testing.assert_close(torch.stack(s2.intra_sigma), f2.intra_sigma)
-    assert s2.inter_attn is None
+    naive = torch.stack([sym_kl(p, gaussian_target(s, m2.dx, m2.dy)) for p, s in zip(f2.intra_attn, f2.intra_sigma)])
+    torch.testing.assert_close(s2.score_kl, naive.mean(0), rtol=1e-10, atol=1e-10)
     with pytest.raises(ConfigError):
         m(x, branches="some")
+
+
+def test_score_mode_in_fp32_matches_fp64():
+    m = small()
+    x = torch.randn(2, L, C)
+    exact = m.double()(x.double(), branches="score").score_kl
+    fast = m.float()(x, branches="score").score_kl
+    torch.testing.assert_close(fast.double(), exact, rtol=1e-5, atol=1e-6)
 
 
 def test_wrong_feature_shape_is_a_data_error():

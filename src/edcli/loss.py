@@ -6,9 +6,8 @@ one pass:  total = 2*rec + Σ_branch s*λ1*(D_t − D_a) − s*λ2*H  (s = +1 in
 have the value of the symmetric KL but pass gradient only into T̄ and only into P respectively.
 
 The per-(P, T̄) maths is one autograd Function that shares the logarithms and writes the analytic gradients
-directly, and T̄ is never built through autograd: it is separable over the grid,
-T̄[i, (r, c)] = softmax_r(−dy/(2σy²))[i, r] · softmax_c(−dx/(2σx²))[i, c], so only the small row factors get
-gradients. All of it runs in fp32 (or fp64 if given) with autocast off.
+directly, and T̄ is never built through autograd: it is separable over the grid (edcli.prior), so only the small
+row factors get gradients. All of it runs in fp32 (or fp64 if given) with autocast off.
 """
 from __future__ import annotations
 
@@ -20,8 +19,8 @@ from torch import Tensor
 
 from edcli.errors import ConfigError
 from edcli.model import LevelOutput
-
-EPS = 1e-4
+from edcli.prior import (  # noqa: F401  (gaussian_target, grid_axes, sym_kl: re-exported for callers of the loss)
+    EPS, compute_dtype, gaussian_target, grid_axes, row_factors, rowdot, sym_kl)
 
 
 class LossTerms(NamedTuple):
@@ -33,57 +32,6 @@ class LossTerms(NamedTuple):
     inter1: Tensor
     inter2: Tensor
     inter_ent: Tensor
-
-
-def _compute_dtype(t: Tensor) -> torch.dtype:
-    return torch.promote_types(t.dtype, torch.float32)
-
-
-def grid_axes(dx: Tensor, dy: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-axis factors of row-major grid distance matrices: dy_rows (L, H) and dx_cols (L, W).
-
-    dy[i, r*W + c] == dy_rows[i, r] and dx[i, r*W + c] == dx_cols[i, c]; anything else is rejected.
-    """
-    L = dy.shape[-1]
-    if dx.shape != (L, L) or dy.shape != (L, L):
-        raise ConfigError(f"distance matrices must both be (L, L), got dx {tuple(dx.shape)} and dy {tuple(dy.shape)}")
-    W = int((dy[0] == 0).sum())  # tokens in the first grid row
-    H = L // max(W, 1)
-    if W < 1 or H * W != L:
-        raise ConfigError(f"dy ({L}x{L}) is not the row-distance matrix of a row-major grid; "
-                          f"rebuild it with `ed distmaps`")
-    dy_rows = dy.view(L, H, W)[:, :, 0]  # (L, H): squared distance from token i to grid row r
-    dx_cols = dx.view(L, H, W)[:, 0, :]  # (L, W): squared distance from token i to grid column c
-    if not (torch.equal(dy.view(L, H, W), dy_rows[:, :, None].expand(L, H, W))
-            and torch.equal(dx.view(L, H, W), dx_cols[:, None, :].expand(L, H, W))):
-        raise ConfigError(f"dx/dy ({L}x{L}) are not squared per-axis distances of a {H}x{W} row-major grid; "
-                          f"rebuild them with `ed distmaps`")
-    return dy_rows, dx_cols
-
-
-def _row_factors(sigma: Tensor, dy_rows: Tensor, dx_cols: Tensor) -> tuple[Tensor, Tensor]:
-    """sigma (..., L, 2) -> row factors ry (..., L, H) and column factors rx (..., L, W), each summing to 1."""
-    sigma = sigma.to(_compute_dtype(sigma))
-    sy, sx = sigma[..., 0:1], sigma[..., 1:2]  # (..., L, 1)
-    # The 1/(2π σy σx) prefactor of T cancels in T/ΣT; a softmax of the exponent is the stable form.
-    ry = torch.softmax(-dy_rows.to(sigma.dtype) / (2 * sy * sy), dim=-1)  # (..., L, H)
-    rx = torch.softmax(-dx_cols.to(sigma.dtype) / (2 * sx * sx), dim=-1)  # (..., L, W)
-    return ry, rx
-
-
-def _outer(ry: Tensor, rx: Tensor) -> Tensor:
-    return (ry.unsqueeze(-1) * rx.unsqueeze(-2)).flatten(-2)  # (..., L, H*W)
-
-
-def gaussian_target(sigma: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
-    """Row-normalised target T̄ = T/ΣT (..., L, L) in fp32 from sigma (..., L, 2) (index 0 is sigma_y)."""
-    with torch.autocast(sigma.device.type, enabled=False):
-        return _outer(*_row_factors(sigma, *grid_axes(dx, dy)))
-
-
-def _rowdot(a: Tensor, b: Tensor) -> Tensor:
-    """Σ_j a[..., j] b[..., j] without materialising a*b (a batched matrix-vector product)."""
-    return (a.unsqueeze(-2) @ b.unsqueeze(-1)).flatten(-3)  # (..., 1, 1) -> (...)
 
 
 class _Correlation(torch.autograd.Function):
@@ -110,8 +58,8 @@ class _Correlation(torch.autograd.Function):
             d = d.view(p.shape).sub_(lp)  # log(t+ε) − log(p+ε)
             # Σ_j t_j d_j = ry^T d rx per row (t is separable), then the rest as row dot products.
             td = (ry3.transpose(1, 2) @ d.view(N, H, W) @ rx3.transpose(1, 2)).view(p.shape[:-1])
-            D = td - _rowdot(p, d)
-            Hrow = -_rowdot(p, lp)
+            D = td - rowdot(p, d)
+            Hrow = -rowdot(p, lp)
         ctx.eps = eps
         ctx.save_for_backward(p, ry, rx, lp, d)
         return D, D.clone(), Hrow
@@ -155,9 +103,9 @@ class _Correlation(torch.autograd.Function):
 
 def _pair_means(p: Tensor, sigma: Tensor, dy_rows: Tensor, dx_cols: Tensor, eps: float):
     """Means over (layers, B, heads, L) of D_t, D_a and H for one branch."""
-    dtype = _compute_dtype(p)
+    dtype = compute_dtype(p)
     with torch.autocast(p.device.type, enabled=False):
-        ry, rx = _row_factors(sigma.to(dtype), dy_rows, dx_cols)
+        ry, rx = row_factors(sigma.to(dtype), dy_rows, dx_cols)
         D_t, D_a, H = _Correlation.apply(p.to(dtype), ry, rx, eps)
         return D_t.mean(), D_a.mean(), H.mean()
 
@@ -172,14 +120,9 @@ def entropy_rows(p: Tensor, eps: float = EPS) -> Tensor:
     return -(p * torch.log(p + eps)).sum(-1).mean(-2)
 
 
-def sym_kl(p: Tensor, q: Tensor, eps: float = EPS) -> Tensor:
-    """kl_rows(p, q) + kl_rows(q, p) -> (B, L), computed as Σ_j (p − q)(log(p+ε) − log(q+ε))."""
-    return _rowdot(p - q, torch.log(p + eps) - torch.log(q + eps)).mean(-2)
-
-
 def reconstruction_loss(recon: Tensor, x: Tensor) -> Tensor:
     """MSE + mean(1 − cosine similarity along channels), in fp32."""
-    dtype = _compute_dtype(recon)
+    dtype = compute_dtype(recon)
     recon, x = recon.to(dtype), x.to(dtype)
     return F.mse_loss(recon, x) + (1 - F.cosine_similarity(recon, x, dim=-1)).mean()
 

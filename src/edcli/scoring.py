@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from edcli.errors import ConfigError
-from edcli.loss import gaussian_target, sym_kl
+from edcli.prior import gaussian_target, sym_kl
 
 
 def reconstruction_score(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -15,25 +15,29 @@ def reconstruction_score(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return ((recon - x) ** 2).mean(-1) + 1.0 - F.cosine_similarity(recon, x, dim=-1)
 
 
-def discrepancy_score(attn: torch.Tensor, sigma: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """max(s) - s with s = softmax over tokens of -mean_layers symKL(P, T̄).
+def peak_gap(kl: torch.Tensor) -> torch.Tensor:
+    """max(s) - s with s = softmax over the L tokens of -kl (B, L), per image (the reference's batch is 1)."""
+    s = torch.softmax(-kl.float(), dim=-1)  # temperature 1
+    return s.max(dim=-1, keepdim=True).values - s
 
-    attn: (layers, B, heads, L, L), or a sequence of per-layer (B, heads, L, L) maps (the model's score mode).
-    Returns (B, L)."""
+
+def discrepancy_score(attn: torch.Tensor, sigma: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """peak_gap of the mean over layers of symKL(P, T̄) from full maps: attn (layers, B, heads, L, L). (B, L)"""
     with torch.autocast(device_type=attn[0].device.type, enabled=False):
         d = None
         for k in range(len(attn)):  # one layer at a time: the (B, heads, L, L) targets are large
             t = gaussian_target(sigma[k].float(), dx, dy)  # (B, heads, L, L), rows sum to 1
             dk = sym_kl(attn[k].float(), t)  # (B, L)
             d = dk if d is None else d + dk
-        d = d / len(attn)
-        s = torch.softmax(-d, dim=-1)  # over the L tokens, temperature 1
-        return s.max(dim=-1, keepdim=True).values - s  # per image (the reference's batch is 1)
+        return peak_gap(d / len(attn))
 
 
 def level_score(out, x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """Reconstruction score x inter-branch score; the intra term takes its place when the inter branch is off."""
+    """Reconstruction score x inter-branch score; the intra term takes its place when the inter branch is off.
+    Takes the model's score mode (score_kl) or its training outputs (full maps)."""
     rec = reconstruction_score(out.recon, x)
+    if out.score_kl is not None:
+        return rec * peak_gap(out.score_kl)
     if out.inter_attn is not None:
         return rec * discrepancy_score(out.inter_attn, out.inter_sigma, dx, dy)
     if out.intra_attn is not None:
