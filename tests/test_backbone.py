@@ -185,7 +185,8 @@ def test_hub_weights_use_the_reference_tag_and_timm_normalisation(monkeypatch):
 @pytest.mark.parametrize("fmt", ["pth", "wrapped", "classifier", "safetensors"])
 def test_weights_file_round_trip(lite0, classifier, tmp_path, fmt):
     extractor, info = lite0
-    state = {k: v.clone() for k, v in extractor.model.state_dict().items()}
+    # the extractor keeps NHWC weights; files hold plain (contiguous) ones
+    state = {k: v.contiguous().clone() for k, v in extractor.model.state_dict().items()}
     path = tmp_path / f"lite0.{'safetensors' if fmt == 'safetensors' else 'pth'}"
     if fmt == "safetensors":
         from safetensors.torch import save_file

