@@ -62,7 +62,7 @@ def _check_defect(kind: str, img: np.ndarray, defective: np.ndarray, mask: np.nd
     assert defective.dtype == np.uint8 and defective.shape == img.shape
     assert mask.dtype == bool and mask.shape == (S, S)
     assert np.array_equal(mask, (defective != img).any(axis=-1)), kind  # exactly the changed pixels
-    assert 0.002 <= mask.mean() <= 0.10, (kind, mask.mean())
+    assert 0.002 <= mask.mean() <= 0.12, (kind, mask.mean())
     m = math.ceil(0.1 * S)
     assert not mask[:m].any() and not mask[-m:].any() and not mask[:, :m].any() and not mask[:, -m:].any(), kind
     if kind in BLENDED:  # every marked pixel moved visibly
@@ -103,8 +103,8 @@ def test_scratch_is_thin_and_hole_is_dark(layouts):
     for name in DEMO_CATEGORIES:
         for img, rng in _test_crops(layouts, name, 256, 3):
             scr, smask = make_defect("scratch", img, rng)
-            # Half-width: the deepest pixel of the line is at most ~2.5 px from its edge (width 2-4 px + AA edge).
-            assert ndimage.distance_transform_edt(smask).max() <= 3.5
+            # Half-width: the deepest pixel of the line is at most ~3.5 px from its edge (width 3-5 px + AA edge).
+            assert ndimage.distance_transform_edt(smask).max() <= 4.5
             assert ndimage.label(smask, np.ones((3, 3)))[1] <= 3  # one line, perhaps broken where nothing changed
             hole, hmask = make_defect("hole", img, rng)
             grey_before, grey_after = img.mean(-1), hole.mean(-1)
@@ -141,7 +141,7 @@ def test_patch_is_a_turned_and_magnified_window_of_the_source(layouts):
 
 def test_lens_radius_scales_the_inner_disc_and_is_the_identity_outside():
     rho = np.linspace(0.0, 30.0, 601)
-    for scale in (2.3, 1 / 2.0):
+    for scale in (3.0, 2.3, 1 / 2.0, 1 / 2.6):
         src = synth._lens_radius(rho, 20.0, scale)
         assert (np.diff(src) > 0).all()  # increasing: nothing folds over
         inner = rho < 20.0 * (synth.LENS_INNER_BULGE if scale > 1 else synth.LENS_INNER_PINCH)
@@ -154,7 +154,7 @@ def test_distortion_stays_in_a_small_disc(layouts):
     for img, rng in _test_crops(layouts, "brick", 256, 4):
         _, mask = make_defect("distortion", img, rng)
         ys, xs = np.nonzero(mask)
-        assert max(np.ptp(ys), np.ptp(xs)) <= 2 * 0.16 * 256 + 1
+        assert max(np.ptp(ys), np.ptp(xs)) <= 2 * 0.19 * 256 + 1
 
 
 def test_make_defect_without_source_and_bad_input(layouts):
@@ -227,7 +227,7 @@ def test_layout_counts_names_and_masks(small):
                     assert im.mode == "L" and im.size == (64, 64)
                     values = np.asarray(im)
                 assert set(np.unique(values)) == {0, 255}
-                assert 0.002 <= (values > 0).mean() <= 0.10
+                assert 0.002 <= (values > 0).mean() <= 0.12
 
 
 def test_marker_records_spec_and_disjoint_crops(small):

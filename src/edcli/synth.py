@@ -34,7 +34,7 @@ from edcli.errors import ConfigError, DataError
 DEMO_CATEGORIES = ("brick", "gravel", "grass")
 DEFECT_KINDS = ("scratch", "hole", "stain", "patch", "distortion")
 
-FORMAT_VERSION = 2  # bump when a change of this file changes the images a spec gives
+FORMAT_VERSION = 3  # bump when a change of this file changes the images a spec gives
 MARKER = ".complete"  # JSON written last into a finished category folder: format, spec, crop boxes
 MAX_ANGLE = 5.0  # degrees of the random rotation of a crop
 MARGIN = 0.1  # defects stay this fraction of the side away from every border
@@ -43,8 +43,8 @@ SIZE_LIMITS = (32, 1024)
 # Tints for colour stains; each spans >= 80 grey levels over its channels, so it visibly moves any grey pixel.
 STAIN_COLOURS = ((160, 82, 45), (70, 100, 180), (205, 175, 70), (80, 140, 60), (130, 60, 140))
 PATCH_ZOOM = (2.0, 2.6)  # magnification of a pasted patch: a same-size copy of a random texture is invisible
-# Share of a distortion's radius that is scaled uniformly; pinch needs inner * 2.2 < 1 to stay increasing.
-LENS_INNER_BULGE, LENS_INNER_PINCH = 0.6, 0.4
+# Share of a distortion's radius that is scaled uniformly; pinch needs inner * 2.6 < 1 to stay increasing.
+LENS_INNER_BULGE, LENS_INNER_PINCH = 0.6, 0.35
 
 
 def _skimage_photo(name: str) -> Callable[[], np.ndarray]:
@@ -205,16 +205,17 @@ def _blend(image: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> np.ndarr
 
 
 def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A thin (2-4 px at 256) quadratic-Bezier line, lighter or darker than what it crosses."""
+    """A thin (3-5 px at <= 256) quadratic-Bezier line, far lighter or darker than what it crosses (thinner or
+    fainter lines look like grass blades or gravel edges: not a visible defect on those textures)."""
     S = image.shape[0]
-    width = rng.uniform(2.0, 4.0) * max(1.0, S / 256)
+    width = rng.uniform(3.0, 5.0) * max(1.0, S / 256)
     reach = width / 2 + 1.5  # alpha > 0 needs a distance below width / 2 + 0.5
     # At small sizes the line's width is a large share: shorten it so it still fits inside the margins.
     length = min(rng.uniform(0.35, 0.55) * S, S - 2 * math.ceil(MARGIN * S) - 2 * reach - 2)
     phi = rng.uniform(0.0, math.pi)
     bend = rng.uniform(-0.2, 0.2) * length
     lighter = bool(rng.random() < 0.5)
-    strength = rng.uniform(0.55, 0.8)
+    strength = rng.uniform(0.8, 0.95)
     d = np.array([math.sin(phi), math.cos(phi)])  # (y, x) direction
     n = np.array([d[1], -d[0]])  # its normal
     t = np.linspace(0.0, 1.0, int(4 * length) + 2)[:, None]  # (N, 1): 4 samples per pixel of length
@@ -232,14 +233,15 @@ def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
 
 
 def _hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A dark ellipse with a wobbly outline and a soft one-pixel edge: a hole or dark spot."""
+    """A near-black ellipse with a wobbly outline and a soft one-pixel edge: a hole (darker and larger than the
+    shadows between grass blades or stones)."""
     S = image.shape[0]
-    a = rng.uniform(0.05, 0.085) * S
+    a = rng.uniform(0.07, 0.1) * S
     b = a * rng.uniform(0.6, 1.0)
     theta = rng.uniform(0.0, math.pi)
     amps = rng.uniform(0.0, 0.08, 3)  # outline wobble: harmonics 2, 3, 4
     phases = rng.uniform(0.0, 2 * math.pi, 3)
-    dark = rng.uniform(0.1, 0.25)
+    dark = rng.uniform(0.03, 0.12)
     reach = a * (1 + amps.sum()) + 5  # + the Gaussian edge
     centre = _place(rng, S, np.full(2, -reach), np.full(2, reach))
     yy, xx = _grid(S)
@@ -336,16 +338,16 @@ def _lens_radius(rho: np.ndarray, radius: float, scale: float) -> np.ndarray:
 
 
 def _distortion(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A lens on a disc of radius 12-15.5 % of the side: the texture in its inner disc magnified x1.8-2.5 (bulge)
-    or shrunk by 1.8-2.2 (pinch), squeezed or stretched in the ring around it; identity outside the disc.
+    """A lens on a disc of radius 15-19 % of the side: the texture in its inner disc magnified x2.4-3 (bulge)
+    or shrunk by 2.2-2.6 (pinch), squeezed or stretched in the ring around it; identity outside the disc.
 
     The disc goes to the most structured of a few random places (largest mean gradient), because moving a flat
     area changes nothing. Like a patch, every changed pixel counts: the content there is not what was there.
     """
     S = image.shape[0]
-    radius = rng.uniform(0.13, 0.16) * S
+    radius = rng.uniform(0.15, 0.19) * S
     bulge = bool(rng.random() < 0.5)
-    scale = rng.uniform(2.0, 2.6) if bulge else 1 / rng.uniform(1.8, 2.2)  # > 1 magnifies
+    scale = rng.uniform(2.4, 3.0) if bulge else 1 / rng.uniform(2.2, 2.6)  # > 1 magnifies
     candidates = np.stack([_place(rng, S, np.full(2, -radius - 1), np.full(2, radius + 1)) for _ in range(6)])
     img = image.astype(np.float32)
     grey = img.mean(axis=-1)
