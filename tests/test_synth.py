@@ -48,12 +48,13 @@ def _test_crops(layouts, name: str, size: int, n: int):
     lay = layouts(name, size)
     for i in range(n):
         rng = np.random.default_rng(1000 * size + i)
-        img, _ = synth._crop(lay, lay.test_rows, size, rng)
+        img, _ = synth._crop(lay, lay.test, size, rng)
         yield img, rng
 
 
 def _train_source(lay: synth._Layout) -> np.ndarray:
-    region = lay.photo[lay.train_rows[0]:lay.train_rows[1]]
+    y0, y1, x0, x1 = lay.train[0]
+    region = lay.photo[y0:y1, x0:x1]
     return np.ascontiguousarray(np.broadcast_to(region, region.shape[:2] + (3,)))
 
 
@@ -173,27 +174,41 @@ def test_crop_has_no_black_corners():
     R = synth._window_side(S)
     photo = np.full((R, R, 1), 200, np.uint8)
     photo[0, :] = photo[-1, :] = photo[:, 0] = photo[:, -1] = 0  # a black frame around the only window
-    lay = synth._Layout(photo, 1.0, R, (0, R), (0, R))
+    lay = synth._Layout(photo, 1.0, R, ((0, R, 0, R),), ((0, R, 0, R),))
     angles = []
     for seed in range(40):
-        img, info = synth._crop(lay, (0, R), S, np.random.default_rng(seed))
+        img, info = synth._crop(lay, lay.train, S, np.random.default_rng(seed))
         angles.append(abs(info["angle"]))
         assert img.shape == (S, S, 3) and img.min() >= 150, info  # 200 x brightness >= 0.9, no frame pixel
     assert max(angles) > 4.5  # the check saw near-maximal rotations
 
 
+def _overlap(a, b) -> bool:
+    """Do two boxes (y0, x0, y1, x1) share a pixel?"""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _assert_disjoint_splits(train_boxes, test_boxes, train_regions, test_regions) -> None:
+    for boxes, regions in ((train_boxes, train_regions), (test_boxes, test_regions)):
+        for y0, x0, y1, x1 in boxes:  # every crop window inside one region of its split
+            assert any(r[0] <= y0 and y1 <= r[1] and r[2] <= x0 and x1 <= r[3] for r in regions), (y0, x0, y1, x1)
+    for a in train_regions:
+        for b in test_regions:
+            assert not _overlap((a[0], a[2], a[1], a[3]), (b[0], b[2], b[1], b[3]))  # no photo pixel in both
+    assert not any(_overlap(a, b) for a in train_boxes for b in test_boxes)
+
+
 def test_train_and_test_crop_boxes_are_disjoint(layouts):
     for name in DEMO_CATEGORIES:
         lay = layouts(name, 256)
-        H, W, _ = lay.photo.shape
-        assert lay.train_rows[1] <= lay.test_rows[0]
-        boxes = {}
-        for split, rows in (("train", lay.train_rows), ("test", lay.test_rows)):
-            boxes[split] = [synth._crop(lay, rows, 256, np.random.default_rng(s))[1]["box"] for s in range(15)]
-            for y0, x0, y1, x1 in boxes[split]:
-                assert rows[0] <= y0 and y1 <= rows[1] and 0 <= x0 and x1 <= W
-        assert max(b[2] for b in boxes["train"]) <= min(b[0] for b in boxes["test"])  # no pixel in both
-        assert len({tuple(b) for b in boxes["train"]}) > 10  # crops really move
+        boxes = {split: [synth._crop(lay, regions, 256, np.random.default_rng(s))[1]["box"] for s in range(30)]
+                 for split, regions in (("train", lay.train), ("test", lay.test))}
+        _assert_disjoint_splits(boxes["train"], boxes["test"], lay.train, lay.test)
+        assert len({tuple(b) for b in boxes["train"]}) > 20  # crops really move
+        H, W, _ = lay.photo.shape  # both splits reach the top and bottom halves and the left and right halves
+        for regions in (lay.train, lay.test):
+            assert min(r[0] for r in regions) == 0 and max(r[1] for r in regions) == H
+            assert min(r[2] for r in regions) == 0 and max(r[3] for r in regions) == W
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
@@ -238,7 +253,7 @@ def test_marker_records_spec_and_disjoint_crops(small):
         assert len(crops) == SMALL.n_train + SMALL.n_test_good + len(DEFECT_KINDS) * SMALL.n_per_defect
         train = [c["box"] for k, c in crops.items() if k.startswith("train/")]
         test = [c["box"] for k, c in crops.items() if k.startswith("test/")]
-        assert max(b[2] for b in train) <= marker["train_rows"][1] <= marker["test_rows"][0] <= min(b[0] for b in test)
+        _assert_disjoint_splits(train, test, marker["train_regions"], marker["test_regions"])
         for c in crops.values():
             assert abs(c["angle"]) <= 5 and 0.9 <= c["brightness"] <= 1.1
 

@@ -8,8 +8,10 @@ from edcli.config import BackboneConfig, DataConfig
 
 # Demo settings, chosen so that the whole run fits in a few minutes on 2 CPU cores (see README "ed demo").
 # 128 px keeps the token grids at 16x16 and 8x8: training cost grows with the square of the token count, so
-# 256 px would cost ~16x more per image. lr is 10x the reference's 1e-4 because the demo trains ~10 epochs, not 100.
-DEMO = {"image_size": 128, "epochs": 10, "batch_size": 1, "lr": 1e-3, "n_train": 20, "n_test_good": 10,
+# 256 px would cost ~16x more per image. lr is 10x the reference's 1e-4 because the demo trains 20 epochs, not 100.
+# On a CPU the categories train in parallel processes of one thread each (`ed train --jobs`): at these sizes a step
+# is many small operations that do not use two threads well.
+DEMO = {"image_size": 128, "epochs": 20, "batch_size": 1, "lr": 1e-3, "n_train": 20, "n_test_good": 10,
         "n_per_defect": 3}
 DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "n_train": 8, "n_test_good": 3,
               "n_per_defect": 1}
@@ -18,7 +20,10 @@ DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "n_tr
 def run_demo(out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto",
              track=None) -> dict[str, Any]:
     """`ed demo`: a dataset from real textures with injected defects, then distmaps, features, train, eval, infer."""
+    import os
+
     from edcli.config import DEMO_BACKBONE, EvalConfig, ModelConfig, TrainConfig
+    from edcli.engine import resolve_device
     from edcli.pipeline import NullTracker, run_distmaps, run_eval, run_features, run_infer, run_train
     from edcli.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
 
@@ -38,7 +43,9 @@ def run_demo(out: str, categories: tuple[str, ...] = (), quick: bool = False, de
     track.log(f"3/6 features ({DEMO_BACKBONE}, packaged ImageNet weights, {s['image_size']} px) -> {store}")
     run_features(data, bb, str(store), device, batch_size=16, track=track)
     track.log(f"4/6 training {s['epochs']} epochs per category -> {run}")
-    tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], device=device)
+    parallel = not quick and resolve_device(device).type == "cpu" and (os.cpu_count() or 1) > 1
+    tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], device=device,
+                       jobs=len(cats) if parallel else 1)
     train_rows = run_train(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track)
     track.log("5/6 evaluation on the labelled test split")
     ev = run_eval(str(run), None, EvalConfig(device=device), save_maps=True, track=track)

@@ -3,11 +3,12 @@
 Layout (MVTec AD): `<category>/train/good/000.png`, `test/good/*.png`, `test/<kind>/*.png` and
 `ground_truth/<kind>/<stem>_mask.png` (8-bit L, 0/255). Each mask marks exactly the pixels its defect changed.
 
-Train crops come from the top half of the photo, test crops (good and defective) from the bottom half, with a
-gap between them, so no photo pixel is in both. The split is by rows because `brick` is shot in perspective:
-its bricks lean one way on the left and the other on the right, and a left/right split would give test crops a
-slant no training crop has. A photo too small for two regions of rotated crops is first upscaled with Pillow's
-Lanczos filter (for the 512 px photos: not at size <= ~210, x1.21 at size 256).
+The photo is cut into four quadrants with gaps between them: train crops come from the top-left and bottom-right
+ones, test crops (good and defective) from the other two, so no photo pixel is in both and both splits see the
+top and the bottom, the left and the right of the photo (`brick` is shot in perspective: its bricks lean one way
+on the left and the other on the right; `grass` has more clover at the bottom). A photo too small for two regions
+of rotated crops per axis is first upscaled with Pillow's Lanczos filter (for the 512 px photos: not at size
+<= ~210, x1.21 at size 256).
 
 Every image has its own generator, seeded from (seed, a SHA-256 key of the category name, split, index), so an
 image does not depend on the other categories or on how many images of each kind are asked for.
@@ -94,13 +95,16 @@ def _check_spec(spec: SynthSpec) -> None:
 # Crops
 
 
+Region = tuple[int, int, int, int]  # (y0, y1, x0, x1): rows [y0, y1) and columns [x0, x1) of the photo
+
+
 @dataclass(frozen=True)
 class _Layout:
     photo: np.ndarray  # (H, W, C) uint8, upscaled when needed; C = 1 for a grey photo (3x less work per crop)
     scale: float
     window: int  # side of the square taken before rotation; the centre `size` square of it is kept
-    train_rows: tuple[int, int]  # [start, stop)
-    test_rows: tuple[int, int]
+    train: tuple[Region, ...]  # regions crops may come from
+    test: tuple[Region, ...]
 
 
 def _window_side(size: int) -> int:
@@ -110,31 +114,32 @@ def _window_side(size: int) -> int:
 
 
 def _layout(photo: np.ndarray, size: int) -> _Layout:
-    """Split the photo by rows into a train and a test region, each holding a window plus room to shift it."""
+    """Quadrants, each holding a window plus room to shift it: train = top-left and bottom-right, test = the others."""
     if (photo == photo[..., :1]).all():  # grey photos come replicated to RGB: crop one channel, replicate after
         photo = np.ascontiguousarray(photo[..., :1])
     H, W, _ = photo.shape
     window = _window_side(size)
     need = window + max(2, math.ceil(MARGIN * size))  # a window plus at least 10 % of the size to shift it
     gap_src = 8  # photo rows between the regions: more than a Lanczos kernel's reach, so no source row is shared
-    scale = max(1.0, 2 * need / (H - gap_src), need / W)
+    scale = max(1.0, 2 * need / (H - gap_src), 2 * need / (W - gap_src))
     if scale > 1.0:
         H, W = math.ceil(H * scale), math.ceil(W * scale)
         pil = Image.fromarray(photo[..., 0] if photo.shape[2] == 1 else photo)
         photo = np.asarray(pil.resize((W, H), Image.Resampling.LANCZOS)).reshape(H, W, -1)
     gap = math.ceil(gap_src * scale)
-    train_stop = (H - gap) // 2
-    test_start = train_stop + gap
-    assert train_stop >= need and H - test_start >= need and W >= need, (H, W, need)
-    return _Layout(photo, scale, window, (0, train_stop), (test_start, H))
+    my, mx = (H - gap) // 2, (W - gap) // 2
+    top, bottom, left, right = (0, my), (my + gap, H), (0, mx), (mx + gap, W)
+    assert min(my, H - my - gap, mx, W - mx - gap) >= need, (H, W, need)
+    return _Layout(photo, scale, window, train=(top + left, bottom + right), test=(top + right, bottom + left))
 
 
-def _crop(layout: _Layout, rows: tuple[int, int], size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """A size x size crop from the given rows: random position, rotation, horizontal flip and brightness."""
-    H, W, _ = layout.photo.shape
+def _crop(layout: _Layout, regions: tuple[Region, ...], size: int,
+          rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """A size x size crop from one of the regions: random position, rotation, horizontal flip and brightness."""
     R = layout.window
-    y0 = int(rng.integers(rows[0], rows[1] - R + 1))
-    x0 = int(rng.integers(0, W - R + 1))
+    ry0, ry1, rx0, rx1 = regions[int(rng.integers(len(regions)))]
+    y0 = int(rng.integers(ry0, ry1 - R + 1))
+    x0 = int(rng.integers(rx0, rx1 - R + 1))
     angle = float(rng.uniform(-MAX_ANGLE, MAX_ANGLE))
     flip = bool(rng.random() < 0.5)
     brightness = float(rng.uniform(0.9, 1.1))
@@ -408,16 +413,16 @@ def _write_category(folder: Path, name: str, spec: SynthSpec) -> None:
     def rng_for(split: int, index: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([spec.seed, key, split, index]))
 
-    def write_split(rel: str, split: int, count: int, rows: tuple[int, int]) -> None:
+    def write_split(rel: str, split: int, count: int, regions: tuple[Region, ...]) -> None:
         (folder / rel).mkdir(parents=True)
         for i in range(count):
-            img, info = _crop(layout, rows, spec.size, rng_for(split, i))
+            img, info = _crop(layout, regions, spec.size, rng_for(split, i))
             _save_png(img, folder / rel / f"{i:03d}.png")
             crops[f"{rel}/{i:03d}.png"] = info
 
-    write_split("train/good", 0, spec.n_train, layout.train_rows)
-    write_split("test/good", 1, spec.n_test_good, layout.test_rows)
-    t0, t1 = layout.train_rows
+    write_split("train/good", 0, spec.n_train, layout.train)
+    write_split("test/good", 1, spec.n_test_good, layout.test)
+    t0, t1, l0, l1 = layout.train[0]
     for k, kind in enumerate(DEFECT_KINDS):
         if spec.n_per_defect == 0:
             break
@@ -425,10 +430,10 @@ def _write_category(folder: Path, name: str, spec: SynthSpec) -> None:
         (folder / "ground_truth" / kind).mkdir(parents=True)
         for i in range(spec.n_per_defect):
             rng = rng_for(2 + k, i)
-            img, info = _crop(layout, layout.test_rows, spec.size, rng)
+            img, info = _crop(layout, layout.test, spec.size, rng)
             source = None
-            if kind == "patch":  # the training region at this crop's brightness: same material, other place
-                region = layout.photo[t0:t1].astype(np.float32) * info["brightness"]
+            if kind == "patch":  # a training region at this crop's brightness: same material, other place
+                region = layout.photo[t0:t1, l0:l1].astype(np.float32) * info["brightness"]
                 source = np.clip(np.rint(region), 0, 255).astype(np.uint8)
                 source = np.broadcast_to(source, source.shape[:2] + (3,))
             defective, mask = make_defect(kind, img, rng, source)
@@ -437,7 +442,8 @@ def _write_category(folder: Path, name: str, spec: SynthSpec) -> None:
             crops[f"test/{kind}/{i:03d}.png"] = info
     marker = {"format": FORMAT_VERSION, "category": name, "photo": AVAILABLE[name].__name__,
               "spec": spec.to_dict(), "scale": layout.scale, "photo_shape": list(layout.photo.shape[:2]),
-              "train_rows": list(layout.train_rows), "test_rows": list(layout.test_rows), "crops": crops}
+              "train_regions": [list(r) for r in layout.train], "test_regions": [list(r) for r in layout.test],
+              "crops": crops}
     (folder / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
