@@ -8,10 +8,10 @@ from edcli.config import BackboneConfig, DataConfig
 
 # Demo settings, chosen so that the whole run fits in a few minutes on 2 CPU cores (see README "ed demo").
 # 128 px keeps the token grids at 16x16 and 8x8: training cost grows with the square of the token count, so
-# 256 px would cost ~16x more per image. lr is 10x the reference's 1e-4 because the demo trains 20 epochs, not 100.
+# 256 px would cost ~16x more per image. lr is 10x the reference's 1e-4 because the demo trains 25 epochs, not 100.
 # On a CPU the categories train in parallel processes of one thread each (`ed train --jobs`): at these sizes a step
 # is many small operations that do not use two threads well.
-DEMO = {"image_size": 128, "epochs": 20, "batch_size": 1, "lr": 1e-3, "n_train": 20, "n_test_good": 10,
+DEMO = {"image_size": 128, "epochs": 25, "batch_size": 1, "lr": 1e-3, "n_train": 20, "n_test_good": 10,
         "n_per_defect": 3}
 DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "n_train": 8, "n_test_good": 3,
               "n_per_defect": 1}
