@@ -295,3 +295,16 @@ def test_build_ed_model_uses_d_model_for_by_default():
         build_ed_model([100, 200], [(4, 4)], refs, ModelConfig())
     with pytest.raises(ConfigError, match="d-model"):
         build_ed_model([100, 200], [(4, 4), (2, 2)], refs, ModelConfig(d_model=(64,)))
+
+
+def test_score_mode_runs_under_bf16_autocast():
+    # sigma's linear must run under the caller's autocast (its input is bf16 there); the KL stays in fp32
+    m = small()
+    x = torch.randn(2, L, C)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = m(x, branches="score").score_kl
+        full = m(x)
+    assert fast.dtype == torch.float32
+    naive = torch.stack([sym_kl(p.float(), gaussian_target(s, m.dx, m.dy))
+                         for p, s in zip(full.inter_attn, full.inter_sigma)]).mean(0)
+    torch.testing.assert_close(fast, naive, rtol=0.05, atol=0.05)

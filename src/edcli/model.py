@@ -163,8 +163,9 @@ class DifferenceAwareAttention(nn.Module):
         instead of being mapped (and page-faulted) afresh for every group."""
         B, L, _ = q_in.shape
         q, k, v = self._project(q_in, kv_in)  # (B*h, L, dh), (B*h, S, dh) x2
+        sigma = self._sigma(q_in)  # under the caller's autocast, as in training; sigma_map returns >= fp32
         with torch.autocast(q_in.device.type, enabled=False):
-            ry, rx = row_factors(self._sigma(q_in), *axes)  # (B, h, L, H), (B, h, L, W)
+            ry, rx = row_factors(sigma, *axes)  # (B, h, L, H), (B, h, L, W)
         ry, rx = ry.flatten(0, 1), rx.flatten(0, 1)  # (B*h, L, .), rows in the order of q
         group = max(1, SCORE_GROUP_ELEMENTS // (L * k.shape[1]))
         outs, kls = [], []
