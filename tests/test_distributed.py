@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import TINY_SIZE, run_ed
@@ -78,9 +79,16 @@ def test_sharded_infer_writes_the_same_rows(tmp_path, tiny_data, tiny_run):
     single = run_ed("infer", ck, images, "--recursive", "--out", tmp_path / "one", "--no-save-heatmaps", "--json",
                     "--device", "cpu", "--num-workers", "0", env=ENV)
     assert single.returncode == 0, single.stderr
-    a = (tmp_path / "dist" / "predictions.jsonl").read_text().splitlines()
-    b = (tmp_path / "one" / "predictions.jsonl").read_text().splitlines()
-    assert len(a) == 8 and a == b
+    a = [json.loads(line) for line in (tmp_path / "dist" / "predictions.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "one" / "predictions.jsonl").read_text().splitlines()]
+    assert len(a) == 8 and len(b) == 8
+    for ra, rb in zip(a, b):  # same rows in the same order; scores equal up to float rounding (buffer alignment
+        # can change the last bits of a vectorised sum between processes)
+        assert {k: v for k, v in ra.items() if not isinstance(v, float)} == \
+               {k: v for k, v in rb.items() if not isinstance(v, float)}
+        for k, v in ra.items():
+            if isinstance(v, float):
+                assert v == pytest.approx(rb[k], rel=1e-6, abs=1e-9), (k, ra["path"])
 
 
 def test_a_failing_rank_fails_the_job_and_keeps_the_others_outputs(tmp_path, tiny_data):

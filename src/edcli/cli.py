@@ -70,6 +70,11 @@ def _run(fn: Callable[[], Any], quiet: bool = False) -> Any:
     except KeyboardInterrupt:
         print_error("interrupted; completed work is kept (ed train: rerun with --resume to continue)")
         raise typer.Exit(130)
+    finally:
+        if "torch.distributed" in sys.modules:  # only under torchrun; --help never imports torch
+            from edcli.engine import shutdown_distributed
+
+            shutdown_distributed()
 
 
 def _int_list(text: str, option: str, example: str) -> tuple[int, ...]:

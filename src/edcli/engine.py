@@ -108,6 +108,15 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world=world, local_rank=local)
 
 
+def shutdown_distributed() -> None:
+    """Destroy the process group, if any, before the interpreter exits: left to exit, gloo's threads can abort a
+    rank ("terminate called without an active exception") after its work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank_device(device_name: str, info: DistInfo) -> torch.device:
     """Under torchrun each rank takes its local GPU; otherwise the resolved device."""
     device = resolve_device(device_name)
