@@ -6,10 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from edcli.errors import ConfigError
-from edcli.loss import (
-    _Correlation, ed_objective, entropy_rows, gaussian_target, grid_axes, kl_rows, reconstruction_loss, sym_kl,
-)
+from edcli.loss import _Correlation, ed_objective, entropy_rows, kl_rows, reconstruction_loss
 from edcli.model import LevelModel, grid_distances
+from edcli.prior import gaussian_target, grid_axes, sym_kl
 from oracle import entropy, kl, oracle_backward, oracle_distances, oracle_from_level, oracle_losses, oracle_target
 
 C, GRID, D, HEADS, LAYERS = 24, (6, 6), 32, 4, 2

@@ -183,6 +183,6 @@ def predict_maps(model, feats: list[torch.Tensor], image_size: int, device: torc
         x = tokens(feat.to(device).float())
         with autocast(device, precision):
             out = level(x, branches="score")  # attention maps go head group by head group: memory stays bounded
-        scores.append(level_score(out, x, level.dx, level.dy))
+        scores.append(level_score(out, x))
         grids.append(tuple(feat.shape[-2:]))
     return combine_levels(scores, grids, image_size).cpu()

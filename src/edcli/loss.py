@@ -19,8 +19,7 @@ from torch import Tensor
 
 from edcli.errors import ConfigError
 from edcli.model import LevelOutput
-from edcli.prior import (  # noqa: F401  (gaussian_target, grid_axes, sym_kl: re-exported for callers of the loss)
-    EPS, compute_dtype, gaussian_target, grid_axes, row_factors, rowdot, sym_kl)
+from edcli.prior import EPS, compute_dtype, grid_axes, row_factors, rowdot
 
 
 class LossTerms(NamedTuple):

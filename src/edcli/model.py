@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from edcli.config import ARCHS, ModelConfig, d_model_for
 from edcli.errors import ConfigError, DataError
-from edcli.prior import EPS, compute_dtype, grid_axes, row_factors, sym_kl_rows_
+from edcli.prior import compute_dtype, grid_axes, row_factors, sym_kl_rows_
 
 BRANCH_MODES = ("all", "score")
 # Attention values per head group in score mode (see DifferenceAwareAttention.scored): 4 MiB of fp32, one head
@@ -136,17 +136,17 @@ class DifferenceAwareAttention(nn.Module):
         B, L, _ = q_in.shape
         return sigma_map(self.sigma(q_in).view(B, L, self.heads, 2).transpose(1, 2))  # (B, h, L, 2)
 
-    def forward(self, q_in: Tensor, kv_in: Tensor, need_sigma: bool = True) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    def forward(self, q_in: Tensor, kv_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q_in (B, L, d); kv_in (B or 1, S, d), a batch of 1 broadcasts over B (the expanded reference).
 
-        Returns out (B, L, d), attention (B, heads, L, S), sigma (B, heads, L, 2) or None. With dropout > 0 the
+        Returns out (B, L, d), attention (B, heads, L, S), sigma (B, heads, L, 2). With dropout > 0 the
         returned attention is the one before dropout (the map the losses and scores are about).
         """
         B, L, _ = q_in.shape
         q, k, v = self._project(q_in, kv_in)
         attn = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)  # (B*h, L, S)
         out = self._merge(torch.bmm(self.drop(attn), v), B)
-        return out, attn.view(B, self.heads, L, -1), self._sigma(q_in) if need_sigma else None
+        return out, attn.view(B, self.heads, L, -1), self._sigma(q_in)
 
     def attend(self, q_in: Tensor, kv_in: Tensor) -> Tensor:
         """Only the output (B, L, d), through the fused attention kernel: no (L, S) map is kept (inference)."""
@@ -154,7 +154,7 @@ class DifferenceAwareAttention(nn.Module):
         p = self.drop.p if self.training else 0.0
         return self._merge(F.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=1.0), q_in.shape[0])
 
-    def scored(self, q_in: Tensor, kv_in: Tensor, axes: tuple[Tensor, Tensor], eps: float) -> tuple[Tensor, Tensor]:
+    def scored(self, q_in: Tensor, kv_in: Tensor, axes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """Inference: the output (B, L, d) and each token's symmetric KL between its attention row and its
         Gaussian target, averaged over heads (B, L), in fp32.
 
@@ -177,7 +177,7 @@ class DifferenceAwareAttention(nn.Module):
             attn = torch.softmax(logits, -1, out=logits) if logits.dtype == wide else logits.to(wide).softmax(-1)
             outs.append(torch.bmm(attn.to(v.dtype), v[sl]))
             with torch.autocast(q_in.device.type, enabled=False):
-                kls.append(sym_kl_rows_(attn, ry[sl], rx[sl], eps))  # (g, L); attn is overwritten
+                kls.append(sym_kl_rows_(attn, ry[sl], rx[sl]))  # (g, L); attn is overwritten
         kl = torch.cat(kls).view(B, self.heads, L)
         return self._merge(torch.cat(outs), B), kl.mean(1)
 
@@ -248,33 +248,33 @@ class EncoderLayer(nn.Module):
                     else FODFeedForward(d_model, hidden, dropout))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ref: Optional[Tensor], intra_sigma: bool = True, inter_sigma: bool = True):
+    def forward(self, x: Tensor, ref: Optional[Tensor]):
         """x (B, L, d); ref (1, L, d) embedded reference. Returns (x, (P, sigma) intra, (P, sigma) inter)."""
         intra = inter = (None, None)
         u = v = None
         if self.intra_attn is not None:
-            a, p, s = self.intra_attn(x, x, intra_sigma)
+            a, p, s = self.intra_attn(x, x)
             u = x + self.drop(a)
             intra = (p, s)
         if self.inter_attn is not None:
-            a, p, s = self.inter_attn(x, ref, inter_sigma)
+            a, p, s = self.inter_attn(x, ref)
             v = x + self.drop(a)
             inter = (p, s)
         return self._finish(u, v), intra, inter
 
-    def score(self, x: Tensor, ref: Optional[Tensor], axes: tuple[Tensor, Tensor], eps: float) -> tuple[Tensor, Tensor]:
+    def score(self, x: Tensor, ref: Optional[Tensor], axes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """Inference: the next x and the scoring branch's KL rows (B, L): the inter branch's, or the intra one's
         when the inter branch is off. The other branch runs through the fused kernel and keeps no map."""
         u = v = None
         kl = None
         if self.intra_attn is not None:
             if self.inter_attn is None:
-                a, kl = self.intra_attn.scored(x, x, axes, eps)
+                a, kl = self.intra_attn.scored(x, x, axes)
             else:
                 a = self.intra_attn.attend(x, x)
             u = x + self.drop(a)
         if self.inter_attn is not None:
-            a, kl = self.inter_attn.scored(x, ref, axes, eps)
+            a, kl = self.inter_attn.scored(x, ref, axes)
             v = x + self.drop(a)
         return self._finish(u, v), kl
 
@@ -341,7 +341,7 @@ class LevelModel(nn.Module):
             axes = grid_axes(self.dx, self.dy)
             kl = None
             for layer in self.layers:
-                emb, k = layer.score(emb, ref, axes, EPS)
+                emb, k = layer.score(emb, ref, axes)
                 kl = k if kl is None else kl + k
             return LevelOutput(self.proj(self.norm(emb)), None, None, None, None, kl / len(self.layers))
         intra_p, intra_s, inter_p, inter_s = [], [], [], []

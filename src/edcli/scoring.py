@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from edcli.errors import ConfigError
-from edcli.prior import gaussian_target, sym_kl
 
 
 def reconstruction_score(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -21,28 +20,10 @@ def peak_gap(kl: torch.Tensor) -> torch.Tensor:
     return s.max(dim=-1, keepdim=True).values - s
 
 
-def discrepancy_score(attn: torch.Tensor, sigma: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """peak_gap of the mean over layers of symKL(P, T̄) from full maps: attn (layers, B, heads, L, L). (B, L)"""
-    with torch.autocast(device_type=attn[0].device.type, enabled=False):
-        d = None
-        for k in range(len(attn)):  # one layer at a time: the (B, heads, L, L) targets are large
-            t = gaussian_target(sigma[k].float(), dx, dy)  # (B, heads, L, L), rows sum to 1
-            dk = sym_kl(attn[k].float(), t)  # (B, L)
-            d = dk if d is None else d + dk
-        return peak_gap(d / len(attn))
-
-
-def level_score(out, x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """Reconstruction score x inter-branch score; the intra term takes its place when the inter branch is off.
-    Takes the model's score mode (score_kl) or its training outputs (full maps)."""
-    rec = reconstruction_score(out.recon, x)
-    if out.score_kl is not None:
-        return rec * peak_gap(out.score_kl)
-    if out.inter_attn is not None:
-        return rec * discrepancy_score(out.inter_attn, out.inter_sigma, dx, dy)
-    if out.intra_attn is not None:
-        return rec * discrepancy_score(out.intra_attn, out.intra_sigma, dx, dy)
-    return rec
+def level_score(out, x: torch.Tensor) -> torch.Tensor:
+    """Reconstruction score x (max(s) - s) of the model's score mode (B, L): score_kl holds the inter branch's
+    KL rows, or the intra branch's when the inter branch is off."""
+    return reconstruction_score(out.recon, x) * peak_gap(out.score_kl)
 
 
 def combine_levels(scores: list[torch.Tensor], grids: list[tuple[int, int]], size: int) -> torch.Tensor:
