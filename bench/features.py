@@ -24,9 +24,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from edcli.commands.features import run as run_features
     from edcli.config import BackboneConfig, DataConfig
-    from edcli.pipeline import run_features
-    from edcli.synth import SynthSpec, make_dataset
+    from edcli.data.synth import SynthSpec, make_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="ed-bench-features-"))
     make_dataset(tmp / "data", ("brick",), SynthSpec(n_train=args.images, n_test_good=4, n_per_defect=1, size=args.size))

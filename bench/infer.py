@@ -50,7 +50,6 @@ def _oracle_maps(oracles, feats, size: int):
     """The reference's test pass: full targets and KL maps of both branches, score = rec x inter."""
     import torch
     import torch.nn.functional as F
-
     from oracle import kl, oracle_level_forward
 
     maps = []
@@ -71,14 +70,14 @@ def _oracle_maps(oracles, feats, size: int):
 
 def bench_backbone(name: str, args) -> dict:
     import torch
+    from oracle import oracle_from_level
 
     from edcli.backbone import build_backbone
     from edcli.config import BackboneConfig, ModelConfig
-    from edcli.data import FileDataset
+    from edcli.data.images import FileDataset
     from edcli.engine import autocast, predict_maps, sync
-    from edcli.model import build_ed_model
-    from edcli.scoring import image_scores, smooth
-    from oracle import oracle_from_level
+    from edcli.method.model import build_ed_model
+    from edcli.method.scoring import image_scores, smooth
 
     dev = torch.device(args.device)
     extractor, _ = build_backbone(BackboneConfig(name=name, random_init=name != "tf_efficientnet_lite0"))

@@ -36,10 +36,11 @@ def _setup(args, impls):
     import torch
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from edcli.config import d_model_for
-    from edcli.loss import ed_objective
-    from edcli.model import LevelModel
     from oracle import oracle_from_level, oracle_losses
+
+    from edcli.config import d_model_for
+    from edcli.method.loss import ed_objective
+    from edcli.method.model import LevelModel
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ complete -c ed -n '__fish_seen_subcommand_from distmaps' -l json -d 'Machine-rea
 complete -c ed -n '__fish_seen_subcommand_from distmaps' -l help -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a features -d 'Run the frozen backbone once per category: prototypes and cached pooled features of train and test images'
 complete -c ed -n '__fish_seen_subcommand_from features' -l data-path -d 'Dataset root: one folder per category' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l dataset -d 'Layout of --data-path: mvtec, btad, mvtec3d or folder' -r
+complete -c ed -n '__fish_seen_subcommand_from features' -l dataset -d 'Layout of --data-path (see the READMEs table)' -r
 complete -c ed -n '__fish_seen_subcommand_from features' -l category -d 'Only this category (repeatable)' -r
 complete -c ed -n '__fish_seen_subcommand_from features' -l store -d 'Feature store directory (HDF5 files)' -r
 complete -c ed -n '__fish_seen_subcommand_from features' -l backbone -d 'timm model name with features_only support' -r
@@ -28,7 +28,7 @@ complete -c ed -n '__fish_seen_subcommand_from features' -l quiet -d 'No progres
 complete -c ed -n '__fish_seen_subcommand_from features' -l help -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a train -d 'Train one ED model per category from the cached features (computing missing store entries first)'
 complete -c ed -n '__fish_seen_subcommand_from train' -l data-path -d 'Dataset root: one folder per category' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l dataset -d 'Layout of --data-path: mvtec, btad, mvtec3d or folder' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l dataset -d 'Layout of --data-path (see the READMEs table)' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l category -d 'Only this category (repeatable)' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l store -d 'Feature store directory (HDF5 files)' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l out -d 'Run folder: checkpoints/<category>.pt, run.json, metrics' -r

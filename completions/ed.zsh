@@ -28,7 +28,7 @@ _ed() {
     features)
       _arguments -s \
         '--data-path[Dataset root one folder per category]:value:_files' \
-        '--dataset[Layout of --data-path mvtec, btad, mvtec3d or folder]:value:_files' \
+        '--dataset[Layout of --data-path (see the READMEs table)]:value:_files' \
         '--category[Only this category (repeatable)]:value:_files' \
         '--store[Feature store directory (HDF5 files)]:value:_files' \
         '--backbone[timm model name with features_only support]:value:_files' \
@@ -48,7 +48,7 @@ _ed() {
     train)
       _arguments -s \
         '--data-path[Dataset root one folder per category]:value:_files' \
-        '--dataset[Layout of --data-path mvtec, btad, mvtec3d or folder]:value:_files' \
+        '--dataset[Layout of --data-path (see the READMEs table)]:value:_files' \
         '--category[Only this category (repeatable)]:value:_files' \
         '--store[Feature store directory (HDF5 files)]:value:_files' \
         '--out[Run folder checkpoints/<category>.pt, run.json, metrics]:value:_files' \

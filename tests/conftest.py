@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -50,9 +51,29 @@ def run_ed(*args: str, input: str | None = None, cwd: Path | None = None, env: d
                           input=input, cwd=cwd, env=e, timeout=timeout)
 
 
+class Result(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(*args, input: str | None = None, env: dict | None = None) -> Result:
+    """`ed ...` in this process through Typer's CliRunner: the same exit codes and streams as `run_ed`, without a
+    Python start-up. An exception that escapes the app (a traceback for a user) is re-raised, never an exit code."""
+    from typer.testing import CliRunner
+
+    from edcli.cli import app
+
+    e = {"NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    res = CliRunner().invoke(app, [str(a) for a in args], input=input, env=e, prog_name="ed")
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return Result(res.exit_code, res.stdout, res.stderr)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    from edcli.synth import SynthSpec, make_dataset
+    from edcli.data.synth import SynthSpec, make_dataset
 
     root = tmp_path_factory.mktemp("data")
     make_dataset(root, ("brick", "gravel"), SynthSpec(n_train=8, n_test_good=3, n_per_defect=1, size=TINY_SIZE, seed=1))
@@ -72,7 +93,7 @@ def tiny_configs(tiny_data):
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory, tiny_configs) -> Path:
-    from edcli.pipeline import run_features
+    from edcli.commands.features import run as run_features
 
     data, bb, _, _ = tiny_configs
     store = tmp_path_factory.mktemp("store")
@@ -82,7 +103,7 @@ def tiny_store(tmp_path_factory, tiny_configs) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_configs, tiny_store) -> Path:
-    from edcli.pipeline import run_train
+    from edcli.commands.train import run as run_train
 
     data, bb, model, train = tiny_configs
     out = tmp_path_factory.mktemp("run")

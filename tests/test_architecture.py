@@ -1,4 +1,6 @@
-"""The import rules of design.md, enforced by walking the AST of every module."""
+"""The import rules of design.md, enforced on the AST of every module (imports inside functions and relative
+imports included): layers only import down or sideways, the graph has no cycle, one importer per heavy library,
+and the `method/` folder stays pure."""
 from __future__ import annotations
 
 import ast
@@ -7,62 +9,164 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "edcli"
-ONLY_IMPORTER = {"typer": "cli", "rich": "ui", "h5py": "store", "timm": "backbone"}
-# the pure maths know nothing of files, HDF5, timm, typer or rich
-PURE = {"model", "prior", "loss", "scoring", "metrics"}
-FORBIDDEN_IN_PURE = {"h5py", "timm", "typer", "rich", "edcli.store", "edcli.backbone", "edcli.data", "edcli.cli", "edcli.ui"}
+
+# top to bottom; a module may import its own layer or lower ones. Packages are placed by folder.
+LAYERS = [
+    {"edcli", "edcli.__main__"},
+    {"edcli.cli", "edcli.ui", "edcli.completions"},
+    {"edcli.commands"},
+    {"edcli.features", "edcli.training", "edcli.evaluate", "edcli.distributed", "edcli.report"},
+    {"edcli.engine", "edcli.backbone", "edcli.store", "edcli.checkpoint", "edcli.metrics", "edcli.data"},
+    {"edcli.method"},
+    {"edcli.config", "edcli.errors", "edcli.track", "edcli.files", "edcli.version"},
+]
+ONLY_IMPORTER = {"typer": "edcli.cli", "rich": "edcli.ui", "h5py": "edcli.store", "timm": "edcli.backbone"}
+FORBIDDEN_IN_METHOD = ("h5py", "timm", "typer", "rich", "PIL", "edcli.store", "edcli.backbone", "edcli.data",
+                       "edcli.cli", "edcli.ui", "edcli.files")
 
 
-def imports_of(path: Path) -> set[str]:
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(path: Path, src: Path = SRC) -> set[str]:
+    """Every module name an import statement in the file names, relative imports resolved."""
+    mod = module_name(path, src)
+    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            names.add(prefix)
+            names.update(f"{prefix}.{a.name}" for a in node.names)
     return names
 
 
-MODULES = sorted(p for p in SRC.glob("*.py"))
+def modules(src: Path = SRC) -> dict[str, Path]:
+    return {module_name(p, src): p for p in sorted(src.rglob("*.py"))}
 
 
-def test_modules_found():
-    assert {"cli", "ui", "store", "backbone", "model"} <= {p.stem for p in MODULES}
+def internal_edges(src: Path = SRC) -> dict[str, set[str]]:
+    """module -> the edcli modules it imports (a name that is an attribute resolves to its module)."""
+    mods = modules(src)
+    edges = {}
+    for name, path in mods.items():
+        targets = set()
+        for imp in imports_of(path, src):
+            while imp and imp not in mods:
+                imp = imp.rpartition(".")[0]
+            if imp and imp != name and not (name.startswith(imp + ".") and mods[imp].name == "__init__.py"):
+                targets.add(imp)
+        edges[name] = targets
+    return edges
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
-def test_heavy_library_has_one_importer(path: Path):
-    imported = imports_of(path)
+def layer_of(name: str) -> int:
+    for i, layer in enumerate(LAYERS):
+        if name in layer:
+            return i
+    for i, layer in enumerate(LAYERS):  # a module inside a package placed by its folder
+        if any(name.startswith(p + ".") for p in layer if p != "edcli"):
+            return i
+    raise AssertionError(f"{name} has no layer: add it to LAYERS in tests/test_architecture.py (and design.md)")
+
+
+def upward_imports(src: Path = SRC) -> list[str]:
+    return [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+            for a, bs in internal_edges(src).items() for b in sorted(bs) if layer_of(b) < layer_of(a)]
+
+
+def find_cycle(src: Path = SRC) -> list[str]:
+    """One import cycle as a list of modules, or [] when the graph is acyclic."""
+    edges = internal_edges(src)
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str]:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(edges.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return []
+
+    for n in sorted(edges):
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return []
+
+
+def test_every_module_has_a_layer():
+    for name in modules():
+        layer_of(name)
+
+
+def test_imports_only_point_down():
+    assert upward_imports() == []
+
+
+def test_no_import_cycle():
+    assert find_cycle() == []
+
+
+@pytest.mark.parametrize("name", sorted(modules()), ids=str)
+def test_heavy_library_has_one_importer(name: str):
+    imported = imports_of(modules()[name])
     for lib, owner in ONLY_IMPORTER.items():
-        uses = any(n == lib or n.startswith(lib + ".") for n in imported)
-        if path.stem != owner:
-            assert not uses, f"{path.name} imports {lib}; only {owner}.py may"
+        if name != owner:
+            assert not any(n == lib or n.startswith(lib + ".") for n in imported), f"{name} imports {lib}; only {owner} may"
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
-def test_nothing_imports_cli_or_ui(path: Path):
-    imported = imports_of(path)
-    allowed = {"cli": {"__main__"}, "ui": {"cli"}}
-    for mod, who in allowed.items():
-        if any(n == f"edcli.{mod}" or n.startswith(f"edcli.{mod}.") for n in imported):
-            assert path.stem in who, f"{path.name} imports edcli.{mod}"
+def test_nothing_imports_cli_or_ui():
+    for a, bs in internal_edges().items():
+        assert "edcli.cli" not in bs or a == "edcli.__main__", f"{a} imports edcli.cli"
+        assert "edcli.ui" not in bs or a == "edcli.cli", f"{a} imports edcli.ui"
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if p.stem in PURE], ids=lambda p: p.stem)
-def test_pure_modules_stay_pure(path: Path):
-    imported = imports_of(path)
-    bad = {n for n in imported for f in FORBIDDEN_IN_PURE if n == f or n.startswith(f + ".")}
-    assert not bad, f"{path.name} imports {sorted(bad)}"
+def test_method_folder_is_pure():
+    pure = [n for n in modules() if n.startswith("edcli.method")]
+    assert {"edcli.method.model", "edcli.method.prior", "edcli.method.loss", "edcli.method.scoring"} <= set(pure)
+    for name in pure:
+        bad = {n for n in imports_of(modules()[name]) for f in FORBIDDEN_IN_METHOD if n == f or n.startswith(f + ".")}
+        assert not bad, f"{name} imports {sorted(bad)}"
 
 
-def test_rule_checker_catches_a_violation(tmp_path: Path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("import h5py\nfrom rich.table import Table\n")
-    assert {"h5py", "rich.table"} <= imports_of(bad)
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    src = tmp_path / "edcli"
+    for rel, text in {"__init__.py": "", "errors.py": "", "cli.py": "", "method/__init__.py": "",
+                      "method/model.py": "from edcli.errors import X\n", **files}.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    return src
+
+
+def test_checker_catches_an_upward_import(tmp_path: Path):
+    src = _tree(tmp_path, {"method/model.py": "def f():\n    from ..cli import app\n"})
+    assert upward_imports(src) == ["edcli.method.model (layer 5) imports edcli.cli (layer 1)"]
+
+
+def test_checker_catches_a_cycle(tmp_path: Path):
+    src = _tree(tmp_path, {"errors.py": "def f():\n    import edcli.method.model\n"})
+    assert find_cycle(src) == ["edcli.errors", "edcli.method.model", "edcli.errors"]
 
 
 def test_no_cuda_calls_outside_engine():
-    for path in MODULES:
-        text = path.read_text()
-        assert ".cuda()" not in text, f"{path.name} calls .cuda(); devices are decided in engine.py"
+    for name, path in modules().items():
+        assert ".cuda()" not in path.read_text(), f"{name} calls .cuda(); devices are decided in engine.py"

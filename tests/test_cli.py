@@ -1,4 +1,5 @@
-"""The `ed` app as users run it: `python -m edcli ...` in a subprocess (exit codes, stdout/stderr, JSON)."""
+"""The `ed` app as users run it: in-process through Typer's CliRunner (exit codes, stdout/stderr, JSON), plus a few
+subprocess smoke tests of `python -m edcli` itself (start-up time, exit codes of a real process)."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import run_ed
+from conftest import invoke, run_ed
 
 COMMANDS = ("distmaps", "features", "train", "eval", "infer", "demo")
 
@@ -53,7 +53,7 @@ def test_wrong_data_path_is_one_line_exit_1(tmp_path):
 
 def test_missing_weights_offline_names_the_options(tmp_path, tiny_data):
     start = time.perf_counter()
-    res = run_ed("features", "--data-path", tiny_data, "--store", tmp_path / "s", "--backbone", "wide_resnet50_2")
+    res = invoke("features", "--data-path", tiny_data, "--store", tmp_path / "s", "--backbone", "wide_resnet50_2")
     assert time.perf_counter() - start < 10
     assert res.returncode == 1
     assert "--weights" in res.stderr and "tf_efficientnet_lite0" in res.stderr and "--random-init" in res.stderr
@@ -80,7 +80,7 @@ def test_dataset_problems_exit_1_naming_the_path(tmp_path, tiny_data, problem):
             p.unlink()
     if problem == "no_mask":
         victim.unlink()
-    res = run_ed("features", "--data-path", root, "--store", tmp_path / "s", "--backbone", "tf_efficientnet_lite0",
+    res = invoke("features", "--data-path", root, "--store", tmp_path / "s", "--backbone", "tf_efficientnet_lite0",
                  "--image-size", "64")
     assert res.returncode == 1, res.stderr
     err = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
@@ -88,7 +88,7 @@ def test_dataset_problems_exit_1_naming_the_path(tmp_path, tiny_data, problem):
 
 
 def test_distmaps_json(tmp_path):
-    res = run_ed("distmaps", "--store", tmp_path, "--grid", "3", "--grid", "4", "--json")
+    res = invoke("distmaps", "--store", tmp_path, "--grid", "3", "--grid", "4", "--json")
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
     assert got["grids"] == ["3x3", "4x4"] and got["tokens"] == [9, 16]
@@ -99,7 +99,7 @@ def test_distmaps_json(tmp_path):
 
 
 def test_eval_json_is_only_json_and_csv_has_mean(tiny_run):
-    res = run_ed("eval", "--run", tiny_run, "--json", "--device", "cpu")
+    res = invoke("eval", "--run", tiny_run, "--json", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
     assert got["rows"][0]["category"] == "brick" and "image_auroc" in got["mean"]
@@ -122,7 +122,7 @@ def _mixed_folder(tmp_path: Path, tiny_data: Path) -> Path:
 def test_infer_mixed_folder_rows_errors_and_exit_codes(tmp_path, tiny_data, tiny_run):
     folder = _mixed_folder(tmp_path, tiny_data)
     ck = tiny_run / "checkpoints" / "brick.pt"
-    res = run_ed("infer", ck, folder, "--recursive", "--out", tmp_path / "p", "--json", "--device", "cpu",
+    res = invoke("infer", ck, folder, "--recursive", "--out", tmp_path / "p", "--json", "--device", "cpu",
                  "--num-workers", "2")
     assert res.returncode == 1, res.stderr  # some files failed
     rows = json.loads(res.stdout)
@@ -143,11 +143,11 @@ def test_infer_mixed_folder_rows_errors_and_exit_codes(tmp_path, tiny_data, tiny
 def test_infer_fail_on_anomaly_and_threshold(tmp_path, tiny_data, tiny_run):
     ck = tiny_run / "checkpoints" / "brick.pt"
     img = sorted((tiny_data / "brick" / "test" / "hole").glob("*.png"))[0]
-    low = run_ed("infer", ck, img, "--threshold", "0", "--fail-on-anomaly", "--no-save-heatmaps", "--csv",
+    low = invoke("infer", ck, img, "--threshold", "0", "--fail-on-anomaly", "--no-save-heatmaps", "--csv",
                  "--out", tmp_path / "a", "--device", "cpu")
     assert low.returncode == 3, low.stderr
     assert low.stdout.startswith("path,score,normalized_score,label") and "anomalous" in low.stdout
-    high = run_ed("infer", ck, img, "--threshold", "1e9", "--fail-on-anomaly", "--no-save-heatmaps",
+    high = invoke("infer", ck, img, "--threshold", "1e9", "--fail-on-anomaly", "--no-save-heatmaps",
                   "--out", tmp_path / "b", "--json", "--device", "cpu")
     assert high.returncode == 0 and json.loads(high.stdout)[0]["label"] == "normal"
     assert json.loads(high.stdout)[0]["threshold_origin"].startswith("--threshold")
@@ -155,7 +155,7 @@ def test_infer_fail_on_anomaly_and_threshold(tmp_path, tiny_data, tiny_run):
 
 def test_infer_reads_paths_from_stdin(tmp_path, tiny_data, tiny_run):
     imgs = sorted((tiny_data / "brick" / "test" / "good").glob("*.png"))[:2]
-    res = run_ed("infer", tiny_run / "checkpoints" / "brick.pt", "-", "--json", "--no-save-heatmaps",
+    res = invoke("infer", tiny_run / "checkpoints" / "brick.pt", "-", "--json", "--no-save-heatmaps",
                  "--out", tmp_path, "--device", "cpu", input="\n".join(map(str, imgs)) + "\n")
     assert res.returncode == 0, res.stderr
     assert [r["path"] for r in json.loads(res.stdout)] == [str(p) for p in imgs]

@@ -10,10 +10,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_completions_are_current():
-    from edcli.cli import completion_scripts
+def _scripts() -> dict[str, str]:
+    import typer
 
-    for name, text in completion_scripts().items():
+    from edcli.cli import app
+    from edcli.completions import completion_scripts
+
+    return completion_scripts(typer.main.get_command(app))
+
+
+def test_completions_are_current():
+    for name, text in _scripts().items():
         path = ROOT / "completions" / name
         assert path.exists(), f"{path} is missing: run `python -m edcli completions completions`"
         assert path.read_text() == text, f"{path} is stale: run `python -m edcli completions completions`"
@@ -22,9 +29,9 @@ def test_completions_are_current():
 def test_completions_cover_every_command_and_option():
     import typer
 
-    from edcli.cli import app, completion_scripts
+    from edcli.cli import app
 
-    scripts = completion_scripts()
+    scripts = _scripts()
     root = typer.main.get_command(app)
     for name, cmd in root.commands.items():
         if cmd.hidden:

@@ -11,9 +11,22 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from edcli.data import (
-    IMAGE_EXTS, FileDataset, SampleDataset, SampleRef, discover_categories, expand_inputs, list_split, load_image,
-    load_mask, masks_known, normal_folder, resize_mode, select_categories,
+from edcli.data.images import (
+    FileDataset,
+    SampleDataset,
+    expand_inputs,
+    load_image,
+    load_mask,
+)
+from edcli.data.layouts import (
+    IMAGE_EXTS,
+    SampleRef,
+    discover_categories,
+    list_split,
+    masks_known,
+    normal_folder,
+    resize_mode,
+    select_categories,
 )
 from edcli.errors import ConfigError, DataError
 

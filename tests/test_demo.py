@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_ed
+from conftest import invoke
 
 
 def test_demo_quick_leaves_every_artefact(tmp_path):
     out = tmp_path / "demo"
-    res = run_ed("demo", "--quick", "--out", out, "--device", "cpu", timeout=600)
+    res = invoke("demo", "--quick", "--out", out, "--device", "cpu")
     assert res.returncode == 0, res.stderr[-3000:]
     cats = sorted(p.name for p in (out / "data").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert cats

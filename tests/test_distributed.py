@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import TINY_SIZE, run_ed
+from conftest import TINY_SIZE, invoke
 
 COMMON = ["--dataset", "mvtec", "--backbone", "tf_efficientnet_lite0", "--image-size", str(TINY_SIZE),
           "--epochs", "2", "--batch-size", "2", "--layers", "2", "--heads", "4", "--seed", "11", "--device", "cpu"]
-ENV = {"OMP_NUM_THREADS": "1"}  # torchrun's default; the single-process runs use the same, so numbers match
+ENV = {"OMP_NUM_THREADS": "1"}  # torchrun's default; the in-process runs use one thread too (one_thread), so numbers match
 
 
 def _free_port() -> int:
@@ -40,19 +39,19 @@ def _same_weights(a: Path, b: Path) -> None:
             assert torch.equal(sa[k], sb[k]), (a, k)
 
 
-def test_categories_per_rank_and_jobs_equal_training_alone(tmp_path, tiny_data):
+def test_categories_per_rank_and_jobs_equal_training_alone(tmp_path, tiny_data, one_thread):
     res = torchrun("train", "--data-path", tiny_data, "--store", tmp_path / "store", "--out", tmp_path / "dist",
                    "--strategy", "categories", "--json", *COMMON)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = json.loads(res.stdout)  # only rank 0 prints, after gathering every rank's rows
     assert [r["category"] for r in rows] == ["brick", "gravel"]
     # --jobs 2 without torchrun: two worker processes with one thread each
-    jobs = run_ed("train", "--data-path", tiny_data, "--store", tmp_path / "store2", "--out", tmp_path / "jobs",
+    jobs = invoke("train", "--data-path", tiny_data, "--store", tmp_path / "store2", "--out", tmp_path / "jobs",
                   "--jobs", "2", *COMMON)
     assert jobs.returncode == 0, jobs.stderr[-3000:]
     for cat in ("brick", "gravel"):
-        alone = run_ed("train", "--data-path", tiny_data, "--store", tmp_path / "store1", "--out", tmp_path / "alone",
-                       "--category", cat, *COMMON, env=ENV)
+        alone = invoke("train", "--data-path", tiny_data, "--store", tmp_path / "store1", "--out", tmp_path / "alone",
+                       "--category", cat, *COMMON)  # one thread, as each rank
         assert alone.returncode == 0, alone.stderr[-3000:]
         _same_weights(tmp_path / "dist" / "checkpoints" / f"{cat}.pt", tmp_path / "alone" / "checkpoints" / f"{cat}.pt")
         _same_weights(tmp_path / "jobs" / "checkpoints" / f"{cat}.pt", tmp_path / "alone" / "checkpoints" / f"{cat}.pt")
@@ -65,19 +64,19 @@ def test_ddp_trains_one_category_and_eval_loads_it(tmp_path, tiny_data):
     ck = torch.load(tmp_path / "ddp" / "checkpoints" / "brick.pt", weights_only=True)
     recs = [h["rec"] for h in ck["history"]]
     assert len(recs) == 4 and recs[-1] < recs[0], recs
-    ev = run_ed("eval", "--run", tmp_path / "ddp", "--json", "--device", "cpu")
+    ev = invoke("eval", "--run", tmp_path / "ddp", "--json", "--device", "cpu")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["rows"][0]["test_images"] == 8
 
 
-def test_sharded_infer_writes_the_same_rows(tmp_path, tiny_data, tiny_run):
+def test_sharded_infer_writes_the_same_rows(tmp_path, tiny_data, tiny_run, one_thread):
     ck = tiny_run / "checkpoints" / "brick.pt"
     images = tiny_data / "brick" / "test"
     res = torchrun("infer", ck, images, "--recursive", "--out", tmp_path / "dist", "--no-save-heatmaps", "--json",
                    "--device", "cpu", "--num-workers", "0")
     assert res.returncode == 0, res.stderr[-3000:]
-    single = run_ed("infer", ck, images, "--recursive", "--out", tmp_path / "one", "--no-save-heatmaps", "--json",
-                    "--device", "cpu", "--num-workers", "0", env=ENV)
+    single = invoke("infer", ck, images, "--recursive", "--out", tmp_path / "one", "--no-save-heatmaps", "--json",
+                    "--device", "cpu", "--num-workers", "0")
     assert single.returncode == 0, single.stderr
     a = [json.loads(line) for line in (tmp_path / "dist" / "predictions.jsonl").read_text().splitlines()]
     b = [json.loads(line) for line in (tmp_path / "one" / "predictions.jsonl").read_text().splitlines()]

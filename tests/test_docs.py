@@ -67,3 +67,20 @@ def test_options_used_in_readme_examples_exist():
                 assert opt in opts[m.group(1)] or opt in ("--help",), f"README example uses {opt} with ed {m.group(1)}: {line}"
                 checked += 1
     assert checked > 20
+
+
+def test_dataset_layouts_are_one_list():
+    """The CLI's --dataset choices, the README's table and data.layouts.LAYOUTS name the same layouts."""
+    from conftest import invoke
+
+    from edcli.data.layouts import LAYOUTS
+
+    table = README.split("## Datasets", 1)[1].split("\n## ", 1)[0]
+    in_readme = re.findall(r"^\| `(\w+)`", table, flags=re.M)
+    for name in ("features", "train", "eval"):
+        shown = re.search(r"--dataset <([\w|]+)>", invoke(name, "--help").stdout)
+        assert shown and shown.group(1).split("|") == list(LAYOUTS), name
+    assert in_readme == list(LAYOUTS)
+    for name, lay in LAYOUTS.items():  # each row is the registry's own description
+        row = next(ln for ln in table.splitlines() if ln.startswith(f"| `{name}`"))
+        assert lay.doc_layout in row and lay.doc_resize in row, name

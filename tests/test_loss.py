@@ -4,12 +4,26 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from oracle import (
+    entropy,
+    kl,
+    oracle_backward,
+    oracle_distances,
+    oracle_from_level,
+    oracle_losses,
+    oracle_target,
+)
 
 from edcli.errors import ConfigError
-from edcli.loss import _Correlation, ed_objective, entropy_rows, kl_rows, reconstruction_loss
-from edcli.model import LevelModel, grid_distances
-from edcli.prior import gaussian_target, grid_axes, sym_kl
-from oracle import entropy, kl, oracle_backward, oracle_distances, oracle_from_level, oracle_losses, oracle_target
+from edcli.method.loss import (
+    _Correlation,
+    ed_objective,
+    entropy_rows,
+    kl_rows,
+    reconstruction_loss,
+)
+from edcli.method.model import LevelModel
+from edcli.method.prior import gaussian_target, grid_axes, grid_distances, sym_kl
 
 C, GRID, D, HEADS, LAYERS = 24, (6, 6), 32, 4, 2
 L = GRID[0] * GRID[1]

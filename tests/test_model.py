@@ -6,15 +6,23 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from oracle import oracle_from_level, oracle_level_forward
 
 from edcli.config import ModelConfig
 from edcli.errors import ConfigError, DataError
-from edcli.model import (
-    D2Fusion, EDFeedForward, EDModel, FODFeedForward, LevelModel, build_ed_model, count_trainable, grid_distances,
-    positional_encoding_2d, sigma_map,
+from edcli.method.model import (
+    D2Fusion,
+    EDFeedForward,
+    EDModel,
+    FODFeedForward,
+    LevelModel,
+    build_ed_model,
+    count_trainable,
+    grid_distances,
+    positional_encoding_2d,
+    sigma_map,
 )
-from edcli.prior import gaussian_target, sym_kl
-from oracle import oracle_from_level, oracle_level_forward
+from edcli.method.prior import gaussian_target, sym_kl
 
 C, GRID, D, HEADS, LAYERS = 24, (6, 6), 32, 4, 2
 L = GRID[0] * GRID[1]

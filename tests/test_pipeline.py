@@ -33,7 +33,7 @@ def test_reference_features_are_the_mean_of_cached_train_features(tiny_store):
 
 
 def test_features_rerun_skips_and_overwrite_redoes(tiny_configs, tiny_store):
-    from edcli.pipeline import run_features
+    from edcli.commands.features import run as run_features
 
     data, bb, _, _ = tiny_configs
     rows = run_features(data, bb, str(tiny_store), device="cpu")
@@ -56,7 +56,7 @@ def test_store_refuses_other_settings(tiny_store, field, value):
 
 
 def test_other_image_size_gets_its_own_file(tiny_configs, tiny_store):
-    from edcli.pipeline import build_context
+    from edcli.features import build_context
     from edcli.store import features_path
 
     data, bb, _, _ = tiny_configs
@@ -83,7 +83,7 @@ def test_checkpoint_rebuilds_the_model_from_the_file_alone(tiny_run, tiny_store)
 
 
 def test_same_seed_same_losses(tiny_configs, tiny_store, tmp_path):
-    from edcli.pipeline import run_train
+    from edcli.commands.train import run as run_train
 
     data, bb, model, train = tiny_configs
     a = run_train(data, bb, model, train, str(tiny_store), str(tmp_path / "a"))
@@ -92,15 +92,15 @@ def test_same_seed_same_losses(tiny_configs, tiny_store, tmp_path):
 
 
 def test_resume_after_interruption_gives_the_same_weights(tiny_configs, tiny_store, tmp_path, monkeypatch):
-    from edcli import engine
+    from edcli import training
     from edcli.checkpoint import load_checkpoint
-    from edcli.pipeline import run_train
+    from edcli.commands.train import run as run_train
 
     data, bb, model, train = tiny_configs
     train = replace(train, epochs=3)
     run_train(data, bb, model, train, str(tiny_store), str(tmp_path / "full"))
     calls = {"n": 0}
-    real = engine.train_epoch
+    real = training.train_epoch
 
     def interrupted(*a, **k):
         calls["n"] += 1
@@ -108,12 +108,12 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_configs, tiny_sto
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "train_epoch", interrupted)
+    monkeypatch.setattr(training, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_train(data, bb, model, train, str(tiny_store), str(tmp_path / "cut"))
     assert (tmp_path / "cut" / "checkpoints" / "brick.resume.pt").exists()
     assert not (tmp_path / "cut" / "checkpoints" / "brick.pt").exists()
-    monkeypatch.setattr(engine, "train_epoch", real)
+    monkeypatch.setattr(training, "train_epoch", real)
     run_train(data, bb, model, train, str(tiny_store), str(tmp_path / "cut"), resume=True)
     full = load_checkpoint(tmp_path / "full" / "checkpoints" / "brick.pt")
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "brick.pt")
@@ -125,7 +125,7 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_configs, tiny_sto
 
 def test_training_lowers_the_reconstruction_loss(tiny_configs, tiny_store, tmp_path):
     from edcli.checkpoint import load_checkpoint
-    from edcli.pipeline import run_train
+    from edcli.commands.train import run as run_train
 
     data, bb, model, train = tiny_configs
     run_train(data, bb, model, replace(train, epochs=6), str(tiny_store), str(tmp_path))
@@ -135,8 +135,8 @@ def test_training_lowers_the_reconstruction_loss(tiny_configs, tiny_store, tmp_p
 
 
 def test_eval_writes_metrics_with_protocol(tiny_run):
+    from edcli.commands.eval import run as run_eval
     from edcli.config import EvalConfig
-    from edcli.pipeline import run_eval
 
     res = run_eval(str(tiny_run), None, EvalConfig(device="cpu"))
     assert [r["category"] for r in res["rows"]] == ["brick"]
@@ -154,9 +154,9 @@ def test_eval_writes_metrics_with_protocol(tiny_run):
 
 def test_infer_scores_equal_eval_scores(tiny_run, tiny_store, tmp_path):
     from edcli.checkpoint import build_model, load_checkpoint
+    from edcli.commands.infer import run as run_infer
     from edcli.config import EvalConfig
     from edcli.evaluate import read_from, score_cached
-    from edcli.pipeline import run_infer
     from edcli.store import FeatureFile
 
     ck_path = tiny_run / "checkpoints" / "brick.pt"
@@ -172,8 +172,9 @@ def test_infer_scores_equal_eval_scores(tiny_run, tiny_store, tmp_path):
 
 def test_test_selection_is_marked_everywhere(tiny_configs, tiny_store, tmp_path):
     from edcli.checkpoint import load_checkpoint
+    from edcli.commands.eval import run as run_eval
+    from edcli.commands.train import run as run_train
     from edcli.config import EvalConfig
-    from edcli.pipeline import run_eval, run_train
 
     data, bb, model, train = tiny_configs
     run_train(data, bb, model, replace(train, epochs=3, eval_every=1, select="best-image"), str(tiny_store),
@@ -191,8 +192,8 @@ def test_test_selection_is_marked_everywhere(tiny_configs, tiny_store, tmp_path)
 
 
 def test_select_without_eval_every_is_refused(tiny_configs, tiny_store, tmp_path):
+    from edcli.commands.train import run as run_train
     from edcli.errors import ConfigError
-    from edcli.pipeline import run_train
 
     data, bb, model, train = tiny_configs
     with pytest.raises(ConfigError, match="--eval-every"):
@@ -200,8 +201,8 @@ def test_select_without_eval_every_is_refused(tiny_configs, tiny_store, tmp_path
 
 
 def test_eval_without_cached_features_runs_the_backbone_and_agrees(tiny_run, tmp_path):
+    from edcli.commands.eval import run as run_eval
     from edcli.config import EvalConfig
-    from edcli.pipeline import run_eval
 
     cached = run_eval(str(tiny_run), None, EvalConfig(device="cpu"))["rows"][0]
     fresh = run_eval(str(tiny_run), None, EvalConfig(device="cpu"), store=str(tmp_path / "empty-store"))["rows"][0]

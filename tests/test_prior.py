@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import torch
 
-from edcli.model import grid_distances
-from edcli.prior import EPS, gaussian_target, grid_axes, row_factors, sym_kl, sym_kl_rows_
+from edcli.method.prior import (
+    EPS,
+    gaussian_target,
+    grid_axes,
+    grid_distances,
+    row_factors,
+    sym_kl,
+    sym_kl_rows_,
+)
 
 
 def _case(B=2, heads=3, grid=(4, 5), dtype=torch.float64):

@@ -42,8 +42,15 @@ def _easy_category(root: Path, seed: int = 0) -> Path:
 
 @pytest.mark.slow
 def test_tiny_model_finds_easy_defects(tmp_path):
-    from edcli.config import BackboneConfig, DataConfig, EvalConfig, ModelConfig, TrainConfig
-    from edcli.pipeline import run_eval, run_train
+    from edcli.commands.eval import run as run_eval
+    from edcli.commands.train import run as run_train
+    from edcli.config import (
+        BackboneConfig,
+        DataConfig,
+        EvalConfig,
+        ModelConfig,
+        TrainConfig,
+    )
 
     root = _easy_category(tmp_path / "data")
     data = DataConfig(dataset="mvtec", data_path=str(root), image_size=SIZE)

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from oracle import kl, oracle_from_level, oracle_level_forward
 
 from edcli.config import ModelConfig
 from edcli.engine import predict_maps
 from edcli.errors import ConfigError
-from edcli.model import build_ed_model
-from edcli.scoring import image_scores, normalize, smooth
-from oracle import kl, oracle_from_level, oracle_level_forward
+from edcli.method.model import build_ed_model
+from edcli.method.scoring import image_scores, normalize, smooth
 
 
 def _naive_maps(model, feats, size: int, branch: str = "inter") -> torch.Tensor:

@@ -14,9 +14,15 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from edcli import synth
+from edcli.data import synth
+from edcli.data.synth import (
+    DEFECT_KINDS,
+    DEMO_CATEGORIES,
+    SynthSpec,
+    make_dataset,
+    make_defect,
+)
 from edcli.errors import ConfigError, DataError
-from edcli.synth import DEFECT_KINDS, DEMO_CATEGORIES, SynthSpec, make_dataset, make_defect
 
 SMALL = SynthSpec(n_train=3, n_test_good=2, n_per_defect=2, size=64, seed=0)
 BLENDED = ("scratch", "hole", "stain")  # kinds that keep only changes of at least MIN_CHANGE grey levels
@@ -270,7 +276,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(small, tmp_pa
 
 def test_same_bytes_in_another_process_with_another_hash_seed(small, tmp_path):
     # Guards against seeds taken from Python's hash(), which differs between processes.
-    code = (f"from edcli.synth import make_dataset, SynthSpec; "
+    code = (f"from edcli.data.synth import make_dataset, SynthSpec; "
             f"make_dataset({str(tmp_path / 'sub')!r}, categories=('brick',), spec=SynthSpec(**{SMALL.to_dict()!r}))")
     env = dict(os.environ, PYTHONHASHSEED="12345")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)

@@ -1,35 +1,24 @@
 """Self-describing checkpoints: one file per category, loadable with torch.load(weights_only=True)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from edcli import __version__
-from edcli.errors import CheckpointError
+from edcli.errors import CheckpointError, ConfigError
+from edcli.files import atomic_open
+from edcli.version import __version__
 
 FORMAT = "edcli-checkpoint"
 FORMAT_VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: the file is complete or absent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through the one atomic writer: the file is complete or absent."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 @dataclass
@@ -54,10 +43,6 @@ class Checkpoint:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["format"], d["format_version"] = FORMAT, FORMAT_VERSION
         return d
-
-    @property
-    def test_selected(self) -> bool:
-        return bool(self.selection.get("test_selected", False))
 
 
 def save_checkpoint(ck: Checkpoint, path: Path) -> None:
@@ -85,7 +70,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def build_model(ck: Checkpoint):
     """Rebuild the EDModel from the checkpoint alone (no flags): shapes from the stored backbone info."""
     from edcli.config import ModelConfig
-    from edcli.model import build_ed_model
+    from edcli.method.model import build_ed_model
 
     channels = list(ck.backbone["channels"])
     grids = [tuple(g) for g in ck.backbone["grids"]]
@@ -102,3 +87,26 @@ def build_model(ck: Checkpoint):
 def resume_path(path: Path) -> Path:
     """Optimizer and progress state of an unfinished run live beside the checkpoint until it completes."""
     return Path(path).with_suffix(".resume.pt")
+
+
+def checkpoint_path(out: str | Path, category: str) -> Path:
+    return Path(out) / "checkpoints" / f"{category}.pt"
+
+
+def find_checkpoints(run: Optional[str], checkpoint: Optional[str], categories: tuple[str, ...] = ()) -> list[Path]:
+    """The checkpoints of a run folder (optionally some categories), or the one file given."""
+    if bool(run) == bool(checkpoint):
+        raise ConfigError("give exactly one of --run RUN (a folder written by `ed train --out`) or --checkpoint FILE")
+    if checkpoint:
+        return [Path(checkpoint)]
+    folder = Path(run) / "checkpoints"
+    paths = sorted(p for p in folder.glob("*.pt") if not p.name.endswith(".resume.pt"))
+    if not paths:
+        raise CheckpointError(f"no checkpoints in {folder}; train first with `ed train --out {run}`")
+    if categories:
+        by_name = {p.stem: p for p in paths}
+        unknown = [c for c in categories if c not in by_name]
+        if unknown:
+            raise ConfigError(f"--category {', '.join(unknown)}: no checkpoint in {folder} (have: {', '.join(by_name)})")
+        paths = [by_name[c] for c in categories]
+    return paths

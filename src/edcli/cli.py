@@ -1,14 +1,23 @@
-"""The `ed` Typer app: thin commands (parse -> config -> one pipeline call -> render). The only typer importer."""
+"""The `ed` Typer app: thin commands (parse -> config -> one commands.<cmd>.run(...) -> render). The only typer importer."""
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from edcli import __version__
-from edcli.config import DEFAULT_BACKBONE, BackboneConfig, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from edcli.config import (
+    DEFAULT_BACKBONE,
+    BackboneConfig,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from edcli.data.layouts import LAYOUTS
+from edcli.version import __version__
 
 app = typer.Typer(
     name="ed",
@@ -24,7 +33,9 @@ app = typer.Typer(
 _T, _D, _M, _E = TrainConfig(), DataConfig(), ModelConfig(), EvalConfig()
 
 # ------------------------------------------------------------------------------------------- shared options
-Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Layout of --data-path: mvtec, btad, mvtec3d or folder.")]
+# the --dataset choices are the registered layouts (data/layouts.py)
+DatasetName = enum.Enum("DatasetName", {name: name for name in LAYOUTS}, type=str)
+Dataset = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Layout of --data-path (see the README's table).")]
 DataPath = Annotated[Optional[Path], typer.Option("--data-path", "-p", help="Dataset root: one folder per category.")]
 Category = Annotated[Optional[list[str]], typer.Option("--category", "-c", help="Only this category (repeatable). Default: all found.")]
 Store = Annotated[Path, typer.Option("--store", "-s", help="Feature store directory (HDF5 files).")]
@@ -55,7 +66,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def _run(fn: Callable[[], Any], quiet: bool = False) -> Any:
-    """Run a pipeline call; EdError -> one red line + exit 1; Ctrl-C -> exit 130. Under torchrun only rank 0 renders."""
+    """Run a command; EdError -> one red line + exit 1; Ctrl-C -> exit 130. Under torchrun only rank 0 renders."""
     import os
 
     from edcli.errors import EdError
@@ -102,9 +113,9 @@ def _bb(backbone: str, levels: str, weights: Optional[Path], random_init: bool) 
                           random_init=random_init)
 
 
-def _data(dataset: str, data_path: Optional[Path], category: Optional[list[str]], image_size: int,
+def _data(dataset: DatasetName, data_path: Optional[Path], category: Optional[list[str]], image_size: int,
           normal_name: str) -> DataConfig:
-    return DataConfig(dataset=dataset, data_path=str(data_path) if data_path else "",
+    return DataConfig(dataset=dataset.value, data_path=str(data_path) if data_path else "",
                       categories=tuple(category or ()), image_size=image_size, normal_name=normal_name)
 
 
@@ -127,9 +138,9 @@ def distmaps(
     json_out: Json = False,
 ) -> None:
     """Write squared row/column index-distance matrices for each level's token grid (store/distmaps.h5)."""
-    from edcli.pipeline import run_distmaps
+    from edcli.commands import distmaps as command
 
-    res = _run(lambda: run_distmaps(str(store), backbone, image_size, _levels(levels), tuple(grid or ())))
+    res = _run(lambda: command.run(str(store), backbone, image_size, _levels(levels), tuple(grid or ())))
     if json_out:
         from edcli.ui import print_json
 
@@ -145,7 +156,7 @@ def distmaps(
 @app.command()
 def features(
     data_path: DataPath = None,
-    dataset: Dataset = _D.dataset,
+    dataset: Dataset = DatasetName(_D.dataset),
     category: Category = None,
     store: Store = Path("store"),
     backbone: Backbone = DEFAULT_BACKBONE,
@@ -162,10 +173,10 @@ def features(
     quiet: Quiet = False,
 ) -> None:
     """Run the frozen backbone once per category: prototypes and cached pooled features of train and test images."""
-    from edcli.pipeline import run_features
+    from edcli.commands import features as command
 
     data = _data(dataset, data_path, category, image_size, normal_name)
-    rows = _run(lambda: run_features(data, _bb(backbone, levels, weights, random_init), str(store), device,
+    rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), str(store), device,
                                      batch_size, overwrite, num_workers, _tracker(quiet)))
     if rows is None:
         return
@@ -183,7 +194,7 @@ def features(
 @app.command()
 def train(
     data_path: DataPath = None,
-    dataset: Dataset = _D.dataset,
+    dataset: Dataset = DatasetName(_D.dataset),
     category: Category = None,
     store: Store = Path("store"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints/<category>.pt, run.json, metrics.")] = Path("runs/ed"),
@@ -217,7 +228,7 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train one ED model per category from the cached features (computing missing store entries first)."""
-    from edcli.pipeline import run_train
+    from edcli.commands import train as command
 
     dm = _int_list(d_model, "--d-model", "256,512") if d_model else ()
     data = _data(dataset, data_path, category, image_size, normal_name)
@@ -225,7 +236,7 @@ def train(
                        attn_out_proj=attn_out_proj)
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
                        eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy, jobs=jobs)
-    rows = _run(lambda: run_train(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
+    rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
                                   resume=resume, num_workers=num_workers, track=_tracker(quiet)))
     if rows is None:
         return
@@ -247,7 +258,7 @@ def eval_(
     run: Annotated[Optional[Path], typer.Option("--run", "-r", help="Run folder written by `ed train --out`.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="One checkpoint file instead of a run.")] = None,
     data_path: DataPath = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Layout of --data-path (default: the checkpoint's).")] = None,
+    dataset: Annotated[Optional[DatasetName], typer.Option("--dataset", "-d", help="Layout of --data-path (default: the checkpoint's).")] = None,
     category: Category = None,
     store: Annotated[Optional[Path], typer.Option("--store", "-s", help="Feature store (default: the run's).")] = None,
     reducer: Annotated[str, typer.Option("--reducer", help="Image score from the smoothed map: max, mean or topk:<ratio>.")] = _E.reducer,
@@ -261,11 +272,11 @@ def eval_(
     quiet: Quiet = False,
 ) -> None:
     """Score the labelled test split; per-category metrics and their mean; writes metrics.json and metrics.csv."""
-    from edcli.pipeline import run_eval
+    from edcli.commands import eval as command
 
     cfg = EvalConfig(reducer=reducer, pixel_map=pixel_map, device=device, precision=precision, batch_size=batch_size)
-    res = _run(lambda: run_eval(str(run) if run else None, str(checkpoint) if checkpoint else None, cfg,
-                                str(data_path) if data_path else None, dataset, tuple(category or ()),
+    res = _run(lambda: command.run(str(run) if run else None, str(checkpoint) if checkpoint else None, cfg,
+                                str(data_path) if data_path else None, dataset.value if dataset else None, tuple(category or ()),
                                 str(store) if store else None, save_maps, num_workers, _tracker(quiet)))
     if res is None:
         return
@@ -312,9 +323,9 @@ def infer(
     quiet: Quiet = False,
 ) -> None:
     """Score any images with a checkpoint: predictions.csv/.jsonl, heat maps, masks and raw maps."""
-    from edcli.pipeline import run_infer
+    from edcli.commands import infer as command
 
-    res = _run(lambda: run_infer(str(checkpoint), inputs, str(out), batch_size=batch_size, device=device,
+    res = _run(lambda: command.run(str(checkpoint), inputs, str(out), batch_size=batch_size, device=device,
                                  precision=precision, recursive=recursive, save_heatmaps=save_heatmaps,
                                  threshold=threshold, num_workers=num_workers, stdin=sys.stdin, track=_tracker(quiet)))
     if res is None:
@@ -348,9 +359,9 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """Make a small MVTec-layout dataset from real textures with injected defects and run the whole pipeline on it."""
-    from edcli.pipeline import run_demo
+    from edcli.commands import demo as command
 
-    res = _run(lambda: run_demo(str(out), tuple(category or ()), quick=quick, device=device, track=_tracker(quiet)))
+    res = _run(lambda: command.run(str(out), tuple(category or ()), quick=quick, device=device, track=_tracker(quiet)))
     if res is None:
         return
     from edcli.ui import print_text
@@ -368,70 +379,17 @@ def main() -> None:
     app(prog_name="ed")
 
 
-if __name__ == "__main__":
-    main()
-
-
-# ------------------------------------------------------------------------------------------- completions
-def _completion_model() -> list[tuple[str, str, list[tuple[str, str, bool]]]]:
-    """(command, help, [(option, help, takes_value)]) for every visible command, read from the app itself."""
-    root = typer.main.get_command(app)
-    model = []
-    for name, cmd in root.commands.items():  # type: ignore[attr-defined]
-        if cmd.hidden:
-            continue
-        opts = []
-        for p in cmd.params:
-            if p.param_type_name != "option":
-                continue
-            for o in [*p.opts, *p.secondary_opts]:
-                if o.startswith("--"):
-                    opts.append((o, (p.help or "").split(". ")[0].rstrip("."), not p.is_flag))
-        opts.append(("--help", "Show this message and exit", False))
-        model.append((name, (cmd.help or "").split(". ")[0].split("\n")[0].rstrip("."), opts))
-    return model
-
-
-def _q(text: str, chars: str = "'") -> str:
-    for c in chars:
-        text = text.replace(c, "")
-    return text
-
-
-def completion_scripts() -> dict[str, str]:
-    """Static bash, zsh and fish completion scripts generated from the app (no Python start-up on TAB)."""
-    model = _completion_model()
-    head = "# ed completion, generated from the app by `ed completions DIR`; do not edit\n"
-    names = " ".join(n for n, _, _ in model)
-    bash = [head, "_ed() {\n  local cur=${COMP_WORDS[COMP_CWORD]} opts\n",
-            "  if [ \"$COMP_CWORD\" -eq 1 ]; then\n",
-            f"    COMPREPLY=( $(compgen -W \"{names} --help --version\" -- \"$cur\") ); return\n  fi\n",
-            "  case \"${COMP_WORDS[1]}\" in\n"]
-    bash += [f"    {n}) opts=\"{' '.join(o for o, _, _ in opts)}\" ;;\n" for n, _, opts in model]
-    bash += ["    *) opts=\"\" ;;\n  esac\n",
-             "  if [[ \"$cur\" == -* ]]; then COMPREPLY=( $(compgen -W \"$opts\" -- \"$cur\") ); fi\n}\n",
-             "complete -o default -F _ed ed\n"]
-    zsh = [head.replace("# ed", "#compdef ed\n# ed", 1), "_ed() {\n  local -a commands\n  commands=(\n"]
-    zsh += [f"    '{n}:{_q(h, chr(39) + ':')}'\n" for n, h, _ in model]
-    zsh += ["  )\n  if (( CURRENT == 2 )); then\n    _describe 'command' commands\n    return\n  fi\n",
-            "  case $words[2] in\n"]
-    for n, _, opts in model:
-        args = " \\\n        ".join(f"'{o}[{_q(h, chr(39) + '[]:')}]" + (":value:_files'" if v else "'") for o, h, v in opts)
-        zsh.append(f"    {n})\n      _arguments -s \\\n        {args} \\\n        '*:file:_files' ;;\n")
-    zsh += ["  esac\n}\n", "_ed \"$@\"\n"]
-    fish = [head, "complete -c ed -f -n __fish_use_subcommand -l version -d 'Show the version and exit'\n"]
-    for n, h, opts in model:
-        fish.append(f"complete -c ed -f -n __fish_use_subcommand -a {n} -d '{_q(h)}'\n")
-        for o, oh, v in opts:
-            fish.append(f"complete -c ed -n '__fish_seen_subcommand_from {n}' -l {o[2:]} -d '{_q(oh)}'"
-                        + (" -r\n" if v else "\n"))
-    return {"ed.bash": "".join(bash), "ed.zsh": "".join(zsh), "ed.fish": "".join(fish)}
-
 
 @app.command("completions", hidden=True)
 def completions(folder: Annotated[Path, typer.Argument(help="Where to write ed.bash, ed.zsh and ed.fish.")] = Path("completions")) -> None:
     """Regenerate the static shell completion scripts."""
+    from edcli.completions import completion_scripts
+
     folder.mkdir(parents=True, exist_ok=True)
-    for name, text in completion_scripts().items():
+    for name, text in completion_scripts(typer.main.get_command(app)).items():
         (folder / name).write_text(text)
         typer.echo(str(folder / name))
+
+
+if __name__ == "__main__":
+    main()

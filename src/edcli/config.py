@@ -5,7 +5,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
-DATASETS = ("mvtec", "btad", "mvtec3d", "folder")
 ARCHS = ("ed", "fod")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SELECTIONS = ("last", "best-image", "best-pixel")
@@ -94,9 +93,3 @@ def d_model_for(channels: int) -> int:
     """C/2 rounded up to a multiple of 32, at least 64 (256 and 512 for wide_resnet50_2)."""
     half = -(-channels // 2)
     return max(64, -(-half // 32) * 32)
-
-
-def frozen_default(cls, name: str):
-    """The default of a dataclass field, for Typer option defaults."""
-    f = {f.name: f for f in dataclasses.fields(cls)}[name]
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]

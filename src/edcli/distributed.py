@@ -1,10 +1,14 @@
-"""Scale-out helpers: rank sharding and gathering under torchrun, and `--jobs N` worker processes."""
+"""torch.distributed rank helpers: sharding work by rank, gathering rows and errors, per-rank sample orders."""
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 from edcli.errors import DistributedError, EdError
+
+
+def shard(items: list, dist) -> list:
+    """This rank's share of `items` (every rank-th one from its own index); all of them when not distributed."""
+    return items[dist.rank::dist.world] if dist.enabled else list(items)
 
 
 def gather_rows(rows: list[dict[str, Any]], dist, order: Optional[list[str]] = None, key: Optional[str] = None,
@@ -51,53 +55,3 @@ def epoch_order(n: int, dist, seed: int, epoch: int):
     sampler = DistributedSampler(range(n), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
-
-
-def _job(args: tuple) -> list[dict[str, Any]]:
-    """One worker process of `ed train --jobs N`: trains its categories one after another."""
-    data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, device, threads = args
-    import torch
-
-    from edcli.pipeline import NullTracker, run_train
-
-    torch.set_num_threads(threads)
-    cfg = type(train_cfg)(**{**train_cfg.to_dict(), "jobs": 1, "device": device})
-    return run_train(data, bb_cfg, model_cfg, cfg, store, out, resume, fbs, 0, eval_cfg, NullTracker())
-
-
-def run_jobs(data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, cats: list[str], track) -> list[dict]:
-    """`--jobs N` without torchrun: N spawned processes, categories dealt round-robin, one GPU each when several exist."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    import torch
-
-    from edcli.engine import resolve_device
-
-    jobs = min(train_cfg.jobs, len(cats))
-    base = resolve_device(train_cfg.device)
-    n_gpu = torch.cuda.device_count() if base.type == "cuda" else 0
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    work = []
-    for j in range(jobs):
-        mine = tuple(cats[j::jobs])
-        device = f"cuda:{j % n_gpu}" if n_gpu > 1 else str(base) if base.type != "cpu" else "cpu"
-        d = type(data)(**{**data.to_dict(), "categories": mine})
-        work.append((d, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, device, threads))
-    track.log(f"training {len(cats)} categories in {jobs} worker processes ({threads} CPU thread(s) each)")
-    rows: list[dict[str, Any]] = []
-    errors = []
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_job, w): w[0].categories for w in work}
-        for fut in cf.as_completed(futures):
-            try:
-                got = fut.result()
-                rows.extend(got)
-                for r in got:
-                    track.log(f"{r['category']}: trained in {r['seconds']} s")
-            except EdError as exc:
-                errors.append(f"{', '.join(futures[fut])}: {exc}")
-    if errors:
-        raise DistributedError("; ".join(errors))
-    pos = {c: i for i, c in enumerate(cats)}
-    return sorted(rows, key=lambda r: pos[r["category"]])

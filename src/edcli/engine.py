@@ -5,7 +5,7 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -128,6 +128,16 @@ def rank_device(device_name: str, info: DistInfo) -> torch.device:
 # ---------------------------------------------------------------------------------------------- loops
 
 
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
+def data_loader(dataset, batch_size: int, num_workers: int, shuffle: bool = False):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                                       persistent_workers=False, pin_memory=False)
+
+
 def tokens(feat: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, L, C) tokens in row-major order."""
     return feat.flatten(2).transpose(1, 2)
@@ -138,15 +148,14 @@ LOSS_KEYS = ("rec", "intra1", "intra2", "intra_ent", "inter1", "inter2", "inter_
 
 def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch_size: int, generator: torch.Generator,
                 device: torch.device, precision: str, lambda1: float, lambda2: float,
-                sampler_indices: Optional[torch.Tensor] = None, on_batch: Optional[Callable[[int], None]] = None
-                ) -> dict[str, float]:
+                sampler_indices: Optional[torch.Tensor] = None) -> dict[str, float]:
     """One epoch over cached tokens: per batch, each level in turn gets zero_grad / one backward / step.
 
     levels: the level modules (possibly DDP-wrapped); feats: per level (N, L, C) tensors (float16 on the CPU).
     Returns the mean loss terms over batches (summed over levels). Raises FloatingPointError on a non-finite loss
     before the step, so the weights stay the last good ones.
     """
-    from edcli.loss import ed_objective
+    from edcli.method.loss import ed_objective
 
     N = feats[0].shape[0]
     order = torch.randperm(N, generator=generator) if sampler_indices is None else sampler_indices
@@ -156,7 +165,7 @@ def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch
         idx = order[start:start + batch_size]
         for k, (level, opt) in enumerate(zip(levels, optimizers)):
             x = feats[k][idx].to(device, non_blocking=True).float()  # (B, L, C)
-            module = getattr(level, "module", level)
+            module = unwrap(level)
             opt.zero_grad(set_to_none=True)
             with autocast(device, precision):
                 out = level(x)
@@ -168,15 +177,13 @@ def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch
             for key in LOSS_KEYS:
                 sums[key] += float(getattr(terms, key))
         n_batches += 1
-        if on_batch is not None:
-            on_batch(n_batches)
     return {k: v / max(1, n_batches) for k, v in sums.items()}
 
 
 @torch.no_grad()
 def predict_maps(model, feats: list[torch.Tensor], image_size: int, device: torch.device, precision: str) -> torch.Tensor:
     """Anomaly maps (B, S, S) float32 on the CPU from pooled backbone features (B, C, H, W) per level."""
-    from edcli.scoring import combine_levels, level_score
+    from edcli.method.scoring import combine_levels, level_score
 
     scores, grids = [], []
     for level, feat in zip(model.levels, feats):

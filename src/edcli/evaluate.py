@@ -23,7 +23,7 @@ def score_cached(model, read_level, n: int, image_size: int, device, precision: 
                  batch_size: int = 8, indices: Optional[np.ndarray] = None, keep_maps: bool = True) -> ScoredSplit:
     """Score items of a cached split. read_level(k, idx) -> (b, C, H, W) float32 numpy."""
     from edcli.engine import predict_maps, sync
-    from edcli.scoring import image_scores, smooth
+    from edcli.method.scoring import score_maps
 
     idx_all = np.arange(n) if indices is None else np.asarray(indices)
     maps, smoothed, scores = [], [], []
@@ -32,8 +32,8 @@ def score_cached(model, read_level, n: int, image_size: int, device, precision: 
         idx = idx_all[s:s + batch_size]
         feats = [torch.from_numpy(read_level(k, idx)) for k in range(len(model.levels))]
         m = predict_maps(model, feats, image_size, device, precision).numpy()
-        sm = smooth(m, cfg.sigma)
-        scores.append(image_scores(sm, cfg.reducer))
+        sm, sc = score_maps(m, cfg.sigma, cfg.reducer)
+        scores.append(sc)
         if keep_maps:
             maps.append(m)
             smoothed.append(sm)

@@ -11,13 +11,15 @@ from typing import Any, Optional
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
-from .errors import ConfigError, DataError
+from edcli.errors import ConfigError, DataError
 
 METRIC_NAMES = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "f1_max")
-IMAGE_METRICS = ("image_auroc", "image_ap", "f1_max")
-PIXEL_METRICS = ("pixel_auroc", "pixel_ap", "aupro")
 
 # Official MVTec AD connectivity: pixels touching only at a corner belong to the same defect region.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)

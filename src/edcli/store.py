@@ -16,7 +16,6 @@ import datetime
 import hashlib
 import json
 import os
-import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
@@ -24,15 +23,16 @@ from typing import Any, Iterator, Sequence, Union
 import h5py
 import numpy as np
 
-from edcli import __version__
 from edcli.errors import StoreError
+from edcli.files import TMP_MARK, discard, is_temp, publish, temp_path
+from edcli.method.prior import grid_distances
+from edcli.version import __version__
 
 SCHEMA_VERSION = 1
 KEY_FIELDS = ("backbone", "weights_sha256", "levels", "image_size", "resize_mode")  # what changes the numbers
 
 DISTMAPS_NAME = "distmaps.h5"
 FEATURES_DIR = "features"
-_TMP_MARK = ".tmp-"
 _STR = h5py.string_dtype("utf-8")
 _WRITER_ATTRS = ("schema_version", "edcli_version", "created")  # set by FeatureWriter, never taken from meta
 _REMEDY = "delete it or rerun `ed features --overwrite`"
@@ -41,17 +41,9 @@ _DIST_REMEDY = "delete it and rerun `ed distmaps`"
 Index = Union[None, int, slice, Sequence[int], np.ndarray]
 
 
-def _temp_path(final: Path) -> Path:
-    return final.with_name(f"{final.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _is_temp(path: Path) -> bool:
-    return _TMP_MARK in path.name
-
-
 def _create_temp(final: Path) -> tuple[Path, h5py.File]:
     """Create the folder and an empty HDF5 temp file next to `final`."""
-    tmp = _temp_path(final)
+    tmp = temp_path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         return tmp, h5py.File(tmp, "w-")
@@ -59,28 +51,11 @@ def _create_temp(final: Path) -> tuple[Path, h5py.File]:
         raise StoreError(f"cannot write {final}: {e}; check that the store folder is writable") from e
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Make the closed temp file durable, then rename it onto `final` in one step."""
-    _fsync(tmp)  # the rename must never expose a name whose data is still only in the page cache
-    os.replace(tmp, final)
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
-        _fsync(final.parent)
-
-
 def _discard(f: h5py.File | None, tmp: Path) -> None:
     if f is not None:
         with contextlib.suppress(Exception):
             f.close()
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
+    discard(tmp)
 
 
 @contextlib.contextmanager
@@ -90,7 +65,7 @@ def _atomic_h5(final: Path) -> Iterator[h5py.File]:
     try:
         yield f
         f.close()
-        _publish(tmp, final)
+        publish(tmp, final)
     except BaseException:
         _discard(f, tmp)
         raise
@@ -107,14 +82,11 @@ def _open_read(path: Path, what: str, run: str, remedy: str) -> h5py.File:
 
 
 def distance_matrices(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dx, dy) float32 (L, L), L = h*w: squared column and row index differences of row-major tokens."""
+    """(dx, dy) float32 (L, L) of an h x w grid as numpy (the model's own `grid_distances`)."""
     if int(h) < 1 or int(w) < 1:
         raise StoreError(f"token grid {h}x{w} is empty; both sides must be at least 1")
-    idx = np.arange(h * w)
-    row, col = idx // w, idx % w  # row-major flattening, as the backbone's (C, H, W) -> (C, L) reshape
-    dx = np.square(col[:, None] - col[None, :]).astype(np.float32)  # (L, L)
-    dy = np.square(row[:, None] - row[None, :]).astype(np.float32)  # (L, L)
-    return dx, dy
+    dx, dy = grid_distances((int(h), int(w)))
+    return dx.numpy(), dy.numpy()
 
 
 def _grid_name(h: int, w: int) -> str:
@@ -184,7 +156,7 @@ def feature_key(meta: dict) -> str:
 
 def _component(value: str, what: str) -> str:
     s = str(value)
-    if not s or s in (".", "..") or "/" in s or "\\" in s or _TMP_MARK in s:
+    if not s or s in (".", "..") or "/" in s or "\\" in s or TMP_MARK in s:
         raise StoreError(f"{what} name {s!r} cannot be a store folder name; use a plain name without slashes")
     return s
 
@@ -206,7 +178,7 @@ def list_feature_files(store: str | Path) -> list[Path]:
     root = Path(store) / FEATURES_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.rglob("*.h5") if p.is_file() and not _is_temp(p))
+    return sorted(p for p in root.rglob("*.h5") if p.is_file() and not is_temp(p))
 
 
 def file_size(path: str | Path) -> int:
@@ -395,7 +367,7 @@ class FeatureWriter:
             self._check_complete()
             f.close()
             self._f = None
-            _publish(self._tmp, self.path)
+            publish(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise

@@ -10,48 +10,21 @@ import torch
 
 from edcli.checkpoint import Checkpoint, atomic_torch_save, resume_path, save_checkpoint
 from edcli.config import EvalConfig, ModelConfig, TrainConfig
+from edcli.engine import epoch_generator, seed_everything, train_epoch, unwrap
 from edcli.errors import TrainingError
-
-CALIB_QUANTILE = 0.99
-
-
-def calibration_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit indices, held-out indices), chosen by the seed. At least one image stays for fitting."""
-    if not 0.0 <= fraction < 1.0:
-        raise TrainingError(f"--calib-fraction {fraction}: use a value in [0, 1)")
-    n_cal = int(round(fraction * n)) if fraction > 0 else 0
-    if fraction > 0 and n >= 2:
-        n_cal = min(max(n_cal, 1), n - 1)
-    else:
-        n_cal = 0
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
-
-
-def calibrate(scores: np.ndarray, source: str, reducer: str, sigma: float) -> dict[str, Any]:
-    """Normal-score statistics and a threshold (the 0.99 quantile, 'higher' method: the max below 100 images)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    thr = float(np.quantile(scores, CALIB_QUANTILE, method="higher"))
-    std = float(scores.std()) if len(scores) > 1 else 0.0
-    what = "held-out normal train images" if source == "held-out" else "training images (no held-out split: --calib-fraction 0)"
-    return {"source": source, "n": int(len(scores)), "reducer": reducer, "sigma": float(sigma),
-            "scores": [float(s) for s in scores], "mean": float(scores.mean()), "std": std,
-            "min": float(scores.min()), "max": float(scores.max()), "quantile": CALIB_QUANTILE,
-            "threshold": thr, "scale": std if std > 0 else max(abs(thr) * 0.1, 1e-12),
-            "origin": f"{CALIB_QUANTILE:g} quantile of the scores of {len(scores)} {what}"}
+from edcli.method.scoring import calibrate, calibration_split
 
 
 def _state(levels) -> list[dict[str, torch.Tensor]]:
-    return [{k: v.detach().cpu().clone() for k, v in getattr(m, "module", m).state_dict().items()} for m in levels]
+    return [{k: v.detach().cpu().clone() for k, v in unwrap(m).state_dict().items()} for m in levels]
 
 
 def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, dict], model_cfg: ModelConfig,
                    cfg: TrainConfig, ckpt: Path, device, track, resume: bool = False, eval_cfg: EvalConfig = EvalConfig(),
                    dist=None) -> dict[str, Any]:
     """Train one ED model per level on the cached train features of one category and write its checkpoint."""
-    from edcli.engine import epoch_generator, seed_everything, train_epoch
     from edcli.evaluate import category_metrics, masks_if_known, read_from, score_cached
-    from edcli.model import build_ed_model
+    from edcli.method.model import build_ed_model
 
     start_time = time.perf_counter()
     ddp = dist is not None and dist.enabled and cfg.strategy == "ddp"
@@ -75,7 +48,7 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         levels = [DDP(m, device_ids=[device.index] if device.type == "cuda" else None) for m in levels]
-    optims = [torch.optim.Adam(getattr(m, "module", m).parameters(), lr=cfg.lr) for m in levels]
+    optims = [torch.optim.Adam(unwrap(m).parameters(), lr=cfg.lr) for m in levels]
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     start_epoch = 0
@@ -89,7 +62,7 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
             raise TrainingError(f"{category}: cannot resume {rpath}: it was trained with {was}; "
                                 "use the same options, or drop --resume to start again")
         for m, sd in zip(levels, state["state_dicts"]):
-            getattr(m, "module", m).load_state_dict(sd)
+            unwrap(m).load_state_dict(sd)
         for o, sd in zip(optims, state["optimizers"]):
             o.load_state_dict(sd)
         start_epoch, history, best = int(state["epoch"]), list(state["history"]), dict(state.get("best", {}))

@@ -4,11 +4,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 
@@ -120,13 +126,3 @@ def print_text(text: str) -> None:
 
 def print_error(message: str) -> None:
     err_console().print(f"error: {message}", style="bold red", markup=False, highlight=False, soft_wrap=True)
-
-
-@contextmanager
-def status(message: str, quiet: bool = False) -> Iterator[None]:
-    console = err_console()
-    if quiet or not console.is_terminal:
-        yield
-        return
-    with console.status(message):
-        yield

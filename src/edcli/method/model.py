@@ -17,7 +17,13 @@ from torch import Tensor, nn
 
 from edcli.config import ARCHS, ModelConfig, d_model_for
 from edcli.errors import ConfigError, DataError
-from edcli.prior import compute_dtype, grid_axes, row_factors, sym_kl_rows_
+from edcli.method.prior import (
+    compute_dtype,
+    grid_axes,
+    grid_distances,
+    row_factors,
+    sym_kl_rows_,
+)
 
 BRANCH_MODES = ("all", "score")
 # Attention values per head group in score mode (see DifferenceAwareAttention.scored): 4 MiB of fp32, one head
@@ -35,16 +41,6 @@ class LevelOutput(NamedTuple):
     inter_sigma: Optional[Tensor]
     # score mode only: mean over layers of the scoring branch's head-mean symmetric KL to the target (B, L)
     score_kl: Optional[Tensor] = None
-
-
-def grid_distances(grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Squared per-axis index distances (dx, dy), float32 (L, L), tokens flattened row-major (method.md §3.1)."""
-    H, W = grid
-    idx = torch.arange(H * W)
-    row, col = idx // W, idx % W
-    dx = (col[:, None] - col[None, :]).pow(2).float()  # (L, L): (col_i - col_j)^2
-    dy = (row[:, None] - row[None, :]).pow(2).float()  # (L, L): (row_i - row_j)^2
-    return dx, dy
 
 
 def positional_encoding_2d(d_model: int, grid: tuple[int, int]) -> Tensor:

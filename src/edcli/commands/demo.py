@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from edcli.config import BackboneConfig, DataConfig
+from edcli.track import NullTracker
 
 # Demo settings, chosen so that the whole run fits in a few minutes on 2 CPU cores (see README "ed demo").
 # 128 px keeps the token grids at 16x16 and 8x8: training cost grows with the square of the token count, so
@@ -17,15 +18,16 @@ DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "n_tr
               "n_per_defect": 1}
 
 
-def run_demo(out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto",
+def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto",
              track=None) -> dict[str, Any]:
     """`ed demo`: a dataset from real textures with injected defects, then distmaps, features, train, eval, infer."""
     import os
 
+    from edcli.commands import distmaps, features, infer, train
+    from edcli.commands import eval as eval_cmd
     from edcli.config import DEMO_BACKBONE, EvalConfig, ModelConfig, TrainConfig
+    from edcli.data.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
     from edcli.engine import resolve_device
-    from edcli.pipeline import NullTracker, run_distmaps, run_eval, run_features, run_infer, run_train
-    from edcli.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
 
     track = track or NullTracker()
     s = DEMO_QUICK if quick else DEMO
@@ -39,23 +41,23 @@ def run_demo(out: str, categories: tuple[str, ...] = (), quick: bool = False, de
     data = DataConfig(dataset="mvtec", data_path=str(data_root), categories=cats, image_size=s["image_size"])
     bb = BackboneConfig(name=DEMO_BACKBONE)
     track.log(f"2/6 distance maps -> {store}")
-    run_distmaps(str(store), DEMO_BACKBONE, s["image_size"], bb.levels)
+    distmaps.run(str(store), DEMO_BACKBONE, s["image_size"], bb.levels)
     track.log(f"3/6 features ({DEMO_BACKBONE}, packaged ImageNet weights, {s['image_size']} px) -> {store}")
-    run_features(data, bb, str(store), device, batch_size=16, track=track)
+    features.run(data, bb, str(store), device, batch_size=16, track=track)
     track.log(f"4/6 training {s['epochs']} epochs per category -> {run}")
     parallel = not quick and resolve_device(device).type == "cpu" and (os.cpu_count() or 1) > 1
     tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], device=device,
                        jobs=len(cats) if parallel else 1)
-    train_rows = run_train(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track)
+    train_rows = train.run(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track)
     track.log("5/6 evaluation on the labelled test split")
-    ev = run_eval(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
+    ev = eval_cmd.run(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
     track.log("6/6 inference on a few test images per category")
     preds = []
     for cat in cats:
         picks = sorted((data_root / cat / "test" / "good").glob("*.png"))[:1]
         picks += [p for d in sorted((data_root / cat / "test").iterdir()) if d.name != "good"
                   for p in sorted(d.glob("*.png"))[:1]][:3]
-        res = run_infer(str(run / "checkpoints" / f"{cat}.pt"), [str(p) for p in picks], str(root / "predictions" / cat),
+        res = infer.run(str(run / "checkpoints" / f"{cat}.pt"), [str(p) for p in picks], str(root / "predictions" / cat),
                         device=device, num_workers=0, track=track)
         preds.append(res)
     summary = "\n".join([

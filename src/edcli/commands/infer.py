@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edcli.errors import ConfigError
+from edcli.track import NullTracker
 
 
-def run_infer(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, device: str = "auto",
+def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, device: str = "auto",
               precision: str = "fp32", recursive: bool = False, save_heatmaps: bool = True,
               threshold: Optional[float] = None, num_workers: int = 2, stdin=None, track=None) -> dict[str, Any]:
     """`ed infer`: score files, folders and globs with a checkpoint; bad files become rows with their error."""
@@ -15,11 +16,18 @@ def run_infer(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8,
     import torch
 
     from edcli.checkpoint import build_model, load_checkpoint
-    from edcli.data import FileDataset, expand_inputs
-    from edcli.engine import check_precision, init_distributed, predict_maps, rank_device
-    from edcli.pipeline import NullTracker, context_for_checkpoint, data_loader
-    from edcli.report import write_predictions
-    from edcli.scoring import image_scores, normalize, smooth
+    from edcli.data.images import FileDataset, expand_inputs
+    from edcli.distributed import gather_rows, shard
+    from edcli.engine import (
+        check_precision,
+        data_loader,
+        init_distributed,
+        predict_maps,
+        rank_device,
+    )
+    from edcli.features import context_for_checkpoint
+    from edcli.method.scoring import normalize, score_maps
+    from edcli.report import save_infer_maps, write_predictions
 
     track = track or NullTracker()
     dist = init_distributed(device)
@@ -41,8 +49,7 @@ def run_infer(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8,
     model = build_model(ck).to(dev)
     ctx = context_for_checkpoint(ck, None, dev, {})
     S = int(ck.backbone["image_size"])
-    order = list(range(len(paths)))
-    mine = order[dist.rank::dist.world] if dist.enabled else order
+    mine = shard(list(range(len(paths))), dist)
     dataset = FileDataset([paths[i] for i in mine], S, ck.backbone["resize_mode"])
     loader = data_loader(dataset, batch_size, num_workers)
     outdir = Path(out)
@@ -58,8 +65,7 @@ def run_infer(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8,
                 # quantised to float16 as in the feature store, so infer and eval see identical inputs
                 feats = [f.half().float() for f in feats]
                 maps = predict_maps(model, feats, S, dev, precision).numpy()
-            smoothed = smooth(maps, sigma)
-            raw[ok.numpy()] = image_scores(smoothed, reducer)
+            smoothed, raw[ok.numpy()] = score_maps(maps, sigma, reducer)
         j = 0
         for b, err in enumerate(errors):
             i = mine[int(batch["index"][b])]
@@ -72,12 +78,10 @@ def run_infer(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8,
             rows.append({"index": i, "path": paths[i], "score": score, "normalized_score": float(normalize(score, thr, scale)),
                          "label": label, "threshold": thr, "threshold_origin": origin, "error": ""})
             if save_heatmaps:
-                _save_infer_maps(outdir, paths[i], i, maps[j], smoothed[j], thr, ck.backbone["resize_mode"],
+                save_infer_maps(outdir, paths[i], i, maps[j], smoothed[j], thr, ck.backbone["resize_mode"],
                                  int(batch["orig_h"][b]), int(batch["orig_w"][b]))
             j += 1
     if dist.enabled:
-        from edcli.distributed import gather_rows
-
         rows = gather_rows(rows, dist, key="index")
         if not dist.is_main:
             return {"rows": rows, "csv": None, "jsonl": None, "heatmaps": None, "threshold_origin": origin}
@@ -85,39 +89,3 @@ def run_infer(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8,
     cpath, jpath = write_predictions(outdir, rows)
     return {"rows": rows, "csv": str(cpath), "jsonl": str(jpath), "threshold_origin": origin,
             "heatmaps": str(outdir / "heatmaps") if save_heatmaps else None}
-
-
-def _to_original(amap, mode: str, h: int, w: int):
-    """Resize a (S, S) map back onto the original image's (h, w) pixels (the crop region for centre-cropped inputs)."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.from_numpy(np.ascontiguousarray(amap, dtype=np.float32))[None, None]
-    if mode == "squash":
-        return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
-    side = min(h, w)  # the centre crop is a square of the shorter side in original pixels
-    full = np.full((h, w), float(amap.min()), np.float32)
-    top, left = (h - side) // 2, (w - side) // 2
-    full[top:top + side, left:left + side] = F.interpolate(t, size=(side, side), mode="bilinear",
-                                                           align_corners=False)[0, 0].numpy()
-    return full
-
-
-def _save_infer_maps(outdir: Path, path: str, index: int, amap, smoothed, thr: float, mode: str, h: int, w: int) -> None:
-    import numpy as np
-    from PIL import Image
-
-    from edcli.report import heatmap_panel, save_png
-
-    stem = f"{index:06d}_{Path(path).stem}"
-    big = _to_original(amap, mode, h, w)
-    big_s = _to_original(smoothed, mode, h, w)
-    with Image.open(path) as im:
-        img = np.asarray(im.convert("RGB"))
-    pred = big_s > thr
-    (outdir / "maps").mkdir(parents=True, exist_ok=True)
-    np.save(outdir / "maps" / f"{stem}.npy", amap)
-    save_png(outdir / "masks" / f"{stem}.png", (pred * 255).astype(np.uint8))
-    # the colour scale runs from 0 to twice the threshold, so the same colour means the same score in every image
-    save_png(outdir / "heatmaps" / f"{stem}.png", heatmap_panel(img, big, 0.0, 2.0 * thr, pred))

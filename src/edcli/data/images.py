@@ -1,4 +1,4 @@
-"""Dataset layouts (MVTec AD, BTAD, MVTec 3D-AD RGB, a generic `folder`) and image/mask loading.
+"""Image and mask loading, the reference's resizing, and the datasets of files that feed the backbone.
 
 Geometry follows the reference (method.md §3.0) with PIL directly, reproducing torchvision's rules:
 `squash` is Resize((S, S)); `shorter_crop` is Resize(S) (shorter side S, the other `int(S * long / short)`)
@@ -10,215 +10,16 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from edcli.config import DATASETS
+from edcli.data.layouts import IMAGE_EXTS, SampleRef, layout
 from edcli.errors import ConfigError, DataError
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 RESIZE_MODES = ("squash", "shorter_crop")
-
-_LAYOUT_NAME = {"mvtec": "MVTec AD", "btad": "BTAD", "mvtec3d": "MVTec 3D-AD", "folder": "folder"}
-# Image extensions each layout lists (the official archives' own; `folder` takes any image).
-_LAYOUT_EXTS = {"mvtec": (".png",), "btad": (".bmp", ".png"), "mvtec3d": (".png",), "folder": IMAGE_EXTS}
-
-
-@dataclass(frozen=True)
-class SampleRef:
-    path: str  # absolute path of the image
-    label: int  # 0 normal, 1 anomalous
-    defect_type: str  # folder name: "good" / "ok" / defect type
-    mask_path: str | None  # None for normal images, and for anomalous ones of a `folder` dataset without ground_truth/
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# layouts
-
-
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-
-
-def resize_mode(dataset: str) -> str:
-    """The reference's geometry: MVTec is squashed to S×S, BTAD and MVTec 3D-AD get shorter side S + centre crop."""
-    _check_dataset(dataset)
-    return "shorter_crop" if dataset in ("btad", "mvtec3d") else "squash"
-
-
-def normal_folder(dataset: str, normal_name: str = "good") -> str:
-    _check_dataset(dataset)
-    if dataset == "btad":
-        return "ok"
-    return normal_name if dataset == "folder" else "good"
-
-
-def _image_dir(dataset: str, split_type_dir: Path) -> Path:
-    # MVTec 3D-AD keeps the RGB images one level down, next to xyz/ and gt/.
-    return split_type_dir / "rgb" if dataset == "mvtec3d" else split_type_dir
-
-
-def _pattern(dataset: str) -> str:
-    return "|".join("*" + e for e in _LAYOUT_EXTS[dataset])  # "*.png", "*.bmp|*.png"
-
-
-def _expected(dataset: str, root: str | Path, category: str, normal_name: str) -> str:
-    """'expected <root>/<category>/train/good/*.png (MVTec AD layout)' for error messages."""
-    train = _image_dir(dataset, Path(str(root)) / category / "train" / normal_folder(dataset, normal_name))
-    return f"expected {train}/{_pattern(dataset)} ({_LAYOUT_NAME[dataset]} layout)"
-
-
-def _visible(entries) -> list[os.DirEntry]:
-    # Hidden names are skipped: macOS archives carry '._x.png' AppleDouble files that are not images.
-    return [e for e in entries if not e.name.startswith(".")]
-
-
-def discover_categories(dataset: str, root: str | Path, normal_name: str = "good") -> list[str]:
-    """Sorted sub-folders of `root` that hold a training folder of this layout."""
-    _check_dataset(dataset)
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"dataset root {root} does not exist or is not a folder: "
-                        f"{_expected(dataset, root, '<category>', normal_name)}")
-    normal = normal_folder(dataset, normal_name)
-    with os.scandir(root) as it:
-        found = sorted(e.name for e in _visible(it)
-                       if e.is_dir() and _image_dir(dataset, Path(e.path) / "train" / normal).is_dir())
-    if not found:
-        hint = ""
-        if _image_dir(dataset, root / "train" / normal).is_dir():
-            hint = f"; {root} looks like one category: pass its parent folder and --category {root.name}"
-        raise DataError(f"no categories found in {root}: {_expected(dataset, root, '<category>', normal_name)}{hint}")
-    return found
-
-
-def select_categories(found: list[str], wanted: tuple[str, ...]) -> list[str]:
-    """`wanted` in the order given (duplicates dropped), or every found category when `wanted` is empty."""
-    if not wanted:
-        return list(found)
-    unknown = [w for w in wanted if w not in found]
-    if unknown:
-        raise DataError(f"unknown category {', '.join(unknown)}: the dataset has {', '.join(found) or 'none'}")
-    return list(dict.fromkeys(wanted))
-
-
-def _list_images(folder: Path, exts: tuple[str, ...]) -> list[Path]:
-    """Image files in `folder` with one of `exts` (case-insensitive), sorted by name."""
-    with os.scandir(folder) as it:
-        names = sorted(e.name for e in _visible(it) if e.is_file() and os.path.splitext(e.name)[1].lower() in exts)
-    return [folder / n for n in names]
-
-
-class _MaskFinder:
-    """Finds the mask of an anomalous image; lists each ground-truth folder once."""
-
-    def __init__(self, dataset: str, cat_dir: Path):
-        self.dataset = dataset
-        self.cat_dir = cat_dir
-        self.gt_root = cat_dir / "ground_truth"
-        # `folder` datasets may come without any masks at all; then pixel metrics are unknown, not zero.
-        self.masks_unknown = dataset == "folder" and not self.gt_root.is_dir()
-        self._listings: dict[Path, dict[tuple[str, str], str]] = {}
-
-    def _candidates(self, defect_type: str, stem: str) -> tuple[Path, list[tuple[str, str]]]:
-        """(folder, [(name stem, lower-case ext), ...]) in order of preference; the first is the expected one."""
-        if self.dataset == "mvtec":
-            return self.gt_root / defect_type, [(stem + "_mask", ".png")]
-        if self.dataset == "btad":  # .png for 01 and 02, .bmp for 03; either is accepted for any category
-            return self.gt_root / defect_type, [(stem, ".png"), (stem, ".bmp")]
-        if self.dataset == "mvtec3d":
-            return self.cat_dir / "test" / defect_type / "gt", [(stem, ".png")]
-        return self.gt_root / defect_type, [(s, e) for s in (stem + "_mask", stem) for e in IMAGE_EXTS]
-
-    def _listing(self, folder: Path) -> dict[tuple[str, str], str]:
-        if folder not in self._listings:
-            entries: dict[tuple[str, str], str] = {}
-            if folder.is_dir():
-                with os.scandir(folder) as it:
-                    for e in it:
-                        if e.is_file():
-                            s, ext = os.path.splitext(e.name)
-                            entries.setdefault((s, ext.lower()), e.name)
-            self._listings[folder] = entries
-        return self._listings[folder]
-
-    def find(self, defect_type: str, stem: str) -> tuple[str | None, str]:
-        """(mask path or None, what was expected)."""
-        folder, cands = self._candidates(defect_type, stem)
-        listing = self._listing(folder)
-        for key in cands:
-            if key in listing:
-                return os.path.abspath(folder / listing[key]), ""
-        if self.dataset == "folder":  # name the two name forms, not all twelve candidates
-            return None, f"{folder / (stem + '_mask.png')} or {folder / (stem + '.png')} (any image extension)"
-        return None, " or ".join(str(folder / (s + e)) for s, e in cands)
-
-
-def list_split(dataset: str, root: str | Path, category: str, split: str,
-               normal_name: str = "good") -> list[SampleRef]:
-    """Samples of one category. "train": normal images sorted by name. "test": every type folder, the normal
-    one first, then defect types alphabetically; images sorted by name within each."""
-    _check_dataset(dataset)
-    if split not in ("train", "test"):
-        raise ConfigError(f"unknown split {split!r}: choose train or test")
-    root = Path(root)
-    cat_dir = root / category
-    normal = normal_folder(dataset, normal_name)
-    exts = _LAYOUT_EXTS[dataset]
-    expected = _expected(dataset, root, category, normal_name)
-    if not cat_dir.is_dir():
-        raise DataError(f"category folder {cat_dir} does not exist: {expected}")
-
-    if split == "train":
-        folder = _image_dir(dataset, cat_dir / "train" / normal)
-        if not folder.is_dir():
-            raise DataError(f"training folder {folder} does not exist: {expected}")
-        images = _list_images(folder, exts)
-        if not images:
-            raise DataError(f"no training images in {folder}: {expected}")
-        return [SampleRef(os.path.abspath(p), 0, normal, None) for p in images]
-
-    test_dir = cat_dir / "test"
-    expected_test = f"expected {_image_dir(dataset, test_dir / '<type>')}/{_pattern(dataset)} " \
-                    f"({_LAYOUT_NAME[dataset]} layout)"
-    if not test_dir.is_dir():
-        raise DataError(f"test folder {test_dir} does not exist: {expected_test}")
-    with os.scandir(test_dir) as it:
-        types = sorted((e.name for e in _visible(it) if e.is_dir()), key=lambda t: (t != normal, t))
-    finder = _MaskFinder(dataset, cat_dir)
-    refs: list[SampleRef] = []
-    missing: list[tuple[Path, str]] = []
-    for defect_type in types:
-        folder = _image_dir(dataset, test_dir / defect_type)
-        if not folder.is_dir():
-            raise DataError(f"test folder {folder} does not exist: {expected_test}")
-        label = 0 if defect_type == normal else 1
-        for p in _list_images(folder, exts):
-            mask_path = None
-            if label == 1 and not finder.masks_unknown:
-                mask_path, want = finder.find(defect_type, p.stem)
-                if mask_path is None:
-                    missing.append((p, want))
-                    continue
-            refs.append(SampleRef(os.path.abspath(p), label, defect_type, mask_path))
-    if missing:
-        (img, want), more = missing[0], len(missing) - 1
-        extra = f" (and {more} more anomalous images without masks)" if more else ""
-        raise DataError(f"no mask for anomalous image {img}: expected {want}{extra}")
-    if not refs:
-        raise DataError(f"no test images in {test_dir}: {expected_test}")
-    return refs
-
-
-def masks_known(refs: list[SampleRef]) -> bool:
-    """True when every anomalous sample has a mask (False for a `folder` dataset without ground_truth/)."""
-    return all(r.label == 0 or r.mask_path is not None for r in refs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -306,7 +107,7 @@ def _binary_mask(path: str, dataset: str) -> Image.Image:
         raise DataError(f"could not decode mask {path}: {_reason(err)}") from err
     if a.ndim == 3:  # (H, W, C)
         a = a[..., :3].max(axis=2) if a.shape[2] >= 3 else a[..., 0]
-    if dataset == "mvtec3d":
+    if layout(dataset).mask_nonzero:
         on = a != 0
     elif a.dtype == bool:
         on = a

@@ -14,6 +14,16 @@ from edcli.errors import ConfigError
 EPS = 1e-4  # inside the logs of every KL and entropy, as the reference
 
 
+def grid_distances(grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Squared per-axis index distances (dx, dy), float32 (L, L), tokens flattened row-major (method.md §3.1)."""
+    H, W = grid
+    idx = torch.arange(H * W)
+    row, col = idx // W, idx % W
+    dx = (col[:, None] - col[None, :]).pow(2).float()  # (L, L): (col_i - col_j)^2
+    dy = (row[:, None] - row[None, :]).pow(2).float()  # (L, L): (row_i - row_j)^2
+    return dx, dy
+
+
 def compute_dtype(t: Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 

@@ -1,5 +1,7 @@
-"""Test-time scoring (method.md §3.6): per-level discrepancy -> anomaly maps -> image scores."""
+"""Test-time scoring (method.md §3.6): per-level discrepancy -> anomaly maps -> image scores; the calibration maths."""
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +48,25 @@ def smooth(maps: np.ndarray, sigma: float = 4.0) -> np.ndarray:
     return np.stack([gaussian_filter(m, sigma=sigma, truncate=4.0) for m in maps]) if len(maps) else maps
 
 
+def score_maps(maps: np.ndarray, sigma: float, reducer: str) -> tuple[np.ndarray, np.ndarray]:
+    """(smoothed maps, image scores): the σ-smoothed maps and the reducer over them, as every caller scores."""
+    smoothed = smooth(maps, sigma)
+    return smoothed, image_scores(smoothed, reducer)
+
+
+def to_original(amap: np.ndarray, mode: str, h: int, w: int) -> np.ndarray:
+    """Resize a (S, S) map back onto the original image's (h, w) pixels (the crop region for centre-cropped inputs)."""
+    t = torch.from_numpy(np.ascontiguousarray(amap, dtype=np.float32))[None, None]  # (1, 1, S, S)
+    if mode == "squash":
+        return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+    side = min(h, w)  # the centre crop is a square of the shorter side in original pixels
+    full = np.full((h, w), float(amap.min()), np.float32)
+    top, left = (h - side) // 2, (w - side) // 2
+    full[top:top + side, left:left + side] = F.interpolate(t, size=(side, side), mode="bilinear",
+                                                           align_corners=False)[0, 0].numpy()
+    return full
+
+
 def parse_reducer(reducer: str) -> tuple[str, float]:
     if reducer in ("max", "mean"):
         return reducer, 0.0
@@ -76,3 +97,34 @@ def normalize(scores, threshold: float, scale: float) -> np.ndarray:
     scale = std of the normal calibration scores. Monotonic; not a probability."""
     z = (np.asarray(scores, dtype=np.float64) - threshold) / max(float(scale), 1e-12)
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+
+CALIB_QUANTILE = 0.99
+
+
+def calibration_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit indices, held-out indices), chosen by the seed. At least one image stays for fitting."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"--calib-fraction {fraction}: use a value in [0, 1)")
+    n_cal = int(round(fraction * n)) if fraction > 0 else 0
+    if fraction > 0 and n >= 2:
+        n_cal = min(max(n_cal, 1), n - 1)
+    else:
+        n_cal = 0
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
+
+
+def calibrate(scores: np.ndarray, source: str, reducer: str, sigma: float) -> dict[str, Any]:
+    """Normal-score statistics and a threshold (the 0.99 quantile, 'higher' method: the max below 100 images)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    thr = float(np.quantile(scores, CALIB_QUANTILE, method="higher"))
+    std = float(scores.std()) if len(scores) > 1 else 0.0
+    what = "held-out normal train images" if source == "held-out" else "training images (no held-out split: --calib-fraction 0)"
+    return {"source": source, "n": int(len(scores)), "reducer": reducer, "sigma": float(sigma),
+            "scores": [float(s) for s in scores], "mean": float(scores.mean()), "std": std,
+            "min": float(scores.min()), "max": float(scores.max()), "quantile": CALIB_QUANTILE,
+            "threshold": thr, "scale": std if std > 0 else max(abs(thr) * 0.1, 1e-12),
+            "origin": f"{CALIB_QUANTILE:g} quantile of the scores of {len(scores)} {what}"}

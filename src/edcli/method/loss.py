@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edcli.errors import ConfigError
-from edcli.model import LevelOutput
-from edcli.prior import EPS, compute_dtype, grid_axes, row_factors, rowdot
+from edcli.method.model import LevelOutput
+from edcli.method.prior import EPS, compute_dtype, grid_axes, row_factors, rowdot
 
 
 class LossTerms(NamedTuple):

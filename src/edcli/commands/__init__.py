@@ -1,0 +1,1 @@
+"""One module per command, each exposing run(...): the only place that wires the layers below together."""

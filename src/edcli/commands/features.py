@@ -1,0 +1,25 @@
+"""`ed features`: per category, prototypes and cached pooled features of the train and test images."""
+from __future__ import annotations
+
+from typing import Any
+
+from edcli.config import BackboneConfig, DataConfig
+from edcli.track import NullTracker
+
+
+def run(data: DataConfig, bb_cfg: BackboneConfig, store: str, device: str = "auto", batch_size: int = 16,
+        overwrite: bool = False, num_workers: int = 0, track=None) -> list[dict[str, Any]]:
+    """Run the frozen backbone once per category (under torchrun: this rank's categories)."""
+    from edcli.distributed import gather_rows, run_sharded, shard
+    from edcli.engine import init_distributed
+    from edcli.features import build_context, categories_of, extract_category
+
+    track = track or NullTracker()
+    cats = categories_of(data)
+    dist = init_distributed(device)
+    ctx = build_context(data, bb_cfg, device)
+    if ctx.winfo.random_init:
+        track.warn("--random-init: features come from an untrained backbone (for tests and timing only)")
+    rows, err = run_sharded(shard(cats, dist), dist,
+                            lambda cat: extract_category(ctx, store, cat, batch_size, num_workers, track, overwrite))
+    return gather_rows(rows, dist, order=cats, error=err) if dist.enabled else rows

@@ -1,0 +1,1 @@
+"""Datasets: the layout registry (layouts), image and mask loading (images), the demo dataset (synth)."""

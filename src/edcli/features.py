@@ -1,0 +1,179 @@
+"""Backbone -> store: the feature context of a run or a checkpoint, extraction of a category, ensure-features."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from edcli.config import BackboneConfig, DataConfig
+from edcli.errors import ConfigError
+
+
+def feature_meta(data: DataConfig, bb_cfg: BackboneConfig, winfo, resize_mode: str) -> dict[str, Any]:
+    """Everything recorded with cached features; the store derives its file key from the number-changing part."""
+    return {
+        "backbone": bb_cfg.name,
+        "weights_sha256": winfo.sha256,
+        "weights_source": winfo.source,
+        "random_init": bool(winfo.random_init),
+        "levels": list(bb_cfg.levels),
+        "image_size": int(data.image_size),
+        "resize_mode": resize_mode,
+        "mean": list(winfo.mean),
+        "std": list(winfo.std),
+        "dataset": data.dataset,
+        "dataset_root": str(Path(data.data_path).resolve()),
+    }
+
+
+def categories_of(data: DataConfig) -> list[str]:
+    """The categories to work on: those found under --data-path, narrowed by --category."""
+    from edcli.data.layouts import discover_categories, layout, select_categories
+
+    layout(data.dataset)
+    if not data.data_path:
+        raise ConfigError("--data-path is required: the dataset root that holds one folder per category")
+    found = discover_categories(data.dataset, data.data_path, data.normal_name)
+    return select_categories(found, tuple(data.categories))
+
+
+@dataclass
+class FeatureContext:
+    """A built backbone and what describes its numbers, shared by features/train/eval/infer."""
+
+    extractor: Any
+    winfo: Any
+    bb_cfg: BackboneConfig
+    data: DataConfig
+    resize_mode: str
+    device: Any
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return feature_meta(self.data, self.bb_cfg, self.winfo, self.resize_mode)
+
+
+def build_context(data: DataConfig, bb_cfg: BackboneConfig, device_name: str) -> FeatureContext:
+    from edcli.backbone import build_backbone
+    from edcli.data.layouts import resize_mode
+    from edcli.engine import resolve_device
+
+    device = resolve_device(device_name)
+    extractor, winfo = build_backbone(bb_cfg)
+    extractor = extractor.to(device).eval()
+    return FeatureContext(extractor, winfo, bb_cfg, data, resize_mode(data.dataset), device)
+
+
+def backbone_cfg_of(ck) -> BackboneConfig:
+    bb = ck.config.get("backbone", {})
+    return BackboneConfig(name=ck.backbone["backbone"], levels=tuple(ck.backbone["levels"]), weights=bb.get("weights"),
+                          random_init=bool(ck.backbone.get("random_init", False)))
+
+
+def context_for_checkpoint(ck, data_path: Optional[str], device, cache: dict, dataset: Optional[str] = None) -> FeatureContext:
+    """The backbone a checkpoint was trained with; refuses other weights (scores would silently differ)."""
+    from edcli.errors import WeightsError
+
+    bb_cfg = backbone_cfg_of(ck)
+    data = DataConfig(dataset=dataset or ck.dataset, data_path=data_path or ck.data_path,
+                      image_size=int(ck.backbone["image_size"]),
+                      normal_name=ck.config.get("data", {}).get("normal_name", "good"))
+    key = (bb_cfg, data)
+    if key not in cache:
+        ctx = build_context(data, bb_cfg, "cpu")
+        if ctx.winfo.sha256 != ck.backbone["weights_sha256"]:
+            raise WeightsError(f"the backbone weights found ({ctx.winfo.source}, sha256 {ctx.winfo.sha256[:12]}) are not the "
+                               f"ones {ck.category} was trained with (sha256 {ck.backbone['weights_sha256'][:12]}); "
+                               "pass the same --weights FILE")
+        ctx.extractor.to(device)
+        ctx.device = device
+        cache[key] = ctx
+    return cache[key]
+
+
+def run_backbone(ctx: FeatureContext, images) -> list:
+    """Pooled features per level as float32 numpy (B, C, H, W)."""
+    import torch
+
+    with torch.inference_mode():
+        feats = ctx.extractor(images.to(ctx.device))
+    return [f.float().cpu().numpy() for f in feats]
+
+
+def extract_category(ctx: FeatureContext, store: str, category: str, batch_size: int, num_workers: int,
+                     track, overwrite: bool = False) -> dict[str, Any]:
+    """Cache one category's pooled features and its prototypes; skip a complete file with the same settings."""
+    import numpy as np
+
+    from edcli.data.images import SampleDataset
+    from edcli.data.layouts import list_split
+    from edcli.engine import data_loader
+    from edcli.store import FeatureFile, FeatureWriter, features_path, file_size
+
+    data = ctx.data
+    meta = dict(ctx.meta, category=category)
+    path = features_path(store, data.dataset, category, meta)
+    if path.exists() and not overwrite:
+        with FeatureFile.open(path, meta) as ff:
+            row = {"category": category, "train": ff.n_train, "test": ff.n_test, "shapes": list(ff.shapes),
+                   "seconds": 0.0, "bytes": file_size(path), "path": str(path), "status": "cached"}
+        track.log(f"{category}: features already in {path} (same settings); skipped. --overwrite redoes them")
+        return row
+    train_refs = list_split(data.dataset, data.data_path, category, "train", data.normal_name)  # never empty
+    test_refs = list_split(data.dataset, data.data_path, category, "test", data.normal_name)
+    S = data.image_size
+    shapes = [(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))]
+    start = time.perf_counter()
+    sums = [np.zeros((c, h * w), dtype=np.float64) for c, h, w in shapes]
+    with FeatureWriter(path, meta, shapes, len(train_refs), len(test_refs), S) as writer:
+        loader = data_loader(SampleDataset(train_refs, S, ctx.resize_mode, data.dataset), batch_size, num_workers)
+        for batch in track(loader, total=len(loader), description=f"{category} train"):
+            feats = run_backbone(ctx, batch["image"])
+            idx = batch["index"]
+            writer.write_train(int(idx[0]), feats, [train_refs[i].path for i in idx.tolist()])
+            for k, f in enumerate(feats):
+                # the prototype is the mean of the features as cached (float16), so it matches the training inputs
+                sums[k] += f.astype(np.float16).astype(np.float64).sum(0).reshape(f.shape[1], -1)
+        for k, s in enumerate(sums):
+            writer.write_ref(k, (s / len(train_refs)).astype(np.float32))
+        if test_refs:
+            loader = data_loader(SampleDataset(test_refs, S, ctx.resize_mode, data.dataset, with_masks=True),
+                                 batch_size, num_workers)
+            for batch in track(loader, total=len(loader), description=f"{category} test"):
+                feats = run_backbone(ctx, batch["image"])
+                ids = batch["index"].tolist()
+                writer.write_test(ids[0], feats, [test_refs[i].path for i in ids], batch["label"].numpy(),
+                                  batch["mask"].numpy().astype(np.uint8), [test_refs[i].defect_type for i in ids],
+                                  batch["mask_known"].numpy().astype(bool))
+    seconds = time.perf_counter() - start
+    return {"category": category, "train": len(train_refs), "test": len(test_refs),
+            "shapes": [tuple(s) for s in shapes], "seconds": round(seconds, 2), "bytes": file_size(path),
+            "path": str(path), "status": "written"}
+
+
+def ensure_features(ctx: FeatureContext, store: str, category: str, batch_size: int, num_workers: int, track) -> Path:
+    """The store file for a category, computing it first when missing (and saying so)."""
+    from edcli.store import features_path
+
+    meta = dict(ctx.meta, category=category)
+    path = features_path(store, ctx.data.dataset, category, meta)
+    if not path.exists():
+        track.log(f"{category}: no cached features for these settings in {store}; computing them first")
+        extract_category(ctx, store, category, batch_size, num_workers, track)
+    return path
+
+
+def ensure_distmaps(store: str, grids: list[tuple[int, int]], track) -> None:
+    """Write the distance-matrix export (`distmaps.h5`) for grids it lacks; the model computes its own."""
+    from edcli.store import read_distmaps, write_distmaps
+
+    missing = []
+    for h, w in grids:
+        try:
+            read_distmaps(store, h, w)
+        except Exception:  # absent file or grid
+            missing.append((h, w))
+    if missing:
+        track.log(f"distance maps for {', '.join(f'{h}x{w}' for h, w in missing)} not in {store}; writing them")
+        write_distmaps(store, missing)
