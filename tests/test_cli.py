@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke, run_ed
 
-COMMANDS = ("distmaps", "features", "train", "eval", "infer", "demo")
+COMMANDS = ("distmaps", "features", "train", "eval", "infer", "report", "demo")
 
 
 def test_help_is_fast_and_lists_every_command():
