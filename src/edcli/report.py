@@ -73,10 +73,10 @@ def color_range(calibration: Optional[dict], fallback: tuple[float, float]) -> t
     return 0.0, 2.0 * float(thr)
 
 
-def panel_title(path: str, score: Optional[float], normalized: Optional[float], label: Optional[str],
+def panel_title(name: str, score: Optional[float], normalized: Optional[float], label: Optional[str],
                 threshold: Optional[float], truth: Optional[str] = None) -> str:
-    """The line above a panel: file, score, normalised score, predicted label (and the truth), threshold."""
-    parts = [Path(path).name]
+    """The line above a panel: file name, score, normalised score, predicted label (and the truth), threshold."""
+    parts = [name]
     if score is not None:
         parts.append(f"score {score:.4g}")
     if normalized is not None:
@@ -90,42 +90,93 @@ def panel_title(path: str, score: Optional[float], normalized: Optional[float], 
     return "   ".join(parts)
 
 
+PANEL_HEIGHT = 256  # every tile is drawn this tall (aspect kept), so panels of one model line up and compare
+
+# a perceptually ordered colour map (dark blue -> cyan -> yellow -> red), interpolated to 256 entries
+_ANCHORS = np.array([[0, 0, 64], [0, 64, 192], [0, 192, 255], [128, 255, 128], [255, 224, 0], [255, 96, 0],
+                     [192, 0, 0]], dtype=np.float64)
+_LUT = np.stack([np.interp(np.linspace(0, len(_ANCHORS) - 1, 256), np.arange(len(_ANCHORS)), _ANCHORS[:, c])
+                 for c in range(3)], axis=1).astype(np.uint8)
+
+
+def colorize(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """(H, W) float -> (H, W, 3) uint8 through the colour map, scaled to [vmin, vmax]."""
+    scale = max(vmax - vmin, 1e-12)
+    idx = np.clip((amap - vmin) / scale * 255.0, 0, 255).astype(np.uint8)
+    return _LUT[idx]
+
+
+def contour(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a boolean mask (the mask minus its erosion)."""
+    from scipy.ndimage import binary_erosion
+
+    mask = mask.astype(bool)
+    return mask & ~binary_erosion(mask, iterations=2, border_value=0)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's own scalable font: no system fonts needed
+    except (TypeError, OSError, ImportError):  # a Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def _resized(arr: np.ndarray, w: int, h: int, nearest: bool = False) -> np.ndarray:
+    from PIL import Image
+
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    elif arr.ndim == 2 and arr.dtype != np.uint8:
+        arr = np.ascontiguousarray(arr, dtype=np.float32)  # PIL mode F keeps the map's values
+    out = np.asarray(Image.fromarray(arr).resize((w, h), Image.NEAREST if nearest else Image.BILINEAR))
+    return out
+
+
 def heatmap_panel(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, pred_mask: Optional[np.ndarray] = None,
                   alpha: float = 0.5, gt_mask: Optional[np.ndarray] = None, title: str = "",
                   threshold: Optional[float] = None) -> np.ndarray:
     """image | ground truth (when given) | heat map with a colour bar | overlay with the predicted-mask contour,
-    under a title line; (H, W, 3) uint8 RGB. image (H, W, 3) uint8, amap and masks (H, W)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    under a title line; (H, W, 3) uint8 RGB. image (h, w, 3) uint8, amap and masks (h, w). Drawn with PIL, a few
+    milliseconds, so `ed infer` can draw one per image."""
+    from PIL import Image, ImageDraw
 
-    cols = 4 if gt_mask is not None else 3
-    fig = Figure(figsize=(2.3 * cols + 0.4, 2.75), dpi=100)  # Figure, not pyplot: no global state, no GUI backend
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, cols)
-    panes = [("image", image)] + ([("ground truth", gt_mask)] if gt_mask is not None else [])
-    for ax, (name, arr) in zip(axes, panes):
-        ax.imshow(arr, cmap="gray", vmin=0, vmax=1) if arr.ndim == 2 else ax.imshow(arr)
-        ax.set_title(name, fontsize=8)
-    ax_heat, ax_over = axes[-2], axes[-1]
-    im = ax_heat.imshow(amap, cmap="turbo", vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax_heat.set_title("anomaly map", fontsize=8)
-    bar = fig.colorbar(im, ax=ax_heat, fraction=0.046, pad=0.03)
-    bar.ax.tick_params(labelsize=6)
-    if threshold is not None and vmin <= threshold <= vmax:
-        bar.ax.axhline(threshold, color="black", linewidth=2)  # the threshold's place on the scale
-    ax_over.imshow(image)
-    ax_over.imshow(amap, cmap="turbo", vmin=vmin, vmax=vmax, alpha=alpha, interpolation="bilinear")
-    if pred_mask is not None and pred_mask.any() and not pred_mask.all():  # a contour needs both sides
-        ax_over.contour(pred_mask.astype(np.float32), levels=[0.5], colors="red", linewidths=1.0)
-    ax_over.set_title("overlay, predicted mask", fontsize=8)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=8, x=0.01, ha="left")
-    fig.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.80, wspace=0.12)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    H = PANEL_HEIGHT
+    W = max(1, round(image.shape[1] * H / image.shape[0]))
+    img = _resized(image, W, H)
+    heat = colorize(_resized(amap, W, H), vmin, vmax)
+    overlay = (img.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).astype(np.uint8)
+    if pred_mask is not None:
+        overlay[contour(_resized(pred_mask, W, H, nearest=True) > 0)] = (255, 0, 0)
+    tiles = [("image", img)]
+    if gt_mask is not None:
+        tiles.append(("ground truth", np.repeat((_resized(gt_mask, W, H, nearest=True) > 0)[..., None] * 255, 3, 2)
+                      .astype(np.uint8)))
+    tiles += [("anomaly map", heat), ("overlay, predicted mask", overlay)]
+    pad, head, sub, bar_w, bar_text = 8, 24, 18, 12, 58
+    width = pad + len(tiles) * (W + pad) + bar_w + bar_text
+    canvas = Image.new("RGB", (width, head + sub + H + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    small, big = _font(11), _font(13)
+    draw.text((pad, 5), title, fill="black", font=big)
+    x, y = pad, head + sub
+    for name, tile in tiles:
+        draw.text((x, head + 2), name, fill="black", font=small)
+        canvas.paste(Image.fromarray(tile), (x, y))
+        x += W + pad
+        if name == "anomaly map":  # the colour bar: vmax at the top, the threshold marked
+            ramp = np.linspace(vmax, vmin, H)[:, None].repeat(bar_w, 1)
+            canvas.paste(Image.fromarray(colorize(ramp, vmin, vmax)), (x - pad + 3, y))
+            ticks = [(vmax, f"{vmax:.3g}"), (vmin, f"{vmin:.3g}")]
+            if threshold is not None and vmin <= threshold <= vmax:
+                ticks.append((threshold, f"thr {threshold:.3g}"))
+            for value, text in ticks:
+                ty = y + round((vmax - value) / max(vmax - vmin, 1e-12) * (H - 1))
+                draw.line([(x - pad + 3, ty), (x - pad + 3 + bar_w + 3, ty)], fill="black", width=2)
+                draw.text((x - pad + bar_w + 8, min(max(ty - 6, y), y + H - 12)), text, fill="black", font=small)
+            x += bar_w + bar_text
+    return np.asarray(canvas)
 
 
 def save_png(path: Path, array: np.ndarray) -> None:
@@ -203,6 +254,6 @@ def save_infer_maps(outdir: Path, path: str, index: int, amap, smoothed, thr: fl
     # the colour scale runs from 0 to twice the threshold, so the same colour means the same score in every image
     top = 2.0 * thr if color_max is None else float(color_max)
     panel_path = Path(outdir) / "heatmaps" / f"{stem}.png"
-    save_png(panel_path, heatmap_panel(img, big, 0.0, top, pred, title=panel_title(path, score, normalized, label, thr),
+    save_png(panel_path, heatmap_panel(img, big, 0.0, top, pred, title=panel_title(Path(path).name, score, normalized, label, thr),
                                        threshold=thr))
     return panel_path
