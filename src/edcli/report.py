@@ -90,7 +90,7 @@ def panel_title(name: str, score: Optional[float], normalized: Optional[float], 
     return "   ".join(parts)
 
 
-PANEL_HEIGHT = 256  # every tile is drawn this tall (aspect kept), so panels of one model line up and compare
+PANEL_HEIGHT = (256, 512)  # tiles are the image's height clipped to this range (aspect kept): readable, not huge
 
 # a perceptually ordered colour map (dark blue -> cyan -> yellow -> red), interpolated to 256 entries
 _ANCHORS = np.array([[0, 0, 64], [0, 64, 192], [0, 192, 255], [128, 255, 128], [255, 224, 0], [255, 96, 0],
@@ -142,7 +142,7 @@ def heatmap_panel(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
     milliseconds, so `ed infer` can draw one per image."""
     from PIL import Image, ImageDraw
 
-    H = PANEL_HEIGHT
+    H = int(np.clip(image.shape[0], *PANEL_HEIGHT))
     W = max(1, round(image.shape[1] * H / image.shape[0]))
     img = _resized(image, W, H)
     heat = colorize(_resized(amap, W, H), vmin, vmax)
