@@ -95,6 +95,11 @@ complete -c ed -n '__fish_seen_subcommand_from infer' -l fail-on-anomaly -d 'Exi
 complete -c ed -n '__fish_seen_subcommand_from infer' -l num-workers -d 'DataLoader worker processes for image decoding' -r
 complete -c ed -n '__fish_seen_subcommand_from infer' -l quiet -d 'No progress on stderr'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l help -d 'Show this message and exit'
+complete -c ed -f -n __fish_use_subcommand -a report -d 'One self-contained HTML page of an evaluated run: protocol, metrics, curves, histograms, losses, worst images'
+complete -c ed -n '__fish_seen_subcommand_from report' -l out -d 'HTML file to write' -r
+complete -c ed -n '__fish_seen_subcommand_from report' -l json -d 'Machine-readable JSON on stdout (nothing else)'
+complete -c ed -n '__fish_seen_subcommand_from report' -l quiet -d 'No progress on stderr'
+complete -c ed -n '__fish_seen_subcommand_from report' -l help -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a demo -d 'Make a small MVTec-layout dataset from real textures with injected defects and run the whole pipeline on it'
 complete -c ed -n '__fish_seen_subcommand_from demo' -l out -d 'Demo folder (dataset, store, run, predictions)' -r
 complete -c ed -n '__fish_seen_subcommand_from demo' -l category -d 'Only this category (repeatable)' -r

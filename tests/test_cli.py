@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke, run_ed
 
-COMMANDS = ("distmaps", "features", "train", "eval", "infer", "demo")
+COMMANDS = ("distmaps", "features", "train", "eval", "infer", "report", "demo")
 
 
 def test_help_is_fast_and_lists_every_command():
@@ -136,6 +136,8 @@ def test_infer_mixed_folder_rows_errors_and_exit_codes(tmp_path, tiny_data, tiny
     jsonl = [json.loads(ln) for ln in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
     assert len(csv_rows) == 1 + 4 and [r["path"] for r in jsonl] == [r["path"] for r in rows]
     assert len(list((tmp_path / "p" / "heatmaps").glob("*.png"))) == 2
+    assert all(Path(r["heatmap"]).is_file() for r in jsonl if not r["error"])  # each image names its panel
+    assert all(r["heatmap"] is None for r in jsonl if r["error"]) and csv_rows[0].endswith(",heatmap")
     assert len(list((tmp_path / "p" / "masks").glob("*.png"))) == 2
     assert len(list((tmp_path / "p" / "maps").glob("*.npy"))) == 2
 

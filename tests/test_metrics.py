@@ -21,6 +21,7 @@ from edcli.metrics import (
     pixel_ap,
     pixel_auroc,
     pro_curve,
+    threshold_counts,
 )
 
 
@@ -269,3 +270,14 @@ def test_macro_mean_over_defined_values_only():
     assert out["aupro"] == pytest.approx(0.7)
     assert out["pixel_auroc"] is None and out["f1_max"] is None
     assert macro_mean([]) == {name: None for name in METRIC_NAMES}
+
+
+def test_threshold_counts_constructed_case():
+    # 4 normal, 3 anomalous at threshold 0.5 (strictly above is anomalous): the normal 0.5 is not flagged,
+    # the normal 0.9 is a false alarm, the anomalous 0.2 and 0.5 are misses.
+    labels = [0, 0, 0, 0, 1, 1, 1]
+    scores = [0.1, 0.3, 0.5, 0.9, 0.2, 0.5, 0.8]
+    got = threshold_counts(labels, scores, 0.5)
+    assert got == {"tp": 1, "fp": 1, "fn": 2, "tn": 3, "tpr": pytest.approx(1 / 3), "fpr": pytest.approx(1 / 4)}
+    assert threshold_counts([0, 0], [1.0, 2.0], 1.5)["tpr"] is None  # no anomalous image: TPR not defined
+    assert threshold_counts([1], [3.0], 0.0) == {"tp": 1, "fp": 0, "fn": 0, "tn": 0, "tpr": 1.0, "fpr": None}

@@ -295,13 +295,17 @@ def render_metrics(res: dict) -> None:
     title = "evaluation" + (" (TEST-SELECTED epochs: optimistic)" if ts else " (last epoch)")
     rows = [*res["rows"], res["mean"]]
     print_table(title, ["category", "image AUROC", "pixel AUROC", "AUPRO@0.3", "image AP", "pixel AP", "F1-max",
-                        "test images", "seconds"],
+                        "TPR", "FPR", "FP", "FN", "test images", "seconds"],
                 [[r["category"], r["image_auroc"], r["pixel_auroc"], r["aupro"], r["image_ap"], r["pixel_ap"],
-                  r["f1_max"], r["test_images"], r["seconds"]] for r in rows],
+                  r["f1_max"], r.get("tpr"), r.get("fpr"), r.get("fp"), r.get("fn"), r["test_images"], r["seconds"]]
+                 for r in rows],
                 caption=f"pixel metrics on the {res['protocol']['pixel_map']} map; image score {res['protocol']['reducer']} "
-                        f"of the sigma-4 smoothed map; {res['protocol']['resolution']}; n/d = not defined",
+                        f"of the sigma-4 smoothed map; {res['protocol']['resolution']}; TPR, FPR, FP (false alarms), "
+                        "FN (misses) at each model's calibrated threshold; n/d = not defined",
                 last_row_is_total=True)
-    print_text(f"wrote {res['metrics_json']} and {res['metrics_csv']}" + (f"; maps in {res['maps']}" if res.get("maps") else ""))
+    print_text(f"wrote {res['metrics_json']} and {res['metrics_csv']}"
+               + (f"; per-image scores in {res['predictions']}/<category>.csv" if res.get("predictions") else "")
+               + (f"; maps in {res['maps']}" if res.get("maps") else ""))
 
 
 # ------------------------------------------------------------------------------------------- infer
@@ -347,6 +351,29 @@ def infer(
         raise typer.Exit(1)
     if fail_on_anomaly and any(r["label"] == "anomalous" for r in rows):
         raise typer.Exit(3)
+
+
+# ------------------------------------------------------------------------------------------- report
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder evaluated by `ed eval --run`.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write. Default: RUN/report.html.")] = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """One self-contained HTML page of an evaluated run: protocol, metrics, curves, histograms, losses, worst images."""
+    from edcli.commands import report as command
+
+    res = _run(lambda: command.run(str(run), str(out) if out else None, _tracker(quiet)))
+    if res is None:
+        return
+    from edcli.ui import print_json, print_text
+
+    if json_out:
+        print_json(res)
+        return
+    print_text(f"wrote {res['report']} ({_human_bytes(res['bytes'])}, {len(res['categories'])} categories); "
+               "open it in a browser, it needs no network")
 
 
 # ------------------------------------------------------------------------------------------- demo

@@ -62,3 +62,12 @@ def masks_if_known(ff) -> Optional[np.ndarray]:
     if ff.n_test == 0 or not bool(np.all(ff.test_mask_known)):
         return None
     return ff.test_masks()
+
+
+def calibrated_threshold(calibration: Optional[dict], cfg: EvalConfig) -> Optional[tuple[float, float]]:
+    """(threshold, scale) of a checkpoint's calibration when it scored images as `cfg` does, else None: a threshold
+    on the maximum of the map says nothing about, say, their mean."""
+    c = calibration or {}
+    if "threshold" not in c or c.get("reducer", "max") != cfg.reducer or float(c.get("sigma", 4.0)) != float(cfg.sigma):
+        return None
+    return float(c["threshold"]), float(c.get("scale", 1.0))

@@ -230,3 +230,16 @@ def macro_mean(rows: list[dict], names: Sequence[str] = METRIC_NAMES) -> dict[st
         values = [float(row[name]) for row in rows if row.get(name) is not None]
         out[name] = float(np.mean(values)) if values else None
     return out
+
+
+# ---------------------------------------------------------------------------------------------- at a threshold
+def threshold_counts(labels: Any, scores: Any, threshold: float) -> dict[str, Any]:
+    """Confusion counts at a fixed threshold (score > threshold is anomalous, as `ed infer` labels) and the rates
+    they give: TPR (share of anomalous images caught) and FPR (share of normal images flagged); a rate is None
+    when its class is absent."""
+    y, s = _labels_scores(labels, scores)
+    pred = s > float(threshold)
+    tp, fp = int(np.sum(pred & y)), int(np.sum(pred & ~y))
+    fn, tn = int(np.sum(~pred & y)), int(np.sum(~pred & ~y))
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "tpr": tp / (tp + fn) if tp + fn else None, "fpr": fp / (fp + tn) if fp + tn else None}

@@ -69,6 +69,7 @@ def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device:
         "  ed features --dataset folder --data-path DATA --store STORE --backbone tf_efficientnet_lite0",
         "  ed train --dataset folder --data-path DATA --store STORE --out RUN --backbone tf_efficientnet_lite0",
         "  ed eval --run RUN",
+        "  ed report RUN                  (RUN/report.html: curves, histograms, losses, worst images)",
         "  ed infer RUN/checkpoints/<category>.pt NEW_IMAGES/ --out PREDICTIONS",
     ])
     return {"eval": ev, "train": train_rows, "predictions": preds, "summary": summary, "out": str(root)}

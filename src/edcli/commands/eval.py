@@ -13,14 +13,27 @@ from edcli.track import NullTracker
 def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: Optional[str] = None,
         dataset: Optional[str] = None, categories: tuple[str, ...] = (), store: Optional[str] = None,
         save_maps: bool = False, num_workers: int = 0, track=None) -> dict[str, Any]:
-    """Metrics of every checkpoint of a run (or of one checkpoint); writes RUN/metrics.json and metrics.csv."""
+    """Metrics of every checkpoint of a run (or of one checkpoint); writes RUN/metrics.json and metrics.csv, the
+    per-image RUN/predictions/<category>.csv and heat-map panels (of every test image with save_maps, else of the
+    hardest few per class, for `ed report`)."""
     from edcli.checkpoint import build_model, find_checkpoints, load_checkpoint
     from edcli.engine import check_precision, resolve_device
-    from edcli.evaluate import category_metrics, masks_if_known, read_from, score_cached
+    from edcli.evaluate import (
+        calibrated_threshold,
+        category_metrics,
+        masks_if_known,
+        read_from,
+        score_cached,
+    )
     from edcli.features import context_for_checkpoint, ensure_features
-    from edcli.method.scoring import parse_reducer
-    from edcli.metrics import macro_mean
-    from edcli.report import save_eval_maps, write_metrics
+    from edcli.method.scoring import normalize, parse_reducer
+    from edcli.metrics import macro_mean, threshold_counts
+    from edcli.report import (
+        hardest,
+        save_eval_maps,
+        write_eval_predictions,
+        write_metrics,
+    )
     from edcli.store import FeatureFile, features_path
 
     track = track or NullTracker()
@@ -55,19 +68,30 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
                                      eval_cfg.precision, eval_cfg, batch_size=eval_cfg.batch_size)
                 masks = masks_if_known(ff)
                 m = category_metrics(ff.test_labels, split, masks, eval_cfg)
-                if save_maps:
-                    save_eval_maps(out_dir / "maps" / ck.category, ff, split, ck, masks)
+                thr_scale = calibrated_threshold(ck.calibration, eval_cfg)
+                if thr_scale is None:
+                    track.warn(f"{ck.category}: the checkpoint's threshold was calibrated for another image score "
+                               "(--reducer); no counts or labels at the threshold")
+                thr, norm = (thr_scale[0], normalize(split.scores, *thr_scale)) if thr_scale else (None, None)
+                at = threshold_counts(ff.test_labels, split.scores, thr) if thr is not None else {}
+                m.update({"threshold": thr, **{k: at.get(k) for k in THRESHOLD_NAMES}})
+                which = None if save_maps else hardest(ff.test_labels, split.scores)
+                panels = save_eval_maps(out_dir / "maps" / ck.category, ff, split, ck, masks, indices=which,
+                                        npy=save_maps, threshold=thr, normalized=norm)
+                pred_csv = write_eval_predictions(out_dir / "predictions" / f"{ck.category}.csv",
+                                                  _prediction_rows(ff, split.scores, thr, norm, panels, out_dir))
             sel = ck.selection or {}
             rows.append({"category": ck.category, **m, "test_images": int(ff.n_test),
                          "seconds": round(split.seconds, 3), "seconds_per_image": split.seconds / max(1, ff.n_test),
                          "epoch": sel.get("epoch", ck.epochs_done), "selection": sel.get("select", "last"),
-                         "test_selected": bool(sel.get("test_selected", False))})
+                         "test_selected": bool(sel.get("test_selected", False)), "predictions": str(pred_csv)})
             protocol = protocol or _protocol(ck, meta, sel, eval_cfg)
     finally:
         if tmp_store:
             shutil.rmtree(tmp_store, ignore_errors=True)
     mean = {"category": "mean", **macro_mean(rows), "test_images": int(sum(r["test_images"] for r in rows)),
-            "seconds": round(sum(r["seconds"] for r in rows), 3)}
+            "seconds": round(sum(r["seconds"] for r in rows), 3), "threshold": None,
+            **macro_mean(rows, ("tpr", "fpr")), **_sums(rows, ("fp", "fn"))}
     test_selected = any(r["test_selected"] for r in rows)
     mean["test_selected"] = test_selected
     protocol["test_selected"] = test_selected
@@ -75,7 +99,28 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
         protocol["warning"] = "test-selected: some epochs were chosen by their test metrics; not an honest estimate"
     jpath, cpath = write_metrics(out_dir, rows, mean, protocol)
     return {"rows": rows, "mean": mean, "protocol": protocol, "metrics_json": str(jpath), "metrics_csv": str(cpath),
-            "maps": str(out_dir / "maps") if save_maps else None}
+            "maps": str(out_dir / "maps") if save_maps else None, "predictions": str(out_dir / "predictions")}
+
+
+THRESHOLD_NAMES = ("tpr", "fpr", "fp", "fn")
+
+
+def _sums(rows: list[dict], names: tuple[str, ...]) -> dict[str, Optional[int]]:
+    """Per count, the total over the categories that have it (None where none does)."""
+    return {k: (sum(r[k] for r in rows if r.get(k) is not None) if any(r.get(k) is not None for r in rows) else None)
+            for k in names}
+
+
+def _prediction_rows(ff, scores, thr: Optional[float], norm, panels: dict, run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of RUN/predictions/<category>.csv; heat-map paths relative to the run folder, so it can move."""
+    rows = []
+    for i, (path, defect, label) in enumerate(zip(ff.test_paths, ff.test_defect_types, ff.test_labels)):
+        score = float(scores[i])
+        rows.append({"path": path, "defect_type": defect, "label": "anomalous" if label else "normal", "score": score,
+                     "normalized_score": None if norm is None else float(norm[i]), "threshold": thr,
+                     "predicted": None if thr is None else ("anomalous" if score > thr else "normal"),
+                     "heatmap": panels[i].relative_to(run_dir).as_posix() if i in panels else None})
+    return rows
 
 
 def _protocol(ck, meta: dict, sel: dict, eval_cfg) -> dict[str, Any]:

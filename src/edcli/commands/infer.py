@@ -45,6 +45,8 @@ def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, devic
     else:
         raise ConfigError(f"{checkpoint} holds no calibrated threshold; pass --threshold VALUE")
     scale = float(calib.get("scale", 1.0))
+    # colours fixed by the model's calibration (twice its threshold), not by a --threshold override
+    color_max = 2.0 * float(calib.get("threshold", thr)) if float(calib.get("threshold", thr)) > 0 else None
     reducer, sigma = calib.get("reducer", "max"), float(calib.get("sigma", 4.0))
     model = build_model(ck).to(dev)
     ctx = context_for_checkpoint(ck, None, dev, {})
@@ -75,11 +77,14 @@ def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, devic
                 continue
             score = float(raw[b])
             label = "anomalous" if score > thr else "normal"
-            rows.append({"index": i, "path": paths[i], "score": score, "normalized_score": float(normalize(score, thr, scale)),
+            norm = float(normalize(score, thr, scale))
+            rows.append({"index": i, "path": paths[i], "score": score, "normalized_score": norm,
                          "label": label, "threshold": thr, "threshold_origin": origin, "error": ""})
             if save_heatmaps:
-                save_infer_maps(outdir, paths[i], i, maps[j], smoothed[j], thr, ck.backbone["resize_mode"],
-                                 int(batch["orig_h"][b]), int(batch["orig_w"][b]))
+                panel = save_infer_maps(outdir, paths[i], i, maps[j], smoothed[j], thr, ck.backbone["resize_mode"],
+                                        int(batch["orig_h"][b]), int(batch["orig_w"][b]), score=score,
+                                        normalized=norm, label=label, color_max=color_max)
+                rows[-1]["heatmap"] = str(panel)
             j += 1
     if dist.enabled:
         rows = gather_rows(rows, dist, key="index")
