@@ -61,7 +61,7 @@ def test_missing_weights_offline_names_the_options(tmp_path, tiny_data):
 
 def test_bad_usage_is_exit_2():
     assert run_ed("train", "--epochs", "many").returncode == 2
-    bad = run_ed("train", "--d-model", "abc")
+    bad = run_ed("train", "--data-path", "data", "--d-model", "abc")  # --data-path is required (its own exit 2)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--d-model" in bad.stderr
 
 

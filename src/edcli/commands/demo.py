@@ -48,7 +48,8 @@ def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device:
     parallel = not quick and resolve_device(device).type == "cpu" and (os.cpu_count() or 1) > 1
     tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], device=device,
                        jobs=len(cats) if parallel else 1)
-    train_rows = train.run(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track)
+    # the demo folder is the demo's own: a rerun replaces its run (and the results of the last one)
+    train_rows = train.run(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track, overwrite=True)
     track.log("5/6 evaluation on the labelled test split")
     ev = eval_cmd.run(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
     track.log("6/6 inference on a few test images per category")
