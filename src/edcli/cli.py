@@ -70,7 +70,7 @@ app = typer.Typer(
     help="Unsupervised image anomaly detection with ED (Emphasize Differences): train on normal images, "
          "score new ones, localise their defects.",
     no_args_is_help=True,
-    add_completion=False,  # the static scripts of `completions/` are the way (README "Shell completion")
+    add_completion=False,  # the static scripts of `completions/` are the way (README "Shell completions")
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",  # help panels per option group; typer imports rich only to render help
     context_settings={"help_option_names": ["-h", "--help"]},

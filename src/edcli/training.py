@@ -96,6 +96,9 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     epochs = range(start_epoch, cfg.epochs)
     rows_per_epoch = len(fit) if not ddp else -(-len(fit) // dist.world)  # DistributedSampler pads to equal shares
     batches = -(-rows_per_epoch // cfg.batch_size)
+    if epochs:
+        track.log(f"{category}: training on {len(fit)} normal images ({len(cal)} held out for the threshold), "
+                  f"epochs {start_epoch + 1}-{cfg.epochs} of {batches} batches")
     with track.task(f"{category} epoch {start_epoch + 1}/{cfg.epochs}", total=len(epochs) * batches,
                     unit="batches") as bar:
         for epoch in epochs:

@@ -137,11 +137,12 @@ def _job(args: tuple) -> list[dict[str, Any]]:
     from edcli.track import QueueTracker
 
     worker, data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, device, threads = args
+    track = QueueTracker(_RELAY, worker) if _RELAY is not None else NullTracker()
+    track.log(f"started (pid {os.getpid()}, {device}); loading torch and the backbone")
     import torch
 
     torch.set_num_threads(threads)
     cfg = replace(train_cfg, jobs=1, device=device)
-    track = QueueTracker(_RELAY, worker) if _RELAY is not None else NullTracker()
     return run(data, bb_cfg, model_cfg, cfg, store, out, resume, fbs, 0, eval_cfg, track, claim=False)
 
 
