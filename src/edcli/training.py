@@ -1,6 +1,7 @@
 """Training one category from its cached features: calibration split, epochs, resume, selection, checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from edcli.config import EvalConfig, ModelConfig, TrainConfig
 from edcli.engine import epoch_generator, seed_everything, train_epoch, unwrap
 from edcli.errors import TrainingError
 from edcli.method.scoring import calibrate, calibration_split
+from edcli.track import NullTask
 
 
 def _state(levels) -> list[dict[str, torch.Tensor]]:
@@ -99,8 +101,11 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     if epochs:
         track.log(f"{category}: training on {len(fit)} normal images ({len(cal)} held out for the threshold), "
                   f"epochs {start_epoch + 1}-{cfg.epochs} of {batches} batches")
-    with track.task(f"{category} epoch {start_epoch + 1}/{cfg.epochs}", total=len(epochs) * batches,
-                    unit="batches") as bar:
+    # one bar over every batch of the remaining epochs (an ETA from the first batches on); none when resuming a
+    # finished run
+    bar_cm = (track.task(f"{category} epoch {start_epoch + 1}/{cfg.epochs}", total=len(epochs) * batches,
+                         unit="batches") if epochs else contextlib.nullcontext(NullTask()))
+    with bar_cm as bar:
         for epoch in epochs:
             bar.update(description=f"{category} epoch {epoch + 1}/{cfg.epochs}")
             terms = _epoch(category, epoch, levels, optims, feats, fit, cfg, device, dist, ddp, rpath, bar.advance)
