@@ -23,13 +23,14 @@ def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device:
     """`ed demo`: a dataset from real textures with injected defects, then distmaps, features, train, eval, infer."""
     import os
 
+    track = track or NullTracker()
+    track.log(f"ed demo{' --quick' if quick else ''}: the whole pipeline on textures with injected defects -> {out}")
     from edcli.commands import distmaps, features, infer, train
     from edcli.commands import eval as eval_cmd
     from edcli.config import DEMO_BACKBONE, EvalConfig, ModelConfig, TrainConfig
     from edcli.data.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
     from edcli.engine import resolve_device
 
-    track = track or NullTracker()
     s = DEMO_QUICK if quick else DEMO
     cats = tuple(categories) or (DEMO_CATEGORIES[:1] if quick else DEMO_CATEGORIES)
     root = Path(out)
