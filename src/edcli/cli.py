@@ -33,7 +33,8 @@ PANELS = (DATA, BACKBONE, MODEL, OPTIM, EVAL, OUTPUT, HARDWARE)
 
 
 class _HelpParams:
-    """Help panels in the order of PANELS (--help in Output), and no `<bool>` type column for flags."""
+    """Help panels in the order of PANELS (--help in Output); no `<bool>` type column for flags, nor `<list[str]>`
+    for a variadic argument."""
 
     def get_params(self, ctx):
         params = super().get_params(ctx)  # type: ignore[misc]
@@ -42,6 +43,8 @@ class _HelpParams:
                 p.metavar = ""
             if p.param_type_name == "option" and p.name == "help" and isinstance(self, TyperCommand):
                 p.rich_help_panel = OUTPUT
+            if p.param_type_name == "argument" and p.nargs != 1:  # its name (INPUTS...) says it; not <list[str]>
+                p.display_type_rich = lambda ctx: None
         rank = {name: i for i, name in enumerate(PANELS)}
         return sorted(params, key=lambda p: -1 if p.param_type_name == "argument"
                       else rank.get(getattr(p, "rich_help_panel", None) or "", len(PANELS)))
