@@ -1,109 +1,110 @@
 # ed completion, generated from the app by `ed completions DIR`; do not edit
 complete -c ed -f -n __fish_use_subcommand -l version -d 'Show the version and exit'
-complete -c ed -f -n __fish_use_subcommand -a distmaps -d 'Write squared row/column index-distance matrices for each levels token grid (store/distmaps.h5)'
-complete -c ed -n '__fish_seen_subcommand_from distmaps' -l store -d 'Feature store directory (HDF5 files)' -r
-complete -c ed -n '__fish_seen_subcommand_from distmaps' -l backbone -d 'timm model name with features_only support' -r
-complete -c ed -n '__fish_seen_subcommand_from distmaps' -l image-size -d 'Input size S: images become S x S' -r
-complete -c ed -n '__fish_seen_subcommand_from distmaps' -l levels -d 'timm feature indices, comma separated (2,3 = strides 8 and 16)' -r
-complete -c ed -n '__fish_seen_subcommand_from distmaps' -l grid -d 'Grid side H (H x H tokens) instead of a backbone; repeatable' -r
+complete -c ed -f -n __fish_use_subcommand -a distmaps -d 'Write squared row/column index-distance matrices for each level\'s token grid (store/distmaps.h5)'
+complete -c ed -n '__fish_seen_subcommand_from distmaps' -l store -s s -d 'Feature store directory (HDF5 files)' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from distmaps' -l backbone -s b -d 'timm model name with features_only support' -x
+complete -c ed -n '__fish_seen_subcommand_from distmaps' -l image-size -d 'Input size S in pixels: images become S x S' -x
+complete -c ed -n '__fish_seen_subcommand_from distmaps' -l levels -d 'timm feature indices, comma separated (2,3 = strides 8 and 16)' -x
+complete -c ed -n '__fish_seen_subcommand_from distmaps' -l grid -d 'Grid side H (H x H tokens) instead of a backbone; repeatable' -x
 complete -c ed -n '__fish_seen_subcommand_from distmaps' -l json -d 'Machine-readable JSON on stdout (nothing else)'
-complete -c ed -n '__fish_seen_subcommand_from distmaps' -l help -d 'Show this message and exit'
+complete -c ed -n '__fish_seen_subcommand_from distmaps' -l help -s h -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a features -d 'Run the frozen backbone once per category: prototypes and cached pooled features of train and test images'
-complete -c ed -n '__fish_seen_subcommand_from features' -l data-path -d 'Dataset root: one folder per category' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l dataset -d 'Layout of --data-path (see the READMEs table)' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l category -d 'Only this category (repeatable)' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l store -d 'Feature store directory (HDF5 files)' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l backbone -d 'timm model name with features_only support' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l weights -d 'Backbone weights file (offline use)' -r
+complete -c ed -n '__fish_seen_subcommand_from features' -l data-path -s p -d 'Dataset root: one folder per category' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from features' -l dataset -s d -d 'Layout of --data-path (see the README\'s table)' -x -a 'mvtec btad mvtec3d folder'
+complete -c ed -n '__fish_seen_subcommand_from features' -l category -s c -d 'Only this category (repeatable)' -x
+complete -c ed -n '__fish_seen_subcommand_from features' -l store -s s -d 'Feature store directory (HDF5 files)' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from features' -l backbone -s b -d 'timm model name with features_only support' -x
+complete -c ed -n '__fish_seen_subcommand_from features' -l weights -d 'Backbone weights file (offline use)' -r -F
 complete -c ed -n '__fish_seen_subcommand_from features' -l random-init -d 'Untrained backbone: for tests and timing only (recorded)'
-complete -c ed -n '__fish_seen_subcommand_from features' -l image-size -d 'Input size S: images become S x S' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l levels -d 'timm feature indices, comma separated (2,3 = strides 8 and 16)' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l normal-name -d 'Name of the normal folder for --dataset folder' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l device -d 'auto, cpu, cuda, cuda:N or mps' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l batch-size -d 'Images per batch' -r
-complete -c ed -n '__fish_seen_subcommand_from features' -l num-workers -d 'DataLoader worker processes for image decoding' -r
+complete -c ed -n '__fish_seen_subcommand_from features' -l image-size -d 'Input size S in pixels: images become S x S' -x
+complete -c ed -n '__fish_seen_subcommand_from features' -l levels -d 'timm feature indices, comma separated (2,3 = strides 8 and 16)' -x
+complete -c ed -n '__fish_seen_subcommand_from features' -l normal-name -d 'Name of the normal folder for --dataset folder' -x
+complete -c ed -n '__fish_seen_subcommand_from features' -l test-fraction -d '--dataset folder without test/: this share of the normal images becomes the (normal-only) test split, picked by the seed' -x
+complete -c ed -n '__fish_seen_subcommand_from features' -l seed -d 'Picks the --test-fraction images (ed train\'s --seed)' -x
+complete -c ed -n '__fish_seen_subcommand_from features' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
+complete -c ed -n '__fish_seen_subcommand_from features' -l batch-size -d 'Images per batch' -x
+complete -c ed -n '__fish_seen_subcommand_from features' -l num-workers -d 'DataLoader worker processes for image decoding' -x
 complete -c ed -n '__fish_seen_subcommand_from features' -l overwrite -d 'Recompute categories already in the store'
 complete -c ed -n '__fish_seen_subcommand_from features' -l json -d 'Machine-readable JSON on stdout (nothing else)'
-complete -c ed -n '__fish_seen_subcommand_from features' -l quiet -d 'No progress on stderr'
-complete -c ed -n '__fish_seen_subcommand_from features' -l help -d 'Show this message and exit'
+complete -c ed -n '__fish_seen_subcommand_from features' -l quiet -s q -d 'No progress on stderr'
+complete -c ed -n '__fish_seen_subcommand_from features' -l help -s h -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a train -d 'Train one ED model per category from the cached features (computing missing store entries first)'
-complete -c ed -n '__fish_seen_subcommand_from train' -l data-path -d 'Dataset root: one folder per category' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l dataset -d 'Layout of --data-path (see the READMEs table)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l category -d 'Only this category (repeatable)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l store -d 'Feature store directory (HDF5 files)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l out -d 'Run folder: checkpoints/<category>.pt, run.json, metrics' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l backbone -d 'timm model name with features_only support' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l weights -d 'Backbone weights file (offline use)' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l data-path -s p -d 'Dataset root: one folder per category' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from train' -l dataset -s d -d 'Layout of --data-path (see the README\'s table)' -x -a 'mvtec btad mvtec3d folder'
+complete -c ed -n '__fish_seen_subcommand_from train' -l category -s c -d 'Only this category (repeatable)' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l store -s s -d 'Feature store directory (HDF5 files)' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from train' -l out -s o -d 'Run folder: checkpoints/<category>.pt, run.json, metrics' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from train' -l backbone -s b -d 'timm model name with features_only support' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l weights -d 'Backbone weights file (offline use)' -r -F
 complete -c ed -n '__fish_seen_subcommand_from train' -l random-init -d 'Untrained backbone: for tests and timing only (recorded)'
-complete -c ed -n '__fish_seen_subcommand_from train' -l image-size -d 'Input size S: images become S x S' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l levels -d 'timm feature indices, comma separated (2,3 = strides 8 and 16)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l normal-name -d 'Name of the normal folder for --dataset folder' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l epochs -d 'Training epochs per category' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l batch-size -d 'Images per batch' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l lr -d 'Adam learning rate' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l seed -d 'Random seed (reset per category, as the reference)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l arch -d 'ed, or fod (subtraction fusion, plain MLP, fixed temperature)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l intra -d 'Intra-image (self-attention) branch'
-complete -c ed -n '__fish_seen_subcommand_from train' -l no-intra -d 'Intra-image (self-attention) branch'
-complete -c ed -n '__fish_seen_subcommand_from train' -l inter -d 'Inter-image (prototype cross-attention) branch'
-complete -c ed -n '__fish_seen_subcommand_from train' -l no-inter -d 'Inter-image (prototype cross-attention) branch'
-complete -c ed -n '__fish_seen_subcommand_from train' -l layers -d 'Encoder layers per level' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l heads -d 'Attention heads' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l d-model -d 'Model width per level, comma separated' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l image-size -d 'Input size S in pixels: images become S x S' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l levels -d 'timm feature indices, comma separated (2,3 = strides 8 and 16)' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l normal-name -d 'Name of the normal folder for --dataset folder' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l test-fraction -d '--dataset folder without test/: this share of the normal images becomes the (normal-only) test split, picked by the seed' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l epochs -d 'Training epochs per category' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l batch-size -d 'Images per training step' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l lr -d 'Adam learning rate' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l seed -d 'Random seed (reset per category, as the reference)' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l arch -d 'ed, or fod (subtraction fusion, plain MLP, fixed temperature)' -x -a 'ed fod'
+complete -c ed -n '__fish_seen_subcommand_from train' -l intra -l no-intra -d 'Intra-image (self-attention) branch'
+complete -c ed -n '__fish_seen_subcommand_from train' -l inter -l no-inter -d 'Inter-image (prototype cross-attention) branch'
+complete -c ed -n '__fish_seen_subcommand_from train' -l layers -d 'Encoder layers per level' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l heads -d 'Attention heads' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l d-model -d 'Model width per level, comma separated' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l attn-out-proj -d 'Apply the attention output projection (the reference discards it)'
-complete -c ed -n '__fish_seen_subcommand_from train' -l device -d 'auto, cpu, cuda, cuda:N or mps' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l precision -d 'fp32, bf16 or fp16 (autocast on GPU)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l eval-every -d 'Evaluate on the test split every N epochs (0: never)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l select -d 'last (honest), best-image or best-pixel (test-selected)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l calib-fraction -d 'Share of normal train images held out for the threshold' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l strategy -d 'Under torchrun: categories (one per rank) or ddp (one category data-parallel)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l jobs -d 'Categories trained side by side in worker processes' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
+complete -c ed -n '__fish_seen_subcommand_from train' -l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'
+complete -c ed -n '__fish_seen_subcommand_from train' -l eval-every -d 'Evaluate on the test split every N epochs (0: never)' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l select -d 'Which epoch\'s weights: last (honest) or the best by a TEST metric (test-selected, needs --eval-every)' -x -a 'last best-image best-pixel'
+complete -c ed -n '__fish_seen_subcommand_from train' -l calib-fraction -d 'Share of normal train images held out for the threshold' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l strategy -d 'Under torchrun: categories (one per rank) or ddp (one category data-parallel)' -x -a 'auto categories ddp'
+complete -c ed -n '__fish_seen_subcommand_from train' -l jobs -s j -d 'Categories trained side by side in worker processes' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l resume -d 'Continue from the last completed epoch'
-complete -c ed -n '__fish_seen_subcommand_from train' -l num-workers -d 'DataLoader worker processes for image decoding' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l overwrite -d 'Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps'
+complete -c ed -n '__fish_seen_subcommand_from train' -l num-workers -d 'DataLoader worker processes for image decoding' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l json -d 'Machine-readable JSON on stdout (nothing else)'
-complete -c ed -n '__fish_seen_subcommand_from train' -l quiet -d 'No progress on stderr'
-complete -c ed -n '__fish_seen_subcommand_from train' -l help -d 'Show this message and exit'
+complete -c ed -n '__fish_seen_subcommand_from train' -l quiet -s q -d 'No progress on stderr'
+complete -c ed -n '__fish_seen_subcommand_from train' -l help -s h -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a eval -d 'Score the labelled test split; per-category metrics and their mean; writes metrics.json and metrics.csv'
-complete -c ed -n '__fish_seen_subcommand_from eval' -l run -d 'Run folder written by `ed train --out`' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l checkpoint -d 'One checkpoint file instead of a run' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l data-path -d 'Dataset root: one folder per category' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l dataset -d 'Layout of --data-path (default: the checkpoints)' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l category -d 'Only this category (repeatable)' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l store -d 'Feature store (default: the runs)' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l reducer -d 'Image score from the smoothed map: max, mean or topk:<ratio>' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l pixel-map -d 'Map for pixel metrics: raw (unsmoothed, as the reference) or smoothed' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l device -d 'auto, cpu, cuda, cuda:N or mps' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l precision -d 'fp32, bf16 or fp16 (autocast on GPU)' -r
-complete -c ed -n '__fish_seen_subcommand_from eval' -l batch-size -d 'Images per batch' -r
+complete -c ed -n '__fish_seen_subcommand_from eval' -l run -s r -d 'Run folder written by `ed train --out`' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l checkpoint -d 'One checkpoint file instead of a run' -r -F
+complete -c ed -n '__fish_seen_subcommand_from eval' -l data-path -s p -d 'Dataset root: one folder per category' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l dataset -s d -d 'Layout of --data-path (default: the checkpoint\'s)' -x -a 'mvtec btad mvtec3d folder'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l category -s c -d 'Only this category (repeatable)' -x
+complete -c ed -n '__fish_seen_subcommand_from eval' -l store -s s -d 'Feature store (default: the run\'s)' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l reducer -d 'Image score from the smoothed map: its max, mean, or mean of the top share R (0 < R <= 1)' -x -a 'max mean'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l pixel-map -d 'Map for pixel metrics: raw (unsmoothed, as the reference) or smoothed' -x -a 'raw smoothed'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l batch-size -d 'Images per batch' -x
 complete -c ed -n '__fish_seen_subcommand_from eval' -l save-maps -d 'Write raw maps (.npy) and heat-map PNGs per test image'
-complete -c ed -n '__fish_seen_subcommand_from eval' -l num-workers -d 'DataLoader worker processes for image decoding' -r
+complete -c ed -n '__fish_seen_subcommand_from eval' -l num-workers -d 'DataLoader worker processes for image decoding' -x
 complete -c ed -n '__fish_seen_subcommand_from eval' -l json -d 'Machine-readable JSON on stdout (nothing else)'
-complete -c ed -n '__fish_seen_subcommand_from eval' -l quiet -d 'No progress on stderr'
-complete -c ed -n '__fish_seen_subcommand_from eval' -l help -d 'Show this message and exit'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l quiet -s q -d 'No progress on stderr'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l help -s h -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a infer -d 'Score any images with a checkpoint: predictions.csv/.jsonl, heat maps, masks and raw maps'
-complete -c ed -n '__fish_seen_subcommand_from infer' -l out -d 'Output folder for predictions and heat maps' -r
-complete -c ed -n '__fish_seen_subcommand_from infer' -l batch-size -d 'Images per batch' -r
-complete -c ed -n '__fish_seen_subcommand_from infer' -l device -d 'auto, cpu, cuda, cuda:N or mps' -r
-complete -c ed -n '__fish_seen_subcommand_from infer' -l precision -d 'fp32, bf16 or fp16 (autocast on GPU)' -r
-complete -c ed -n '__fish_seen_subcommand_from infer' -l recursive -d 'Descend into sub-folders'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l out -s o -d 'Output folder for predictions and heat maps' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l batch-size -d 'Images per batch' -x
+complete -c ed -n '__fish_seen_subcommand_from infer' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l recursive -s R -d 'Descend into sub-folders'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l json -d 'Machine-readable JSON on stdout (nothing else)'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l csv -d 'CSV rows on stdout'
-complete -c ed -n '__fish_seen_subcommand_from infer' -l save-heatmaps -d 'Heat-map PNGs, predicted masks and raw maps'
-complete -c ed -n '__fish_seen_subcommand_from infer' -l no-save-heatmaps -d 'Heat-map PNGs, predicted masks and raw maps'
-complete -c ed -n '__fish_seen_subcommand_from infer' -l threshold -d 'Override the checkpoints calibrated threshold (raw score)' -r
+complete -c ed -n '__fish_seen_subcommand_from infer' -l save-heatmaps -l no-save-heatmaps -d 'Heat-map PNGs, predicted masks and raw maps'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l threshold -d 'Override the checkpoint\'s calibrated threshold (raw score)' -x
 complete -c ed -n '__fish_seen_subcommand_from infer' -l fail-on-anomaly -d 'Exit 3 when any image is anomalous'
-complete -c ed -n '__fish_seen_subcommand_from infer' -l num-workers -d 'DataLoader worker processes for image decoding' -r
-complete -c ed -n '__fish_seen_subcommand_from infer' -l quiet -d 'No progress on stderr'
-complete -c ed -n '__fish_seen_subcommand_from infer' -l help -d 'Show this message and exit'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l num-workers -d 'DataLoader worker processes for image decoding' -x
+complete -c ed -n '__fish_seen_subcommand_from infer' -l quiet -s q -d 'No progress on stderr'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l help -s h -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a report -d 'One self-contained HTML page of an evaluated run: protocol, metrics, curves, histograms, losses, worst images'
-complete -c ed -n '__fish_seen_subcommand_from report' -l out -d 'HTML file to write' -r
+complete -c ed -n '__fish_seen_subcommand_from report' -l out -s o -d 'HTML file to write' -r -F
 complete -c ed -n '__fish_seen_subcommand_from report' -l json -d 'Machine-readable JSON on stdout (nothing else)'
-complete -c ed -n '__fish_seen_subcommand_from report' -l quiet -d 'No progress on stderr'
-complete -c ed -n '__fish_seen_subcommand_from report' -l help -d 'Show this message and exit'
+complete -c ed -n '__fish_seen_subcommand_from report' -l quiet -s q -d 'No progress on stderr'
+complete -c ed -n '__fish_seen_subcommand_from report' -l help -s h -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a demo -d 'Make a small MVTec-layout dataset from real textures with injected defects and run the whole pipeline on it'
-complete -c ed -n '__fish_seen_subcommand_from demo' -l out -d 'Demo folder (dataset, store, run, predictions)' -r
-complete -c ed -n '__fish_seen_subcommand_from demo' -l category -d 'Only this category (repeatable)' -r
-complete -c ed -n '__fish_seen_subcommand_from demo' -l quick -d 'A sub-minute version (smaller images, fewer epochs)'
-complete -c ed -n '__fish_seen_subcommand_from demo' -l device -d 'auto, cpu, cuda, cuda:N or mps' -r
-complete -c ed -n '__fish_seen_subcommand_from demo' -l quiet -d 'No progress on stderr'
-complete -c ed -n '__fish_seen_subcommand_from demo' -l help -d 'Show this message and exit'
+complete -c ed -n '__fish_seen_subcommand_from demo' -l out -s o -d 'Demo folder (dataset, store, run, predictions)' -x -a '(__fish_complete_directories)'
+complete -c ed -n '__fish_seen_subcommand_from demo' -l category -s c -d 'Only this category (repeatable)' -x
+complete -c ed -n '__fish_seen_subcommand_from demo' -l quick -d 'A sub-minute version (fewer images and epochs)'
+complete -c ed -n '__fish_seen_subcommand_from demo' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
+complete -c ed -n '__fish_seen_subcommand_from demo' -l quiet -s q -d 'No progress on stderr'
+complete -c ed -n '__fish_seen_subcommand_from demo' -l help -s h -d 'Show this message and exit'

@@ -3,12 +3,12 @@
 _ed() {
   local -a commands
   commands=(
-    'distmaps:Write squared row/column index-distance matrices for each levels token grid (store/distmaps.h5)'
-    'features:Run the frozen backbone once per category prototypes and cached pooled features of train and test images'
+    'distmaps:Write squared row/column index-distance matrices for each level'\''s token grid (store/distmaps.h5)'
+    'features:Run the frozen backbone once per category\: prototypes and cached pooled features of train and test images'
     'train:Train one ED model per category from the cached features (computing missing store entries first)'
     'eval:Score the labelled test split; per-category metrics and their mean; writes metrics.json and metrics.csv'
-    'infer:Score any images with a checkpoint predictions.csv/.jsonl, heat maps, masks and raw maps'
-    'report:One self-contained HTML page of an evaluated run protocol, metrics, curves, histograms, losses, worst images'
+    'infer:Score any images with a checkpoint\: predictions.csv/.jsonl, heat maps, masks and raw maps'
+    'report:One self-contained HTML page of an evaluated run\: protocol, metrics, curves, histograms, losses, worst images'
     'demo:Make a small MVTec-layout dataset from real textures with injected defects and run the whole pipeline on it'
   )
   if (( CURRENT == 2 )); then
@@ -18,124 +18,165 @@ _ed() {
   case $words[2] in
     distmaps)
       _arguments -s \
-        '--store[Feature store directory (HDF5 files)]:value:_files' \
-        '--backbone[timm model name with features_only support]:value:_files' \
-        '--image-size[Input size S images become S x S]:value:_files' \
-        '--levels[timm feature indices, comma separated (2,3 = strides 8 and 16)]:value:_files' \
-        '--grid[Grid side H (H x H tokens) instead of a backbone; repeatable]:value:_files' \
+        '(-s --store)-s[Feature store directory (HDF5 files)]:store:_files -/' \
+        '(-s --store)--store[Feature store directory (HDF5 files)]:store:_files -/' \
+        '(-b --backbone)-b[timm model name with features_only support]:backbone: ' \
+        '(-b --backbone)--backbone[timm model name with features_only support]:backbone: ' \
+        '--image-size[Input size S in pixels\: images become S x S]:image-size: ' \
+        '--levels[timm feature indices, comma separated (2,3 = strides 8 and 16)]:levels: ' \
+        '--grid[Grid side H (H x H tokens) instead of a backbone; repeatable]:grid: ' \
         '--json[Machine-readable JSON on stdout (nothing else)]' \
-        '--help[Show this message and exit]' \
+        '(-h --help)-h[Show this message and exit]' \
+        '(-h --help)--help[Show this message and exit]' \
         '*:file:_files' ;;
     features)
       _arguments -s \
-        '--data-path[Dataset root one folder per category]:value:_files' \
-        '--dataset[Layout of --data-path (see the READMEs table)]:value:_files' \
-        '--category[Only this category (repeatable)]:value:_files' \
-        '--store[Feature store directory (HDF5 files)]:value:_files' \
-        '--backbone[timm model name with features_only support]:value:_files' \
-        '--weights[Backbone weights file (offline use)]:value:_files' \
-        '--random-init[Untrained backbone for tests and timing only (recorded)]' \
-        '--image-size[Input size S images become S x S]:value:_files' \
-        '--levels[timm feature indices, comma separated (2,3 = strides 8 and 16)]:value:_files' \
-        '--normal-name[Name of the normal folder for --dataset folder]:value:_files' \
-        '--device[auto, cpu, cuda, cudaN or mps]:value:_files' \
-        '--batch-size[Images per batch]:value:_files' \
-        '--num-workers[DataLoader worker processes for image decoding]:value:_files' \
+        '(-p --data-path)-p[Dataset root\: one folder per category]:data-path:_files -/' \
+        '(-p --data-path)--data-path[Dataset root\: one folder per category]:data-path:_files -/' \
+        '(-d --dataset)-d[Layout of --data-path (see the README'\''s table)]:dataset:(mvtec btad mvtec3d folder)' \
+        '(-d --dataset)--dataset[Layout of --data-path (see the README'\''s table)]:dataset:(mvtec btad mvtec3d folder)' \
+        '(-c --category)-c[Only this category (repeatable)]:category: ' \
+        '(-c --category)--category[Only this category (repeatable)]:category: ' \
+        '(-s --store)-s[Feature store directory (HDF5 files)]:store:_files -/' \
+        '(-s --store)--store[Feature store directory (HDF5 files)]:store:_files -/' \
+        '(-b --backbone)-b[timm model name with features_only support]:backbone: ' \
+        '(-b --backbone)--backbone[timm model name with features_only support]:backbone: ' \
+        '--weights[Backbone weights file (offline use)]:weights:_files' \
+        '--random-init[Untrained backbone\: for tests and timing only (recorded)]' \
+        '--image-size[Input size S in pixels\: images become S x S]:image-size: ' \
+        '--levels[timm feature indices, comma separated (2,3 = strides 8 and 16)]:levels: ' \
+        '--normal-name[Name of the normal folder for --dataset folder]:normal-name: ' \
+        '--test-fraction[--dataset folder without test/\: this share of the normal images becomes the (normal-only) test split, picked by the seed]:test-fraction: ' \
+        '--seed[Picks the --test-fraction images (ed train'\''s --seed)]:seed: ' \
+        '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
+        '--batch-size[Images per batch]:batch-size: ' \
+        '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \
         '--overwrite[Recompute categories already in the store]' \
         '--json[Machine-readable JSON on stdout (nothing else)]' \
-        '--quiet[No progress on stderr]' \
-        '--help[Show this message and exit]' \
+        '(-q --quiet)-q[No progress on stderr]' \
+        '(-q --quiet)--quiet[No progress on stderr]' \
+        '(-h --help)-h[Show this message and exit]' \
+        '(-h --help)--help[Show this message and exit]' \
         '*:file:_files' ;;
     train)
       _arguments -s \
-        '--data-path[Dataset root one folder per category]:value:_files' \
-        '--dataset[Layout of --data-path (see the READMEs table)]:value:_files' \
-        '--category[Only this category (repeatable)]:value:_files' \
-        '--store[Feature store directory (HDF5 files)]:value:_files' \
-        '--out[Run folder checkpoints/<category>.pt, run.json, metrics]:value:_files' \
-        '--backbone[timm model name with features_only support]:value:_files' \
-        '--weights[Backbone weights file (offline use)]:value:_files' \
-        '--random-init[Untrained backbone for tests and timing only (recorded)]' \
-        '--image-size[Input size S images become S x S]:value:_files' \
-        '--levels[timm feature indices, comma separated (2,3 = strides 8 and 16)]:value:_files' \
-        '--normal-name[Name of the normal folder for --dataset folder]:value:_files' \
-        '--epochs[Training epochs per category]:value:_files' \
-        '--batch-size[Images per batch]:value:_files' \
-        '--lr[Adam learning rate]:value:_files' \
-        '--seed[Random seed (reset per category, as the reference)]:value:_files' \
-        '--arch[ed, or fod (subtraction fusion, plain MLP, fixed temperature)]:value:_files' \
-        '--intra[Intra-image (self-attention) branch]' \
-        '--no-intra[Intra-image (self-attention) branch]' \
-        '--inter[Inter-image (prototype cross-attention) branch]' \
-        '--no-inter[Inter-image (prototype cross-attention) branch]' \
-        '--layers[Encoder layers per level]:value:_files' \
-        '--heads[Attention heads]:value:_files' \
-        '--d-model[Model width per level, comma separated]:value:_files' \
+        '(-p --data-path)-p[Dataset root\: one folder per category]:data-path:_files -/' \
+        '(-p --data-path)--data-path[Dataset root\: one folder per category]:data-path:_files -/' \
+        '(-d --dataset)-d[Layout of --data-path (see the README'\''s table)]:dataset:(mvtec btad mvtec3d folder)' \
+        '(-d --dataset)--dataset[Layout of --data-path (see the README'\''s table)]:dataset:(mvtec btad mvtec3d folder)' \
+        '(-c --category)-c[Only this category (repeatable)]:category: ' \
+        '(-c --category)--category[Only this category (repeatable)]:category: ' \
+        '(-s --store)-s[Feature store directory (HDF5 files)]:store:_files -/' \
+        '(-s --store)--store[Feature store directory (HDF5 files)]:store:_files -/' \
+        '(-o --out)-o[Run folder\: checkpoints/<category>.pt, run.json, metrics]:out:_files -/' \
+        '(-o --out)--out[Run folder\: checkpoints/<category>.pt, run.json, metrics]:out:_files -/' \
+        '(-b --backbone)-b[timm model name with features_only support]:backbone: ' \
+        '(-b --backbone)--backbone[timm model name with features_only support]:backbone: ' \
+        '--weights[Backbone weights file (offline use)]:weights:_files' \
+        '--random-init[Untrained backbone\: for tests and timing only (recorded)]' \
+        '--image-size[Input size S in pixels\: images become S x S]:image-size: ' \
+        '--levels[timm feature indices, comma separated (2,3 = strides 8 and 16)]:levels: ' \
+        '--normal-name[Name of the normal folder for --dataset folder]:normal-name: ' \
+        '--test-fraction[--dataset folder without test/\: this share of the normal images becomes the (normal-only) test split, picked by the seed]:test-fraction: ' \
+        '--epochs[Training epochs per category]:epochs: ' \
+        '--batch-size[Images per training step]:batch-size: ' \
+        '--lr[Adam learning rate]:lr: ' \
+        '--seed[Random seed (reset per category, as the reference)]:seed: ' \
+        '--arch[ed, or fod (subtraction fusion, plain MLP, fixed temperature)]:arch:(ed fod)' \
+        '(--intra --no-intra)--intra[Intra-image (self-attention) branch]' \
+        '(--intra --no-intra)--no-intra[Intra-image (self-attention) branch]' \
+        '(--inter --no-inter)--inter[Inter-image (prototype cross-attention) branch]' \
+        '(--inter --no-inter)--no-inter[Inter-image (prototype cross-attention) branch]' \
+        '--layers[Encoder layers per level]:layers: ' \
+        '--heads[Attention heads]:heads: ' \
+        '--d-model[Model width per level, comma separated]:d-model: ' \
         '--attn-out-proj[Apply the attention output projection (the reference discards it)]' \
-        '--device[auto, cpu, cuda, cudaN or mps]:value:_files' \
-        '--precision[fp32, bf16 or fp16 (autocast on GPU)]:value:_files' \
-        '--eval-every[Evaluate on the test split every N epochs (0 never)]:value:_files' \
-        '--select[last (honest), best-image or best-pixel (test-selected)]:value:_files' \
-        '--calib-fraction[Share of normal train images held out for the threshold]:value:_files' \
-        '--strategy[Under torchrun categories (one per rank) or ddp (one category data-parallel)]:value:_files' \
-        '--jobs[Categories trained side by side in worker processes]:value:_files' \
+        '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
+        '--precision[Autocast precision on a GPU (the CPU takes fp32)]:precision:(fp32 bf16 fp16)' \
+        '--eval-every[Evaluate on the test split every N epochs (0\: never)]:eval-every: ' \
+        '--select[Which epoch'\''s weights\: last (honest) or the best by a TEST metric (test-selected, needs --eval-every)]:select:(last best-image best-pixel)' \
+        '--calib-fraction[Share of normal train images held out for the threshold]:calib-fraction: ' \
+        '--strategy[Under torchrun\: categories (one per rank) or ddp (one category data-parallel)]:strategy:(auto categories ddp)' \
+        '(-j --jobs)-j[Categories trained side by side in worker processes]:jobs: ' \
+        '(-j --jobs)--jobs[Categories trained side by side in worker processes]:jobs: ' \
         '--resume[Continue from the last completed epoch]' \
-        '--num-workers[DataLoader worker processes for image decoding]:value:_files' \
+        '--overwrite[Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps]' \
+        '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \
         '--json[Machine-readable JSON on stdout (nothing else)]' \
-        '--quiet[No progress on stderr]' \
-        '--help[Show this message and exit]' \
+        '(-q --quiet)-q[No progress on stderr]' \
+        '(-q --quiet)--quiet[No progress on stderr]' \
+        '(-h --help)-h[Show this message and exit]' \
+        '(-h --help)--help[Show this message and exit]' \
         '*:file:_files' ;;
     eval)
       _arguments -s \
-        '--run[Run folder written by `ed train --out`]:value:_files' \
-        '--checkpoint[One checkpoint file instead of a run]:value:_files' \
-        '--data-path[Dataset root one folder per category]:value:_files' \
-        '--dataset[Layout of --data-path (default the checkpoints)]:value:_files' \
-        '--category[Only this category (repeatable)]:value:_files' \
-        '--store[Feature store (default the runs)]:value:_files' \
-        '--reducer[Image score from the smoothed map max, mean or topk<ratio>]:value:_files' \
-        '--pixel-map[Map for pixel metrics raw (unsmoothed, as the reference) or smoothed]:value:_files' \
-        '--device[auto, cpu, cuda, cudaN or mps]:value:_files' \
-        '--precision[fp32, bf16 or fp16 (autocast on GPU)]:value:_files' \
-        '--batch-size[Images per batch]:value:_files' \
+        '(-r --run)-r[Run folder written by \`ed train --out\`]:run:_files -/' \
+        '(-r --run)--run[Run folder written by \`ed train --out\`]:run:_files -/' \
+        '--checkpoint[One checkpoint file instead of a run]:checkpoint:_files' \
+        '(-p --data-path)-p[Dataset root\: one folder per category]:data-path:_files -/' \
+        '(-p --data-path)--data-path[Dataset root\: one folder per category]:data-path:_files -/' \
+        '(-d --dataset)-d[Layout of --data-path (default\: the checkpoint'\''s)]:dataset:(mvtec btad mvtec3d folder)' \
+        '(-d --dataset)--dataset[Layout of --data-path (default\: the checkpoint'\''s)]:dataset:(mvtec btad mvtec3d folder)' \
+        '(-c --category)-c[Only this category (repeatable)]:category: ' \
+        '(-c --category)--category[Only this category (repeatable)]:category: ' \
+        '(-s --store)-s[Feature store (default\: the run'\''s)]:store:_files -/' \
+        '(-s --store)--store[Feature store (default\: the run'\''s)]:store:_files -/' \
+        '--reducer[Image score from the smoothed map\: its max, mean, or mean of the top share R (0 < R <= 1)]:reducer:(max mean)' \
+        '--pixel-map[Map for pixel metrics\: raw (unsmoothed, as the reference) or smoothed]:pixel-map:(raw smoothed)' \
+        '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
+        '--precision[Autocast precision on a GPU (the CPU takes fp32)]:precision:(fp32 bf16 fp16)' \
+        '--batch-size[Images per batch]:batch-size: ' \
         '--save-maps[Write raw maps (.npy) and heat-map PNGs per test image]' \
-        '--num-workers[DataLoader worker processes for image decoding]:value:_files' \
+        '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \
         '--json[Machine-readable JSON on stdout (nothing else)]' \
-        '--quiet[No progress on stderr]' \
-        '--help[Show this message and exit]' \
+        '(-q --quiet)-q[No progress on stderr]' \
+        '(-q --quiet)--quiet[No progress on stderr]' \
+        '(-h --help)-h[Show this message and exit]' \
+        '(-h --help)--help[Show this message and exit]' \
         '*:file:_files' ;;
     infer)
       _arguments -s \
-        '--out[Output folder for predictions and heat maps]:value:_files' \
-        '--batch-size[Images per batch]:value:_files' \
-        '--device[auto, cpu, cuda, cudaN or mps]:value:_files' \
-        '--precision[fp32, bf16 or fp16 (autocast on GPU)]:value:_files' \
-        '--recursive[Descend into sub-folders]' \
+        '(-o --out)-o[Output folder for predictions and heat maps]:out:_files -/' \
+        '(-o --out)--out[Output folder for predictions and heat maps]:out:_files -/' \
+        '--batch-size[Images per batch]:batch-size: ' \
+        '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
+        '--precision[Autocast precision on a GPU (the CPU takes fp32)]:precision:(fp32 bf16 fp16)' \
+        '(-R --recursive)-R[Descend into sub-folders]' \
+        '(-R --recursive)--recursive[Descend into sub-folders]' \
         '--json[Machine-readable JSON on stdout (nothing else)]' \
         '--csv[CSV rows on stdout]' \
-        '--save-heatmaps[Heat-map PNGs, predicted masks and raw maps]' \
-        '--no-save-heatmaps[Heat-map PNGs, predicted masks and raw maps]' \
-        '--threshold[Override the checkpoints calibrated threshold (raw score)]:value:_files' \
+        '(--save-heatmaps --no-save-heatmaps)--save-heatmaps[Heat-map PNGs, predicted masks and raw maps]' \
+        '(--save-heatmaps --no-save-heatmaps)--no-save-heatmaps[Heat-map PNGs, predicted masks and raw maps]' \
+        '--threshold[Override the checkpoint'\''s calibrated threshold (raw score)]:threshold: ' \
         '--fail-on-anomaly[Exit 3 when any image is anomalous]' \
-        '--num-workers[DataLoader worker processes for image decoding]:value:_files' \
-        '--quiet[No progress on stderr]' \
-        '--help[Show this message and exit]' \
+        '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \
+        '(-q --quiet)-q[No progress on stderr]' \
+        '(-q --quiet)--quiet[No progress on stderr]' \
+        '(-h --help)-h[Show this message and exit]' \
+        '(-h --help)--help[Show this message and exit]' \
         '*:file:_files' ;;
     report)
       _arguments -s \
-        '--out[HTML file to write]:value:_files' \
+        '(-o --out)-o[HTML file to write]:out:_files' \
+        '(-o --out)--out[HTML file to write]:out:_files' \
         '--json[Machine-readable JSON on stdout (nothing else)]' \
-        '--quiet[No progress on stderr]' \
-        '--help[Show this message and exit]' \
+        '(-q --quiet)-q[No progress on stderr]' \
+        '(-q --quiet)--quiet[No progress on stderr]' \
+        '(-h --help)-h[Show this message and exit]' \
+        '(-h --help)--help[Show this message and exit]' \
         '*:file:_files' ;;
     demo)
       _arguments -s \
-        '--out[Demo folder (dataset, store, run, predictions)]:value:_files' \
-        '--category[Only this category (repeatable)]:value:_files' \
-        '--quick[A sub-minute version (smaller images, fewer epochs)]' \
-        '--device[auto, cpu, cuda, cudaN or mps]:value:_files' \
-        '--quiet[No progress on stderr]' \
-        '--help[Show this message and exit]' \
+        '(-o --out)-o[Demo folder (dataset, store, run, predictions)]:out:_files -/' \
+        '(-o --out)--out[Demo folder (dataset, store, run, predictions)]:out:_files -/' \
+        '(-c --category)-c[Only this category (repeatable)]:category: ' \
+        '(-c --category)--category[Only this category (repeatable)]:category: ' \
+        '--quick[A sub-minute version (fewer images and epochs)]' \
+        '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
+        '(-q --quiet)-q[No progress on stderr]' \
+        '(-q --quiet)--quiet[No progress on stderr]' \
+        '(-h --help)-h[Show this message and exit]' \
+        '(-h --help)--help[Show this message and exit]' \
         '*:file:_files' ;;
   esac
 }

@@ -3,6 +3,7 @@ subprocess smoke tests of `python -m edcli` itself (start-up time, exit codes of
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_missing_weights_offline_names_the_options(tmp_path, tiny_data):
 
 def test_bad_usage_is_exit_2():
     assert run_ed("train", "--epochs", "many").returncode == 2
-    bad = run_ed("train", "--d-model", "abc")
+    bad = run_ed("train", "--data-path", "data", "--d-model", "abc")  # --data-path is required (its own exit 2)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--d-model" in bad.stderr
 
 
@@ -161,3 +162,71 @@ def test_infer_reads_paths_from_stdin(tmp_path, tiny_data, tiny_run):
                  "--out", tmp_path, "--device", "cpu", input="\n".join(map(str, imgs)) + "\n")
     assert res.returncode == 0, res.stderr
     assert [r["path"] for r in json.loads(res.stdout)] == [str(p) for p in imgs]
+
+
+def test_help_groups_options_shows_choices_examples_and_whole_summaries():
+    from edcli.config import PRECISIONS, SELECTIONS
+
+    train = invoke("train", "--help").stdout
+    for panel in ("Data", "Backbone", "Model", "Optimisation", "Evaluation", "Output", "Hardware"):
+        assert f"─ {panel} ─" in train, panel
+    assert f"<{'|'.join(SELECTIONS)}>" in train and f"<{'|'.join(PRECISIONS)}>" in train
+    assert "auto|cpu|cuda|cuda:N|mps" in train and "<str>" not in train and "<list[str]>" not in train
+    assert "Examples" in train and "$ ed train --data-path" in train
+    infer = invoke("infer", "--help").stdout
+    assert "Usage: ed infer [OPTIONS] CHECKPOINT INPUTS..." in infer and "<list[str]>" not in infer
+    assert "max|mean|topk:R" in invoke("eval", "--help").stdout
+    root = invoke("--help").stdout
+    assert "--install-completion" not in root and "--show-completion" not in root and "..." not in root.split("Commands")[1]
+    assert "and run the whole pipeline on it." in root  # the demo's summary, whole
+
+
+def test_a_wrong_choice_or_a_missing_data_path_is_a_usage_error():
+    bad = invoke("train", "--data-path", "data", "--precision", "fp64")
+    assert bad.returncode == 2 and all(p in bad.stderr for p in ("fp32", "bf16", "fp16")), bad.stderr
+    assert invoke("train", "--data-path", "data", "--select", "best").returncode == 2
+    missing = invoke("features", "--store", "s")
+    assert missing.returncode == 2 and "--data-path" in missing.stderr
+
+
+def test_train_progress_lines_eval_bar_and_the_overwrite_refusal(tmp_path, tiny_data, tiny_store):
+    out = tmp_path / "run"
+    args = ["train", "--data-path", tiny_data, "--store", tiny_store, "--out", out, "--category", "brick",
+            "--backbone", "tf_efficientnet_lite0", "--image-size", "64", "--epochs", "2", "--batch-size", "2",
+            "--layers", "2", "--heads", "4", "--seed", "7", "--device", "cpu"]
+    res = invoke(*args, env={"COLUMNS": "60"})  # not a terminal: plain lines, one per epoch
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert re.match(r"\s*\d+\.\d+s  ed train: brick of .* 2 epochs, batch 2", lines[0]), lines[0]
+    assert all(re.match(r"\s*\d+\.\d+s  ", ln) for ln in lines), res.stderr  # each with its time; none wrapped
+    from edcli.method.scoring import calibration_split
+
+    per_epoch = -(-len(calibration_split(8, 0.1, 7)[0]) // 2)  # batches of 2 over the images left after calibration
+    epochs = [ln for ln in lines if "brick epoch" in ln]
+    assert [re.search(r"epoch (\d/\d): (\d+)/(\d+) batches", ln).groups() for ln in epochs] == [
+        ("1/2", str(per_epoch), str(2 * per_epoch)), ("2/2", str(2 * per_epoch), str(2 * per_epoch))]
+    assert "ETA" in epochs[0] and "rec " in epochs[0] and max(map(len, lines)) > 60
+    ev = invoke("eval", "--run", out, "--device", "cpu")  # 3 good and 5 defective test images
+    assert ev.returncode == 0 and re.search(r"brick eval: 8/8 images in \d+\.\d s", ev.stderr), ev.stderr
+    before = (out / "checkpoints" / "brick.pt").read_bytes()
+    again = invoke(*args)
+    err = [ln for ln in again.stderr.splitlines() if ln.startswith("error:")]
+    assert again.returncode == 1 and len(err) == 1 and "--overwrite" in err[0] and "brick.pt" in err[0], again.stderr
+    assert (out / "checkpoints" / "brick.pt").read_bytes() == before and (out / "metrics.json").exists()
+    (out / "maps").mkdir()
+    redo = invoke(*args, "--overwrite", "--seed", "8")
+    assert redo.returncode == 0, redo.stderr
+    assert not (out / "metrics.json").exists() and not (out / "metrics.csv").exists() and not (out / "maps").exists()
+    assert (out / "checkpoints" / "brick.pt").read_bytes() != before
+
+
+def test_a_folder_of_normal_images_only_gives_a_normal_test_split(tmp_path, tiny_data):
+    root = tmp_path / "photos" / "widget" / "train" / "normal"
+    shutil.copytree(tiny_data / "brick" / "train" / "good", root)  # 8 images, no test/
+    res = invoke("features", "--dataset", "folder", "--normal-name", "normal", "--data-path", tmp_path / "photos",
+                 "--store", tmp_path / "s", "--backbone", "tf_efficientnet_lite0", "--image-size", "64",
+                 "--test-fraction", "0.25", "--json")
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads(res.stdout)
+    assert (row["train"], row["test"]) == (6, 2)
+    assert "no test/ folder: 2 of the 8 normal images" in res.stderr and "not defined" in res.stderr

@@ -51,3 +51,30 @@ def test_bash_script_completes_options():
     assert out == ["--epochs"]
     probe = script + '\nCOMP_WORDS=(ed in); COMP_CWORD=1; _ed; echo "${COMPREPLY[@]}"\n'
     assert subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split() == ["infer"]
+
+
+def test_bash_script_completes_short_options_and_option_values():
+    if not shutil.which("bash"):
+        pytest.skip("no bash")
+    from edcli.config import PRECISIONS
+    from edcli.data.layouts import LAYOUTS
+
+    script = (ROOT / "completions" / "ed.bash").read_text()
+
+    def complete(*words: str) -> list[str]:
+        probe = script + f'\nCOMP_WORDS=({" ".join(words)}); COMP_CWORD={len(words) - 1}; _ed; echo "${{COMPREPLY[@]}}"\n'
+        return subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+
+    assert complete("ed", "train", "--precision", "") == list(PRECISIONS)
+    assert complete("ed", "train", "--precision", "b") == ["bf16"]
+    assert complete("ed", "features", "-d", "") == list(LAYOUTS)  # a short option's values
+    assert complete("ed", "eval", "--device", "c") == ["cpu", "cuda"]
+    assert "-j" in complete("ed", "train", "-")
+
+
+def test_zsh_and_fish_keep_colons_and_complete_values():
+    scripts = _scripts()
+    assert "per category\\: prototypes" in scripts["ed.zsh"]  # escaped, so zsh shows the colon
+    assert ":precision:(fp32 bf16 fp16)" in scripts["ed.zsh"] and "'(-d --dataset)-d[" in scripts["ed.zsh"]
+    assert "-l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'" in scripts["ed.fish"]
+    assert "-l dataset -s d" in scripts["ed.fish"] and "per category: prototypes" in scripts["ed.fish"]

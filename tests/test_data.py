@@ -401,3 +401,28 @@ def test_file_dataset_through_dataloader_workers(tmp_path):
 
 def test_image_exts_cover_the_layouts():
     assert {".png", ".bmp", ".jpg"} <= set(IMAGE_EXTS) and all(e == e.lower() for e in IMAGE_EXTS)
+
+
+def test_folder_category_without_test_holds_out_normal_images(tmp_path):
+    for i in range(10):
+        _save(tmp_path / f"widget/train/normal/{i:02d}.jpg", _scene())
+    train = list_split("folder", tmp_path, "widget", "train", "normal", test_fraction=0.2, seed=5)
+    test = list_split("folder", tmp_path, "widget", "test", "normal", test_fraction=0.2, seed=5)
+    assert len(train) == 8 and len(test) == 2 and all(r.label == 0 and r.mask_path is None for r in test)
+    assert sorted(r.path for r in train + test) == sorted(str(p) for p in (tmp_path / "widget/train/normal").iterdir())
+    again = list_split("folder", tmp_path, "widget", "test", "normal", test_fraction=0.2, seed=5)
+    assert [r.path for r in again] == [r.path for r in test]  # the seed picks them
+    picks = {tuple(r.path for r in list_split("folder", tmp_path, "widget", "test", "normal", 0.2, s)) for s in range(6)}
+    assert len(picks) > 1
+    assert len(list_split("folder", tmp_path, "widget", "test", "normal", test_fraction=0.5)) == 5
+    with pytest.raises(DataError, match="test"):  # the MVTec layout still needs its test/ folder
+        list_split("mvtec", tmp_path, "widget", "test", "normal")
+
+
+def test_other_image_types_under_the_mvtec_layout_suggest_folder(tmp_path):
+    _save(tmp_path / "jpgs/widget/train/good/a.jpg", _scene())
+    with pytest.raises(DataError, match=r"\.jpg files: --dataset folder"):
+        list_split("mvtec", tmp_path / "jpgs", "widget", "train")
+    _save(tmp_path / "named/gadget/train/normal/a.png", _scene())
+    with pytest.raises(DataError, match="--dataset folder --normal-name normal"):
+        discover_categories("mvtec", tmp_path / "named")

@@ -49,6 +49,8 @@ def test_categories_per_rank_and_jobs_equal_training_alone(tmp_path, tiny_data, 
     jobs = invoke("train", "--data-path", tiny_data, "--store", tmp_path / "store2", "--out", tmp_path / "jobs",
                   "--jobs", "2", *COMMON)
     assert jobs.returncode == 0, jobs.stderr[-3000:]
+    for w, cat in ((1, "brick"), (2, "gravel")):  # the workers' progress reaches the parent: a line per epoch
+        assert all(f"worker {w}: {cat} epoch {e}/2: " in jobs.stderr for e in (1, 2)), jobs.stderr
     for cat in ("brick", "gravel"):
         alone = invoke("train", "--data-path", tiny_data, "--store", tmp_path / "store1", "--out", tmp_path / "alone",
                        "--category", cat, *COMMON)  # one thread, as each rank

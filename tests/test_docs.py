@@ -78,9 +78,21 @@ def test_dataset_layouts_are_one_list():
     table = README.split("## Datasets", 1)[1].split("\n## ", 1)[0]
     in_readme = re.findall(r"^\| `(\w+)`", table, flags=re.M)
     for name in ("features", "train", "eval"):
-        shown = re.search(r"--dataset <([\w|]+)>", invoke(name, "--help").stdout)
+        shown = re.search(r"--dataset\s+-d\s+<([\w|]+)>", invoke(name, "--help").stdout)  # a rich help panel row
         assert shown and shown.group(1).split("|") == list(LAYOUTS), name
     assert in_readme == list(LAYOUTS)
     for name, lay in LAYOUTS.items():  # each row is the registry's own description
         row = next(ln for ln in table.splitlines() if ln.startswith(f"| `{name}`"))
         assert lay.doc_layout in row and lay.doc_resize in row, name
+
+
+def test_readme_lists_the_accepted_mask_names():
+    """The mask table of README "Datasets" is the registry's: folder, names and extensions per layout."""
+    from edcli.data.layouts import LAYOUTS
+
+    table = README.split("## Datasets", 1)[1].split("\n## ", 1)[0]
+    for name, lay in LAYOUTS.items():
+        row = next(ln for ln in table.splitlines() if ln.startswith(f"| {name} |"))
+        assert lay.mask_dir.replace("{type}", "<type>") in row, name
+        assert all(f"`{n.replace('{stem}', '<stem>')}`" in row for n in lay.mask_names), name
+        assert "any image type" in row if len(lay.mask_exts) > 2 else all(f"`{e}`" in row for e in lay.mask_exts)

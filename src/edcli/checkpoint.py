@@ -110,3 +110,44 @@ def find_checkpoints(run: Optional[str], checkpoint: Optional[str], categories: 
             raise ConfigError(f"--category {', '.join(unknown)}: no checkpoint in {folder} (have: {', '.join(by_name)})")
         paths = [by_name[c] for c in categories]
     return paths
+
+
+# what `ed eval` and a user's `ed infer --out RUN/predictions` leave in a run folder: stale once the models change
+RUN_RESULTS = ("metrics.json", "metrics.csv", "predictions", "maps")
+
+
+def claim_run_folder(out: str | Path, categories: list[str], overwrite: bool = False, resume: bool = False,
+                     remove: bool = True) -> list[str]:
+    """Refuse to train into a run folder that already holds checkpoints (or resume states) of these categories,
+    unless --overwrite or --resume. Other categories may join a run.
+
+    --overwrite removes those checkpoints and the run's results, stale once a model changes (`remove=False` only
+    checks: the ranks of a torchrun job other than 0). Returns the names removed.
+    """
+    import shutil
+
+    if overwrite and resume:
+        raise ConfigError("--overwrite starts the run again and --resume continues it: give one of them")
+    out = Path(out)
+    held = [p for c in categories for p in (checkpoint_path(out, c), resume_path(checkpoint_path(out, c))) if p.exists()]
+    if resume:
+        return []
+    if held and not overwrite:
+        names = ", ".join(p.name for p in held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise ConfigError(f"{out} already holds checkpoints ({names}): pass --overwrite to replace them and the "
+                          "run's metrics, --resume to continue them, or another --out")
+    removed: list[str] = []
+    if overwrite and remove:
+        for p in held:
+            p.unlink(missing_ok=True)
+            removed.append(str(p.relative_to(out)))
+        for name in RUN_RESULTS:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+            else:
+                continue
+            removed.append(name)
+    return removed

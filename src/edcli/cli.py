@@ -4,12 +4,18 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from edcli.config import (
+    ARCHS,
     DEFAULT_BACKBONE,
+    PIXEL_MAPS,
+    PRECISIONS,
+    SELECTIONS,
+    STRATEGIES,
     BackboneConfig,
     DataConfig,
     EvalConfig,
@@ -19,38 +25,115 @@ from edcli.config import (
 from edcli.data.layouts import LAYOUTS
 from edcli.version import __version__
 
+# ------------------------------------------------------------------------------------------- help layout
+# the option groups of every command's help, in this order
+DATA, BACKBONE, MODEL, OPTIM, EVAL, OUTPUT, HARDWARE = (
+    "Data", "Backbone", "Model", "Optimisation", "Evaluation", "Output", "Hardware")
+PANELS = (DATA, BACKBONE, MODEL, OPTIM, EVAL, OUTPUT, HARDWARE)
+
+
+class _HelpParams:
+    """Help panels in the order of PANELS (--help in Output); no `<bool>` type column for flags, nor `<list[str]>`
+    for a variadic argument."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+            if p.param_type_name == "option" and p.name == "help" and isinstance(self, TyperCommand):
+                p.rich_help_panel = OUTPUT
+            if p.param_type_name == "argument" and p.nargs != 1:  # its name (INPUTS...) says it; not <list[str]>
+                p.display_type_rich = lambda ctx: None
+        rank = {name: i for i, name in enumerate(PANELS)}
+        return sorted(params, key=lambda p: -1 if p.param_type_name == "argument"
+                      else rank.get(getattr(p, "rich_help_panel", None) or "", len(PANELS)))
+
+
+class _Group(_HelpParams, TyperGroup):
+    pass
+
+
+class _Command(_HelpParams, TyperCommand):
+    """Usage as `ed infer [OPTIONS] CHECKPOINT INPUTS...` (Typer writes `{checkpoint} {inputs}...`)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if p.param_type_name == "argument":
+                name = (p.metavar or p.name or "").upper()
+                name += "..." if p.nargs != 1 and not name.endswith("...") else ""
+                pieces.append(name if p.required else f"[{name}]")
+        return pieces
+
+
 app = typer.Typer(
     name="ed",
+    cls=_Group,
     help="Unsupervised image anomaly detection with ED (Emphasize Differences): train on normal images, "
          "score new ones, localise their defects.",
     no_args_is_help=True,
-    add_completion=True,
+    add_completion=False,  # the static scripts of `completions/` are the way (README "Shell completions")
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",  # help panels per option group; typer imports rich only to render help
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 _T, _D, _M, _E = TrainConfig(), DataConfig(), ModelConfig(), EvalConfig()
 
+
+def _escape(text: str) -> str:
+    """Literal square brackets in rich markup (help text is rendered with rich_markup_mode="rich")."""
+    return text.replace("[", "\\[")
+
+
+def _examples(*lines: str) -> str:
+    """The epilog of a command's help: a few complete command lines."""
+    return "[bold]Examples[/bold]\n\n" + "\n\n".join(f"  [cyan]$ {_escape(line)}[/cyan]" for line in lines)
+
+
+def _command(name: Optional[str] = None, examples: tuple[str, ...] = (), **kw):
+    return app.command(name, cls=_Command, epilog=_examples(*examples) if examples else None, **kw)
+
+
 # ------------------------------------------------------------------------------------------- shared options
-# the --dataset choices are the registered layouts (data/layouts.py)
+# the --dataset choices are the registered layouts (data/layouts.py); the other choices are config's tuples
 DatasetName = enum.Enum("DatasetName", {name: name for name in LAYOUTS}, type=str)
-Dataset = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Layout of --data-path (see the README's table).")]
-DataPath = Annotated[Optional[Path], typer.Option("--data-path", "-p", help="Dataset root: one folder per category.")]
-Category = Annotated[Optional[list[str]], typer.Option("--category", "-c", help="Only this category (repeatable). Default: all found.")]
-Store = Annotated[Path, typer.Option("--store", "-s", help="Feature store directory (HDF5 files).")]
-Backbone = Annotated[str, typer.Option("--backbone", "-b", help="timm model name with features_only support.")]
-Weights = Annotated[Optional[Path], typer.Option("--weights", help="Backbone weights file (offline use).")]
-RandomInit = Annotated[bool, typer.Option("--random-init", help="Untrained backbone: for tests and timing only (recorded).")]
-ImageSize = Annotated[int, typer.Option("--image-size", help="Input size S: images become S x S.")]
-Levels = Annotated[str, typer.Option("--levels", help="timm feature indices, comma separated (2,3 = strides 8 and 16).")]
-NormalName = Annotated[str, typer.Option("--normal-name", help="Name of the normal folder for --dataset folder.")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-Precision = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast on GPU).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
-Workers = Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes for image decoding.")]
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout (nothing else).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+Dataset = Annotated[DatasetName, typer.Option("--dataset", "-d", help="Layout of --data-path (see the README's table).",
+                                              rich_help_panel=DATA)]
+DataPath = Annotated[Optional[Path], typer.Option("--data-path", "-p", metavar="DIR", rich_help_panel=DATA,
+                                                  help="Dataset root: one folder per category.")]
+NeedDataPath = Annotated[Path, typer.Option("--data-path", "-p", metavar="DIR", rich_help_panel=DATA,
+                                            help="Dataset root: one folder per category.")]
+Category = Annotated[Optional[list[str]], typer.Option("--category", "-c", metavar="NAME", rich_help_panel=DATA,
+                                                       help="Only this category (repeatable). Default: all found.")]
+Store = Annotated[Path, typer.Option("--store", "-s", metavar="DIR", rich_help_panel=DATA,
+                                     help="Feature store directory (HDF5 files).")]
+Backbone = Annotated[str, typer.Option("--backbone", "-b", metavar="NAME", rich_help_panel=BACKBONE,
+                                       help="timm model name with features_only support.")]
+Weights = Annotated[Optional[Path], typer.Option("--weights", metavar="FILE", rich_help_panel=BACKBONE,
+                                                 help="Backbone weights file (offline use).")]
+RandomInit = Annotated[bool, typer.Option("--random-init", rich_help_panel=BACKBONE,
+                                          help="Untrained backbone: for tests and timing only (recorded).")]
+ImageSize = Annotated[int, typer.Option("--image-size", metavar="PX", rich_help_panel=DATA,
+                                        help="Input size S in pixels: images become S x S.")]
+Levels = Annotated[str, typer.Option("--levels", metavar="I,J", rich_help_panel=BACKBONE,
+                                     help="timm feature indices, comma separated (2,3 = strides 8 and 16).")]
+NormalName = Annotated[str, typer.Option("--normal-name", metavar="NAME", rich_help_panel=DATA,
+                                         help="Name of the normal folder for --dataset folder.")]
+TestFraction = Annotated[float, typer.Option("--test-fraction", metavar="F", min=0.0, max=0.9, rich_help_panel=DATA,
+                                             help="--dataset folder without test/: this share of the normal images "
+                                                  "becomes the (normal-only) test split, picked by the seed.")]
+Device = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda|cuda:N|mps", rich_help_panel=HARDWARE,
+                                     help="Where to compute; auto: cuda, then mps, then cpu.")]
+Precision = Annotated[Literal[PRECISIONS], typer.Option("--precision", rich_help_panel=HARDWARE,
+                                                        help="Autocast precision on a GPU (the CPU takes fp32).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", metavar="N", min=1, rich_help_panel=HARDWARE,
+                                        help="Images per batch.")]
+Workers = Annotated[int, typer.Option("--num-workers", metavar="N", min=0, rich_help_panel=HARDWARE,
+                                      help="DataLoader worker processes for image decoding.")]
+Json = Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Machine-readable JSON on stdout (nothing else).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT, help="No progress on stderr.")]
 
 
 def _version(value: bool) -> None:
@@ -114,9 +197,10 @@ def _bb(backbone: str, levels: str, weights: Optional[Path], random_init: bool) 
 
 
 def _data(dataset: DatasetName, data_path: Optional[Path], category: Optional[list[str]], image_size: int,
-          normal_name: str) -> DataConfig:
+          normal_name: str, test_fraction: float = _D.test_fraction, split_seed: int = _D.split_seed) -> DataConfig:
     return DataConfig(dataset=dataset.value, data_path=str(data_path) if data_path else "",
-                      categories=tuple(category or ()), image_size=image_size, normal_name=normal_name)
+                      categories=tuple(category or ()), image_size=image_size, normal_name=normal_name,
+                      test_fraction=test_fraction, split_seed=split_seed)
 
 
 def _human_bytes(n: int) -> str:
@@ -128,13 +212,14 @@ def _human_bytes(n: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------- distmaps
-@app.command()
+@_command(examples=("ed distmaps --store store --backbone tf_efficientnet_lite0 --image-size 128",
+                     "ed distmaps --store store --grid 16 --grid 8 --json"))
 def distmaps(
     store: Store = Path("store"),
     backbone: Backbone = DEFAULT_BACKBONE,
     image_size: ImageSize = _D.image_size,
     levels: Levels = "2,3",
-    grid: Annotated[Optional[list[int]], typer.Option("--grid", help="Grid side H (H x H tokens) instead of a backbone; repeatable.")] = None,
+    grid: Annotated[Optional[list[int]], typer.Option("--grid", metavar="H", rich_help_panel=BACKBONE, help="Grid side H (H x H tokens) instead of a backbone; repeatable.")] = None,
     json_out: Json = False,
 ) -> None:
     """Write squared row/column index-distance matrices for each level's token grid (store/distmaps.h5)."""
@@ -153,9 +238,10 @@ def distmaps(
 
 
 # ------------------------------------------------------------------------------------------- features
-@app.command()
+@_command(examples=("ed features --data-path mvtec --store store",
+                     "ed features --dataset folder --data-path photos --backbone tf_efficientnet_lite0 --image-size 128"))
 def features(
-    data_path: DataPath = None,
+    data_path: NeedDataPath,
     dataset: Dataset = DatasetName(_D.dataset),
     category: Category = None,
     store: Store = Path("store"),
@@ -165,17 +251,19 @@ def features(
     image_size: ImageSize = _D.image_size,
     levels: Levels = "2,3",
     normal_name: NormalName = _D.normal_name,
+    test_fraction: TestFraction = _D.test_fraction,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", rich_help_panel=DATA, help="Picks the --test-fraction images (ed train's --seed).")] = _T.seed,
     device: Device = "auto",
     batch_size: BatchSize = 16,
     num_workers: Workers = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute categories already in the store.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT, help="Recompute categories already in the store.")] = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Run the frozen backbone once per category: prototypes and cached pooled features of train and test images."""
     from edcli.commands import features as command
 
-    data = _data(dataset, data_path, category, image_size, normal_name)
+    data = _data(dataset, data_path, category, image_size, normal_name, test_fraction, seed)
     rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), str(store), device,
                                      batch_size, overwrite, num_workers, _tracker(quiet)))
     if rows is None:
@@ -191,38 +279,42 @@ def features(
 
 
 # ------------------------------------------------------------------------------------------- train
-@app.command()
+@_command(examples=("ed train --data-path mvtec --store store --out runs/ed --epochs 100",
+                     "ed train --dataset folder --data-path photos --backbone tf_efficientnet_lite0 --image-size 128 "
+                     "--epochs 25 --out runs/photos --jobs 2"))
 def train(
-    data_path: DataPath = None,
+    data_path: NeedDataPath,
     dataset: Dataset = DatasetName(_D.dataset),
     category: Category = None,
     store: Store = Path("store"),
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints/<category>.pt, run.json, metrics.")] = Path("runs/ed"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", rich_help_panel=OUTPUT, help="Run folder: checkpoints/<category>.pt, run.json, metrics.")] = Path("runs/ed"),
     backbone: Backbone = DEFAULT_BACKBONE,
     weights: Weights = None,
     random_init: RandomInit = False,
     image_size: ImageSize = _D.image_size,
     levels: Levels = "2,3",
     normal_name: NormalName = _D.normal_name,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per category.")] = _T.epochs,
-    batch_size: BatchSize = _T.batch_size,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = _T.lr,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (reset per category, as the reference).")] = _T.seed,
-    arch: Annotated[str, typer.Option("--arch", help="ed, or fod (subtraction fusion, plain MLP, fixed temperature).")] = _M.arch,
-    intra: Annotated[bool, typer.Option("--intra/--no-intra", help="Intra-image (self-attention) branch.")] = _M.intra,
-    inter: Annotated[bool, typer.Option("--inter/--no-inter", help="Inter-image (prototype cross-attention) branch.")] = _M.inter,
-    layers: Annotated[int, typer.Option("--layers", help="Encoder layers per level.")] = _M.layers,
-    heads: Annotated[int, typer.Option("--heads", help="Attention heads.")] = _M.heads,
-    d_model: Annotated[Optional[str], typer.Option("--d-model", help="Model width per level, comma separated. Default: C/2 rounded up to 32, >= 64.")] = None,
-    attn_out_proj: Annotated[bool, typer.Option("--attn-out-proj", help="Apply the attention output projection (the reference discards it).")] = _M.attn_out_proj,
+    test_fraction: TestFraction = _D.test_fraction,
+    epochs: Annotated[int, typer.Option("--epochs", metavar="N", min=1, rich_help_panel=OPTIM, help="Training epochs per category.")] = _T.epochs,
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", min=1, rich_help_panel=OPTIM, help="Images per training step.")] = _T.batch_size,
+    lr: Annotated[float, typer.Option("--lr", metavar="RATE", rich_help_panel=OPTIM, help="Adam learning rate.")] = _T.lr,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", rich_help_panel=OPTIM, help="Random seed (reset per category, as the reference).")] = _T.seed,
+    arch: Annotated[Literal[ARCHS], typer.Option("--arch", rich_help_panel=MODEL, help="ed, or fod (subtraction fusion, plain MLP, fixed temperature).")] = _M.arch,
+    intra: Annotated[bool, typer.Option("--intra/--no-intra", rich_help_panel=MODEL, help="Intra-image (self-attention) branch.")] = _M.intra,
+    inter: Annotated[bool, typer.Option("--inter/--no-inter", rich_help_panel=MODEL, help="Inter-image (prototype cross-attention) branch.")] = _M.inter,
+    layers: Annotated[int, typer.Option("--layers", metavar="N", min=1, rich_help_panel=MODEL, help="Encoder layers per level.")] = _M.layers,
+    heads: Annotated[int, typer.Option("--heads", metavar="N", min=1, rich_help_panel=MODEL, help="Attention heads.")] = _M.heads,
+    d_model: Annotated[Optional[str], typer.Option("--d-model", metavar="W,W", rich_help_panel=MODEL, help="Model width per level, comma separated. Default: C/2 rounded up to 32, >= 64.")] = None,
+    attn_out_proj: Annotated[bool, typer.Option("--attn-out-proj", rich_help_panel=MODEL, help="Apply the attention output projection (the reference discards it).")] = _M.attn_out_proj,
     device: Device = _T.device,
     precision: Precision = _T.precision,
-    eval_every: Annotated[int, typer.Option("--eval-every", help="Evaluate on the test split every N epochs (0: never).")] = _T.eval_every,
-    select: Annotated[str, typer.Option("--select", help="last (honest), best-image or best-pixel (test-selected).")] = _T.select,
-    calib_fraction: Annotated[float, typer.Option("--calib-fraction", help="Share of normal train images held out for the threshold.")] = _T.calib_fraction,
-    strategy: Annotated[str, typer.Option("--strategy", help="Under torchrun: categories (one per rank) or ddp (one category data-parallel).")] = _T.strategy,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Categories trained side by side in worker processes.")] = _T.jobs,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last completed epoch.")] = False,
+    eval_every: Annotated[int, typer.Option("--eval-every", metavar="EPOCHS", min=0, rich_help_panel=EVAL, help="Evaluate on the test split every N epochs (0: never).")] = _T.eval_every,
+    select: Annotated[Literal[SELECTIONS], typer.Option("--select", rich_help_panel=EVAL, help="Which epoch's weights: last (honest) or the best by a TEST metric (test-selected, needs --eval-every).")] = _T.select,
+    calib_fraction: Annotated[float, typer.Option("--calib-fraction", metavar="F", min=0.0, max=0.9, rich_help_panel=EVAL, help="Share of normal train images held out for the threshold.")] = _T.calib_fraction,
+    strategy: Annotated[Literal[STRATEGIES], typer.Option("--strategy", rich_help_panel=HARDWARE, help="Under torchrun: categories (one per rank) or ddp (one category data-parallel).")] = _T.strategy,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, rich_help_panel=HARDWARE, help="Categories trained side by side in worker processes.")] = _T.jobs,
+    resume: Annotated[bool, typer.Option("--resume", rich_help_panel=OUTPUT, help="Continue from the last completed epoch.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT, help="Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps.")] = False,
     num_workers: Workers = 0,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -231,13 +323,13 @@ def train(
     from edcli.commands import train as command
 
     dm = _int_list(d_model, "--d-model", "256,512") if d_model else ()
-    data = _data(dataset, data_path, category, image_size, normal_name)
+    data = _data(dataset, data_path, category, image_size, normal_name, test_fraction, seed)
     mcfg = ModelConfig(arch=arch, intra=intra, inter=inter, layers=layers, heads=heads, d_model=dm,
                        attn_out_proj=attn_out_proj)
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
                        eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy, jobs=jobs)
     rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
-                                  resume=resume, num_workers=num_workers, track=_tracker(quiet)))
+                                  resume=resume, num_workers=num_workers, track=_tracker(quiet), overwrite=overwrite))
     if rows is None:
         return
     from edcli.ui import print_json, print_table
@@ -253,20 +345,20 @@ def train(
 
 
 # ------------------------------------------------------------------------------------------- eval
-@app.command("eval")
+@_command("eval", examples=("ed eval --run runs/ed", "ed eval --run runs/ed --reducer topk:0.01 --save-maps --json"))
 def eval_(
-    run: Annotated[Optional[Path], typer.Option("--run", "-r", help="Run folder written by `ed train --out`.")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="One checkpoint file instead of a run.")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", "-r", metavar="DIR", rich_help_panel=DATA, help="Run folder written by `ed train --out`.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", metavar="FILE", rich_help_panel=DATA, help="One checkpoint file instead of a run.")] = None,
     data_path: DataPath = None,
-    dataset: Annotated[Optional[DatasetName], typer.Option("--dataset", "-d", help="Layout of --data-path (default: the checkpoint's).")] = None,
+    dataset: Annotated[Optional[DatasetName], typer.Option("--dataset", "-d", rich_help_panel=DATA, help="Layout of --data-path (default: the checkpoint's).")] = None,
     category: Category = None,
-    store: Annotated[Optional[Path], typer.Option("--store", "-s", help="Feature store (default: the run's).")] = None,
-    reducer: Annotated[str, typer.Option("--reducer", help="Image score from the smoothed map: max, mean or topk:<ratio>.")] = _E.reducer,
-    pixel_map: Annotated[str, typer.Option("--pixel-map", help="Map for pixel metrics: raw (unsmoothed, as the reference) or smoothed.")] = _E.pixel_map,
+    store: Annotated[Optional[Path], typer.Option("--store", "-s", metavar="DIR", rich_help_panel=DATA, help="Feature store (default: the run's).")] = None,
+    reducer: Annotated[str, typer.Option("--reducer", metavar="max|mean|topk:R", rich_help_panel=EVAL, help="Image score from the smoothed map: its max, mean, or mean of the top share R (0 < R <= 1).")] = _E.reducer,
+    pixel_map: Annotated[Literal[PIXEL_MAPS], typer.Option("--pixel-map", rich_help_panel=EVAL, help="Map for pixel metrics: raw (unsmoothed, as the reference) or smoothed.")] = _E.pixel_map,
     device: Device = _E.device,
     precision: Precision = _E.precision,
     batch_size: BatchSize = _E.batch_size,
-    save_maps: Annotated[bool, typer.Option("--save-maps", help="Write raw maps (.npy) and heat-map PNGs per test image.")] = False,
+    save_maps: Annotated[bool, typer.Option("--save-maps", rich_help_panel=OUTPUT, help="Write raw maps (.npy) and heat-map PNGs per test image.")] = False,
     num_workers: Workers = 0,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -309,20 +401,21 @@ def render_metrics(res: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------- infer
-@app.command()
+@_command(examples=("ed infer runs/ed/checkpoints/bottle.pt new_images/ --out predictions",
+                     "find shots -name '*.jpg' | ed infer runs/ed/checkpoints/bottle.pt - --csv --fail-on-anomaly"))
 def infer(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `ed train`.")],
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders, globs, or - to read paths from stdin.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for predictions and heat maps.")] = Path("predictions"),
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `ed train`.")],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUTS...", help="Image files, folders, globs, or - to read paths from stdin.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", rich_help_panel=OUTPUT, help="Output folder for predictions and heat maps.")] = Path("predictions"),
     batch_size: BatchSize = 8,
     device: Device = "auto",
     precision: Precision = "fp32",
-    recursive: Annotated[bool, typer.Option("--recursive", "-R", help="Descend into sub-folders.")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-R", rich_help_panel=DATA, help="Descend into sub-folders.")] = False,
     json_out: Json = False,
-    csv_out: Annotated[bool, typer.Option("--csv", help="CSV rows on stdout.")] = False,
-    save_heatmaps: Annotated[bool, typer.Option("--save-heatmaps/--no-save-heatmaps", help="Heat-map PNGs, predicted masks and raw maps.")] = True,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Override the checkpoint's calibrated threshold (raw score).")] = None,
-    fail_on_anomaly: Annotated[bool, typer.Option("--fail-on-anomaly", help="Exit 3 when any image is anomalous.")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", rich_help_panel=OUTPUT, help="CSV rows on stdout.")] = False,
+    save_heatmaps: Annotated[bool, typer.Option("--save-heatmaps/--no-save-heatmaps", rich_help_panel=OUTPUT, help="Heat-map PNGs, predicted masks and raw maps.")] = True,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", metavar="SCORE", rich_help_panel=EVAL, help="Override the checkpoint's calibrated threshold (raw score).")] = None,
+    fail_on_anomaly: Annotated[bool, typer.Option("--fail-on-anomaly", rich_help_panel=OUTPUT, help="Exit 3 when any image is anomalous.")] = False,
     num_workers: Workers = 2,
     quiet: Quiet = False,
 ) -> None:
@@ -377,11 +470,11 @@ def report(
 
 
 # ------------------------------------------------------------------------------------------- demo
-@app.command()
+@_command(examples=("ed demo", "ed demo --quick --out /tmp/ed-demo"))
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Demo folder (dataset, store, run, predictions).")] = Path("ed-demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", rich_help_panel=OUTPUT, help="Demo folder (dataset, store, run, predictions).")] = Path("ed-demo"),
     category: Category = None,
-    quick: Annotated[bool, typer.Option("--quick", help="A sub-minute version (smaller images, fewer epochs).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", rich_help_panel=OPTIM, help="A sub-minute version (fewer images and epochs).")] = False,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
@@ -407,7 +500,7 @@ def main() -> None:
 
 
 
-@app.command("completions", hidden=True)
+@app.command("completions", hidden=True, cls=_Command)
 def completions(folder: Annotated[Path, typer.Argument(help="Where to write ed.bash, ed.zsh and ed.fish.")] = Path("completions")) -> None:
     """Regenerate the static shell completion scripts."""
     from edcli.completions import completion_scripts

@@ -9,6 +9,7 @@ ARCHS = ("ed", "fod")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SELECTIONS = ("last", "best-image", "best-pixel")
 PIXEL_MAPS = ("raw", "smoothed")
+STRATEGIES = ("auto", "categories", "ddp")  # under torchrun
 DEFAULT_BACKBONE = "wide_resnet50_2"
 DEMO_BACKBONE = "tf_efficientnet_lite0"
 
@@ -39,6 +40,8 @@ class DataConfig(_Dictable):
     categories: tuple[str, ...] = ()  # empty: every category found under data_path
     image_size: int = 256
     normal_name: str = "good"  # the normal folder's name for the `folder` layout
+    test_fraction: float = 0.2  # `folder` category without test/: share of the normal images held out as its test split
+    split_seed: int = 3407  # which images that share is (ed train: its --seed)
 
 
 @dataclass(frozen=True)

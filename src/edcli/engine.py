@@ -5,7 +5,7 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -148,12 +148,13 @@ LOSS_KEYS = ("rec", "intra1", "intra2", "intra_ent", "inter1", "inter2", "inter_
 
 def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch_size: int, generator: torch.Generator,
                 device: torch.device, precision: str, lambda1: float, lambda2: float,
-                sampler_indices: Optional[torch.Tensor] = None) -> dict[str, float]:
+                sampler_indices: Optional[torch.Tensor] = None,
+                on_batch: Optional[Callable[[], None]] = None) -> dict[str, float]:
     """One epoch over cached tokens: per batch, each level in turn gets zero_grad / one backward / step.
 
     levels: the level modules (possibly DDP-wrapped); feats: per level (N, L, C) tensors (float16 on the CPU).
     Returns the mean loss terms over batches (summed over levels). Raises FloatingPointError on a non-finite loss
-    before the step, so the weights stay the last good ones.
+    before the step, so the weights stay the last good ones. `on_batch()` is called after each batch (progress).
     """
     from edcli.method.loss import ed_objective
 
@@ -177,6 +178,8 @@ def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch
             for key in LOSS_KEYS:
                 sums[key] += float(getattr(terms, key))
         n_batches += 1
+        if on_batch is not None:
+            on_batch()
     return {k: v / max(1, n_batches) for k, v in sums.items()}
 
 

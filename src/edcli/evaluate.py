@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -20,8 +20,10 @@ class ScoredSplit:
 
 
 def score_cached(model, read_level, n: int, image_size: int, device, precision: str, cfg: EvalConfig,
-                 batch_size: int = 8, indices: Optional[np.ndarray] = None, keep_maps: bool = True) -> ScoredSplit:
-    """Score items of a cached split. read_level(k, idx) -> (b, C, H, W) float32 numpy."""
+                 batch_size: int = 8, indices: Optional[np.ndarray] = None, keep_maps: bool = True,
+                 on_batch: Optional[Callable[[int], None]] = None) -> ScoredSplit:
+    """Score items of a cached split. read_level(k, idx) -> (b, C, H, W) float32 numpy; on_batch(images) after
+    each batch (progress)."""
     from edcli.engine import predict_maps, sync
     from edcli.method.scoring import score_maps
 
@@ -37,6 +39,8 @@ def score_cached(model, read_level, n: int, image_size: int, device, precision: 
         if keep_maps:
             maps.append(m)
             smoothed.append(sm)
+        if on_batch is not None:
+            on_batch(len(idx))
     sync(device)
     seconds = time.perf_counter() - start
     empty = np.zeros((0, image_size, image_size), np.float32)

@@ -76,9 +76,11 @@ def context_for_checkpoint(ck, data_path: Optional[str], device, cache: dict, da
     from edcli.errors import WeightsError
 
     bb_cfg = backbone_cfg_of(ck)
+    recorded = ck.config.get("data", {})
     data = DataConfig(dataset=dataset or ck.dataset, data_path=data_path or ck.data_path,
-                      image_size=int(ck.backbone["image_size"]),
-                      normal_name=ck.config.get("data", {}).get("normal_name", "good"))
+                      image_size=int(ck.backbone["image_size"]), normal_name=recorded.get("normal_name", "good"),
+                      test_fraction=recorded.get("test_fraction", DataConfig.test_fraction),
+                      split_seed=recorded.get("split_seed", DataConfig.split_seed))
     key = (bb_cfg, data)
     if key not in cache:
         ctx = build_context(data, bb_cfg, "cpu")
@@ -107,7 +109,7 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
     import numpy as np
 
     from edcli.data.images import SampleDataset
-    from edcli.data.layouts import list_split
+    from edcli.data.layouts import list_split, test_is_held_out
     from edcli.engine import data_loader
     from edcli.store import FeatureFile, FeatureWriter, features_path, file_size
 
@@ -120,15 +122,20 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
                    "seconds": 0.0, "bytes": file_size(path), "path": str(path), "status": "cached"}
         track.log(f"{category}: features already in {path} (same settings); skipped. --overwrite redoes them")
         return row
-    train_refs = list_split(data.dataset, data.data_path, category, "train", data.normal_name)  # never empty
-    test_refs = list_split(data.dataset, data.data_path, category, "test", data.normal_name)
+    split = (data.test_fraction, data.split_seed)
+    train_refs = list_split(data.dataset, data.data_path, category, "train", data.normal_name, *split)  # never empty
+    test_refs = list_split(data.dataset, data.data_path, category, "test", data.normal_name, *split)
+    if test_is_held_out(data.dataset, data.data_path, category):
+        track.log(f"{category}: no test/ folder: {len(test_refs)} of the {len(train_refs) + len(test_refs)} normal "
+                  f"images (--test-fraction {data.test_fraction:g}, seed {data.split_seed}) are the test split; "
+                  "metrics that need anomalies are not defined")
     S = data.image_size
     shapes = [(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))]
     start = time.perf_counter()
     sums = [np.zeros((c, h * w), dtype=np.float64) for c, h, w in shapes]
     with FeatureWriter(path, meta, shapes, len(train_refs), len(test_refs), S) as writer:
         loader = data_loader(SampleDataset(train_refs, S, ctx.resize_mode, data.dataset), batch_size, num_workers)
-        for batch in track(loader, total=len(loader), description=f"{category} train"):
+        for batch in track(loader, total=len(loader), description=f"{category} features (train)"):
             feats = run_backbone(ctx, batch["image"])
             idx = batch["index"]
             writer.write_train(int(idx[0]), feats, [train_refs[i].path for i in idx.tolist()])
@@ -140,7 +147,7 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
         if test_refs:
             loader = data_loader(SampleDataset(test_refs, S, ctx.resize_mode, data.dataset, with_masks=True),
                                  batch_size, num_workers)
-            for batch in track(loader, total=len(loader), description=f"{category} test"):
+            for batch in track(loader, total=len(loader), description=f"{category} features (test)"):
                 feats = run_backbone(ctx, batch["image"])
                 ids = batch["index"].tolist()
                 writer.write_test(ids[0], feats, [test_refs[i].path for i in ids], batch["label"].numpy(),

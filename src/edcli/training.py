@@ -1,6 +1,7 @@
 """Training one category from its cached features: calibration split, epochs, resume, selection, checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,29 @@ from edcli.config import EvalConfig, ModelConfig, TrainConfig
 from edcli.engine import epoch_generator, seed_everything, train_epoch, unwrap
 from edcli.errors import TrainingError
 from edcli.method.scoring import calibrate, calibration_split
+from edcli.track import NullTask
 
 
 def _state(levels) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().cpu().clone() for k, v in unwrap(m).state_dict().items()} for m in levels]
+
+
+def _epoch(category: str, epoch: int, levels, optims, feats, fit, cfg: TrainConfig, device, dist, ddp: bool,
+           rpath: Path, on_batch) -> dict[str, float]:
+    """One epoch of every level; a non-finite loss stops training with what was kept."""
+    gen = epoch_generator(cfg.seed, epoch)
+    order = None
+    if ddp:
+        from edcli.distributed import epoch_order
+
+        order = epoch_order(len(fit), dist, cfg.seed, epoch)
+    try:
+        return train_epoch(levels, optims, feats, cfg.batch_size, gen, device, cfg.precision, cfg.lambda1,
+                           cfg.lambda2, sampler_indices=order, on_batch=on_batch)
+    except FloatingPointError as exc:
+        keep = f"the last good state (epoch {epoch}) is kept in {rpath}" if rpath.exists() else "no state was kept"
+        raise TrainingError(f"{category}: {exc} in epoch {epoch + 1}; training stopped, {keep}. "
+                            "Try a lower --lr or --precision fp32") from exc
 
 
 def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, dict], model_cfg: ModelConfig,
@@ -76,39 +96,39 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     test_masks = masks_if_known(ff) if cfg.eval_every else None
     terms: dict[str, float] = {}
     epochs = range(start_epoch, cfg.epochs)
-    for epoch in track(epochs, total=len(epochs), description=f"{category} train"):
-        gen = epoch_generator(cfg.seed, epoch)
-        order = None
-        if ddp:
-            from edcli.distributed import epoch_order
-
-            order = epoch_order(len(fit), dist, cfg.seed, epoch)
-        try:
-            terms = train_epoch(levels, optims, feats, cfg.batch_size, gen, device, cfg.precision, cfg.lambda1,
-                                cfg.lambda2, sampler_indices=order)
-        except FloatingPointError as exc:
-            keep = f"the last good state (epoch {epoch}) is kept in {rpath}" if rpath.exists() else "no state was kept"
-            raise TrainingError(f"{category}: {exc} in epoch {epoch + 1}; training stopped, {keep}. "
-                                "Try a lower --lr or --precision fp32") from exc
-        row: dict[str, Any] = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in terms.items()}}
-        if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs) and ff.n_test:
-            model.eval()
-            split = score_cached(model, read_from(ff, "test"), ff.n_test, meta["image_size"], device, cfg.precision,
-                                 eval_cfg)
-            m = category_metrics(ff.test_labels, split, test_masks, eval_cfg)
-            model.train()
-            row.update({"image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"]})
-            for key, metric in (("best-image", "image_auroc"), ("best-pixel", "pixel_auroc")):
-                val = m[metric]
-                if val is not None and (key not in best or val > best[key]["value"]):
-                    best[key] = {"value": val, "epoch": epoch + 1, "state": _state(levels)}
-        history.append(row)
-        track.postfix(f"rec {terms['rec']:.4f} intra {terms['intra1']:.3f} inter {terms['inter1']:.3f} "
-                      f"H {terms['intra_ent']:.2f}/{terms['inter_ent']:.2f}")
-        if writer:
-            atomic_torch_save({"epoch": epoch + 1, "state_dicts": _state(levels),
-                               "optimizers": [o.state_dict() for o in optims], "history": history, "best": best,
-                               "train": cfg.to_dict()}, rpath)
+    rows_per_epoch = len(fit) if not ddp else -(-len(fit) // dist.world)  # DistributedSampler pads to equal shares
+    batches = -(-rows_per_epoch // cfg.batch_size)
+    if epochs:
+        track.log(f"{category}: training on {len(fit)} normal images ({len(cal)} held out for the threshold), "
+                  f"epochs {start_epoch + 1}-{cfg.epochs} of {batches} batches")
+    # one bar over every batch of the remaining epochs (an ETA from the first batches on); none when resuming a
+    # finished run
+    bar_cm = (track.task(f"{category} epoch {start_epoch + 1}/{cfg.epochs}", total=len(epochs) * batches,
+                         unit="batches") if epochs else contextlib.nullcontext(NullTask()))
+    with bar_cm as bar:
+        for epoch in epochs:
+            bar.update(description=f"{category} epoch {epoch + 1}/{cfg.epochs}")
+            terms = _epoch(category, epoch, levels, optims, feats, fit, cfg, device, dist, ddp, rpath, bar.advance)
+            row: dict[str, Any] = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in terms.items()}}
+            if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs) and ff.n_test:
+                model.eval()
+                split = score_cached(model, read_from(ff, "test"), ff.n_test, meta["image_size"], device,
+                                     cfg.precision, eval_cfg)
+                m = category_metrics(ff.test_labels, split, test_masks, eval_cfg)
+                model.train()
+                row.update({"image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"]})
+                for key, metric in (("best-image", "image_auroc"), ("best-pixel", "pixel_auroc")):
+                    val = m[metric]
+                    if val is not None and (key not in best or val > best[key]["value"]):
+                        best[key] = {"value": val, "epoch": epoch + 1, "state": _state(levels)}
+            history.append(row)
+            bar.update(postfix=f"rec {terms['rec']:.4f} intra {terms['intra1']:.3f} inter {terms['inter1']:.3f} "
+                               f"H {terms['intra_ent']:.2f}/{terms['inter_ent']:.2f}")
+            bar.checkpoint()
+            if writer:
+                atomic_torch_save({"epoch": epoch + 1, "state_dicts": _state(levels),
+                                   "optimizers": [o.state_dict() for o in optims], "history": history, "best": best,
+                                   "train": cfg.to_dict()}, rpath)
     model.eval()
     final_states = _state(levels)
     selection = {"select": cfg.select, "epoch": cfg.epochs, "test_selected": cfg.select != "last",

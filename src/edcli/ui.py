@@ -1,9 +1,12 @@
 """Rich consoles: results on stdout, progress and logs on stderr. The only module that imports rich."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import threading
+import time
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from rich.console import Console
@@ -17,6 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from edcli.track import NullTask
+
 
 def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
@@ -28,70 +33,156 @@ def out_console() -> Console:
 
 
 def err_console() -> Console:
-    return Console(file=sys.stderr, no_color=_no_color(), stderr=True)
+    # soft_wrap: a plain (non-TTY) line is never broken in the middle of a value; a terminal wraps it itself
+    return Console(file=sys.stderr, no_color=_no_color(), stderr=True, soft_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _LiveTask:
+    def __init__(self, progress: Progress, tid):
+        self.progress, self.tid = progress, tid
+
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(self.tid, n)
+
+    def update(self, description: Optional[str] = None, postfix: Optional[str] = None,
+               total: Optional[int] = None) -> None:
+        kw: dict[str, Any] = {"description": description} if description is not None else {}
+        if postfix is not None:
+            kw["postfix"] = postfix
+        if total is not None:
+            kw["total"] = total
+        self.progress.update(self.tid, **kw)
+
+    def checkpoint(self) -> None:
+        pass
+
+
+class _PlainTask:
+    """Without a live bar: a line at each checkpoint (an epoch's end), every `auto` share of the work (bars over
+    an iterable) and every 30 s, so CI logs show progress; each line has its counts, time and ETA."""
+
+    def __init__(self, tracker: "Tracker", description: str, total: Optional[int], unit: str, auto: bool):
+        self.tracker, self.description, self.total, self.unit = tracker, description, total, unit
+        self.postfix = ""
+        self.done = self.shown = 0
+        self.start = self.last = time.perf_counter()
+        self.step = max(1, (total or 0) // 10) if auto else 0
+
+    def advance(self, n: int = 1) -> None:
+        before, self.done = self.done, self.done + n
+        now = time.perf_counter()
+        crossed = self.step and self.done // self.step > before // self.step
+        if self.total and self.done < self.total and (crossed or now - self.last > 30):
+            self.line()
+
+    def update(self, description: Optional[str] = None, postfix: Optional[str] = None,
+               total: Optional[int] = None) -> None:
+        self.description = description if description is not None else self.description
+        self.postfix = postfix if postfix is not None else self.postfix
+        self.total = total if total is not None else self.total
+
+    def checkpoint(self) -> None:
+        self.line()
+
+    def line(self, final: bool = False) -> None:
+        now = time.perf_counter()
+        self.last, self.shown = now, self.done
+        total = self.total if self.total is not None else self.done
+        unit = f" {self.unit}" if self.unit else ""
+        took = f"in {now - self.start:.1f} s" if final else f"after {now - self.start:.1f} s"
+        eta = ""
+        if not final and self.total and 0 < self.done < self.total:
+            eta = f", ETA {_clock((now - self.start) / self.done * (self.total - self.done))}"
+        tail = f"  {self.postfix}" if self.postfix else ""
+        self.tracker.log(f"{self.description}: {self.done}/{total}{unit} {took}{eta}{tail}")
+
+    def finish(self) -> None:
+        if self.done != self.shown or self.done == 0 or self.step:
+            self.line(final=True)
 
 
 class Tracker:
-    """Progress on stderr. Live bars on a TTY; otherwise one plain line per finished task."""
+    """Progress on stderr: live bars on a terminal (NO_COLOR only drops the colour), otherwise plain lines, each
+    led by the seconds since the command started."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.console = err_console()
-        self.live = self.console.is_terminal and not _no_color() and not quiet
-        self._postfix = ""
+        self.live = self.console.is_terminal and not quiet
+        self.started = time.perf_counter()
+        self._lock = threading.RLock()  # the --jobs relay thread and the main thread share the bars
         self._progress: Optional[Progress] = None
-        self._task = None
+        self._active = 0
+        self._current: list[Any] = []
+
+    def _stamp(self, message: str) -> str:
+        return message if self.live else f"{time.perf_counter() - self.started:7.1f}s  {message}"
 
     def log(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, markup=False, highlight=False)
+            with self._lock:
+                self.console.print(self._stamp(message), markup=False, highlight=False)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
+        with self._lock:
+            self.console.print(self._stamp(f"warning: {message}"), style="yellow", markup=False, highlight=False)
 
     def postfix(self, text: str) -> None:
         """Numbers shown beside the current bar (e.g. loss terms)."""
-        self._postfix = text
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, postfix=text)
+        if self._current:
+            self._current[-1].update(postfix=text)
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: Optional[int] = None, unit: str = "", auto: bool = False) -> Iterator[Any]:
+        """A bar the caller advances (`advance`, `update`, `checkpoint`); several may be live at once."""
+        if self.quiet:
+            yield NullTask()
+            return
+        if not self.live:
+            t = _PlainTask(self, description, total, unit, auto)
+            self._current.append(t)
+            try:
+                yield t
+            finally:
+                self._current.remove(t)
+            t.finish()
+            return
+        with self._lock:
+            if self._progress is None:
+                columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                           TimeRemainingColumn(), TextColumn("{task.fields[postfix]}")]
+                self._progress = Progress(*columns, console=self.console, transient=False)
+                self._progress.start()
+            self._active += 1
+            live = _LiveTask(self._progress, self._progress.add_task(description, total=total, postfix="", unit=unit))
+        self._current.append(live)
+        try:
+            yield live
+        finally:
+            self._current.remove(live)
+            with self._lock:
+                self._active -= 1
+                if self._active == 0 and self._progress is not None:
+                    self._progress.stop()
+                    self._progress = None
 
     def __call__(self, iterable: Iterable, total: Optional[int] = None, description: str = "") -> Iterator:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
-        if not self.live:
-            yield from self._plain(iterable, total, description)
+        if not description:
+            yield from iterable
             return
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), TextColumn("{task.fields[postfix]}")]
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            self._progress = progress
-            self._task = progress.add_task(description, total=total, postfix="")
-            try:
-                for item in iterable:
-                    yield item
-                    progress.advance(self._task)
-            finally:
-                self._progress, self._task, self._postfix = None, None, ""
-
-    def _plain(self, iterable: Iterable, total: Optional[int], description: str) -> Iterator:
-        import time
-
-        start, n = time.perf_counter(), 0
-        last = start
-        step = max(1, (total or 0) // 10)
-        for item in iterable:
-            yield item
-            n += 1
-            now = time.perf_counter()
-            # without a live bar, a line every tenth of the work or every 30 s, so CI logs show progress
-            if description and not self.quiet and total and n < total and (n % step == 0 or now - last > 30):
-                tail = f"  {self._postfix}" if self._postfix else ""
-                self.log(f"{description}: {n}/{total} after {now - start:.1f} s{tail}")
-                last = now
-        if description and not self.quiet:
-            tail = f"  {self._postfix}" if self._postfix else ""
-            self.log(f"{description}: {n}/{total if total is not None else n} in {time.perf_counter() - start:.1f} s{tail}")
-        self._postfix = ""
+        with self.task(description, total, auto=True) as t:
+            for item in iterable:
+                yield item
+                t.advance()
 
 
 def _fmt(value: Any) -> str:

@@ -23,13 +23,14 @@ def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device:
     """`ed demo`: a dataset from real textures with injected defects, then distmaps, features, train, eval, infer."""
     import os
 
+    track = track or NullTracker()
+    track.log(f"ed demo{' --quick' if quick else ''}: the whole pipeline on textures with injected defects -> {out}")
     from edcli.commands import distmaps, features, infer, train
     from edcli.commands import eval as eval_cmd
     from edcli.config import DEMO_BACKBONE, EvalConfig, ModelConfig, TrainConfig
     from edcli.data.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
     from edcli.engine import resolve_device
 
-    track = track or NullTracker()
     s = DEMO_QUICK if quick else DEMO
     cats = tuple(categories) or (DEMO_CATEGORIES[:1] if quick else DEMO_CATEGORIES)
     root = Path(out)
@@ -48,7 +49,8 @@ def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device:
     parallel = not quick and resolve_device(device).type == "cpu" and (os.cpu_count() or 1) > 1
     tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], device=device,
                        jobs=len(cats) if parallel else 1)
-    train_rows = train.run(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track)
+    # the demo folder is the demo's own: a rerun replaces its run (and the results of the last one)
+    train_rows = train.run(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track, overwrite=True)
     track.log("5/6 evaluation on the labelled test split")
     ev = eval_cmd.run(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
     track.log("6/6 inference on a few test images per category")

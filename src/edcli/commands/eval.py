@@ -64,8 +64,10 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
             with FeatureFile.open(fpath, meta) as ff:
                 if ff.n_test == 0:
                     raise DataError(f"{ck.category}: the test split is empty; nothing to evaluate")
-                split = score_cached(model, read_from(ff, "test"), ff.n_test, int(meta["image_size"]), device,
-                                     eval_cfg.precision, eval_cfg, batch_size=eval_cfg.batch_size)
+                with track.task(f"{ck.category} eval", total=ff.n_test, unit="images") as bar:
+                    split = score_cached(model, read_from(ff, "test"), ff.n_test, int(meta["image_size"]), device,
+                                         eval_cfg.precision, eval_cfg, batch_size=eval_cfg.batch_size,
+                                         on_batch=bar.advance)
                 masks = masks_if_known(ff)
                 m = category_metrics(ff.test_labels, split, masks, eval_cfg)
                 thr_scale = calibrated_threshold(ck.calibration, eval_cfg)

@@ -8,6 +8,14 @@ from edcli.errors import ConfigError
 from edcli.track import NullTracker
 
 
+def _counted(track, loader, n: int):
+    """The loader's batches under a bar that counts images (a batch holds up to --batch-size of them)."""
+    with track.task("infer", total=n, unit="images") as bar:
+        for batch in loader:
+            yield batch
+            bar.advance(len(batch["error"]))
+
+
 def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, device: str = "auto",
               precision: str = "fp32", recursive: bool = False, save_heatmaps: bool = True,
               threshold: Optional[float] = None, num_workers: int = 2, stdin=None, track=None) -> dict[str, Any]:
@@ -56,7 +64,7 @@ def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, devic
     loader = data_loader(dataset, batch_size, num_workers)
     outdir = Path(out)
     rows: list[dict[str, Any]] = []
-    for batch in track(loader, total=len(loader), description="infer"):
+    for batch in _counted(track, loader, len(mine)):
         errors = list(batch["error"])
         ok = torch.tensor([not e for e in errors], dtype=torch.bool)
         raw = np.full(len(errors), np.nan)

@@ -18,9 +18,16 @@ from edcli.track import NullTracker
 
 def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: str, out: str,
         resume: bool = False, feature_batch_size: int = 16, num_workers: int = 0, eval_cfg=None,
-        track=None) -> list[dict[str, Any]]:
-    """Train every selected category and write RUN/checkpoints/<category>.pt and RUN/run.json."""
-    from edcli.checkpoint import checkpoint_path
+        track=None, overwrite: bool = False, claim: bool = True) -> list[dict[str, Any]]:
+    """Train every selected category and write RUN/checkpoints/<category>.pt and RUN/run.json.
+
+    A run folder that holds checkpoints is refused unless `overwrite` (which removes them and the run's results) or
+    `resume`; `claim=False` skips that check (the `--jobs` workers: their parent made it).
+    """
+    track = track or NullTracker()
+    if claim:  # the first line, before torch is imported (seconds): what starts, with which settings
+        track.log(start_line(data, bb_cfg, train_cfg, out, resume))
+    from edcli.checkpoint import checkpoint_path, claim_run_folder
     from edcli.distributed import gather_rows, run_sharded, shard
     from edcli.engine import check_precision, init_distributed, rank_device
     from edcli.features import (
@@ -32,11 +39,14 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
     from edcli.store import FeatureFile
     from edcli.training import train_category
 
-    track = track or NullTracker()
     eval_cfg = eval_cfg or EvalConfig()
     _check_train_cfg(model_cfg, train_cfg)
     cats = categories_of(data)
     dist = init_distributed(train_cfg.device)
+    if claim:
+        removed = claim_run_folder(out, cats, overwrite, resume, remove=dist.is_main)
+        if removed:
+            track.log(f"--overwrite: removed {', '.join(removed)} from {out}")
     device = rank_device(train_cfg.device, dist)
     check_precision(train_cfg.precision, device)
     strategy = "categories" if train_cfg.strategy == "auto" else train_cfg.strategy
@@ -88,6 +98,14 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
     return rows
 
 
+def start_line(data: DataConfig, bb_cfg: BackboneConfig, cfg, out: str, resume: bool) -> str:
+    cats = ", ".join(data.categories) if data.categories else "every category"
+    jobs = f", {cfg.jobs} jobs" if cfg.jobs > 1 else ""
+    return (f"ed train: {cats} of {data.data_path} ({data.dataset}) -> {out}{' (resuming)' if resume else ''}; "
+            f"{bb_cfg.name} at {data.image_size} px, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
+            f"seed {cfg.seed}, device {cfg.device}, {cfg.precision}{jobs}")
+
+
 def _check_train_cfg(model_cfg, cfg) -> None:
     from edcli.config import ARCHS, SELECTIONS
 
@@ -106,24 +124,38 @@ def _check_train_cfg(model_cfg, cfg) -> None:
 # ---------------------------------------------------------------------------------------------- --jobs N
 
 
+_RELAY = None  # in a --jobs worker: the queue its progress goes to (set by the pool's initializer)
+
+
+def _init_worker(queue) -> None:
+    global _RELAY
+    _RELAY = queue
+
+
 def _job(args: tuple) -> list[dict[str, Any]]:
-    """One worker process of `ed train --jobs N`: trains its categories one after another."""
-    data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, device, threads = args
+    """One worker process of `ed train --jobs N`: trains its categories one after another, relaying its progress."""
+    from edcli.track import QueueTracker
+
+    worker, data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, device, threads = args
+    track = QueueTracker(_RELAY, worker) if _RELAY is not None else NullTracker()
+    track.log(f"started (pid {os.getpid()}, {device}); loading torch and the backbone")
     import torch
 
     torch.set_num_threads(threads)
     cfg = replace(train_cfg, jobs=1, device=device)
-    return run(data, bb_cfg, model_cfg, cfg, store, out, resume, fbs, 0, eval_cfg, NullTracker())
+    return run(data, bb_cfg, model_cfg, cfg, store, out, resume, fbs, 0, eval_cfg, track, claim=False)
 
 
 def run_jobs(data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, cats: list[str], track) -> list[dict]:
     """`--jobs N` without torchrun: N spawned processes, categories dealt round-robin, one GPU each when several exist."""
     import concurrent.futures as cf
     import multiprocessing as mp
+    import threading
 
     import torch
 
     from edcli.engine import resolve_device
+    from edcli.track import relay
 
     jobs = min(train_cfg.jobs, len(cats))
     base = resolve_device(train_cfg.device)
@@ -133,20 +165,32 @@ def run_jobs(data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_c
     for j in range(jobs):
         device = f"cuda:{j % n_gpu}" if n_gpu > 1 else str(base) if base.type != "cpu" else "cpu"
         d = replace(data, categories=tuple(cats[j::jobs]))
-        work.append((d, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, device, threads))
-    track.log(f"training {len(cats)} categories in {jobs} worker processes ({threads} CPU thread(s) each)")
+        work.append((j + 1, d, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, device, threads))
+    track.log(f"training {len(cats)} categories in {jobs} worker processes ({threads} CPU thread(s) each): "
+              + "; ".join(f"worker {w[0]}: {', '.join(w[1].categories)}" for w in work))
     rows: list[dict[str, Any]] = []
     errors = []
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_job, w): w[0].categories for w in work}
-        for fut in cf.as_completed(futures):
-            try:
-                got = fut.result()
-                rows.extend(got)
-                for r in got:
-                    track.log(f"{r['category']}: trained in {r['seconds']} s")
-            except EdError as exc:
-                errors.append(f"{', '.join(futures[fut])}: {exc}")
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    # the workers' progress (bars, epoch lines, logs) is replayed on this process's tracker by one thread
+    relay_thread = threading.Thread(target=relay, args=(queue, track, {w[0]: f"worker {w[0]}" for w in work}),
+                                    daemon=True)
+    relay_thread.start()
+    try:
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                    initargs=(queue,)) as pool:
+            futures = {pool.submit(_job, w): w[1].categories for w in work}
+            for fut in cf.as_completed(futures):
+                try:
+                    got = fut.result()
+                    rows.extend(got)
+                    for r in got:
+                        track.log(f"{r['category']}: trained in {r['seconds']} s")
+                except EdError as exc:
+                    errors.append(f"{', '.join(futures[fut])}: {exc}")
+    finally:
+        queue.put(None)
+        relay_thread.join(timeout=10)
     if errors:
         raise DistributedError("; ".join(errors))
     pos = {c: i for i, c in enumerate(cats)}

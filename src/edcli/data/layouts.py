@@ -29,6 +29,7 @@ class Layout:
     mask_names: tuple[str, ...] = ("{stem}_mask",)  # in order of preference
     mask_exts: tuple[str, ...] = (".png",)
     masks_optional: bool = False  # `folder` datasets may come without masks: pixel metrics are then not defined
+    test_optional: bool = False  # `folder`: a category without test/ holds out normal images as its test split
     mask_nonzero: bool = False  # binarise masks at any non-zero value (MVTec 3D-AD) instead of half their range
     doc_layout: str = ""  # the README's table row
     doc_resize: str = ""
@@ -55,7 +56,7 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
            doc_layout="`ROOT/<cat>/train/good/rgb/*.png`, `test/<type>/rgb/`, `test/<type>/gt/<stem>.png`",
            doc_resize="shorter side to S, centre crop"),
     Layout("folder", "folder", IMAGE_EXTS, "squash", None, mask_names=("{stem}_mask", "{stem}"), mask_exts=IMAGE_EXTS,
-           masks_optional=True,
+           masks_optional=True, test_optional=True,
            doc_layout="MVTec-like with any image type; the normal folder's name is `--normal-name`; "
                       "`ground_truth/` optional",
            doc_resize="squashed to S×S"),
@@ -113,6 +114,12 @@ def discover_categories(dataset: str, root: str | Path, normal_name: str = "good
         hint = ""
         if lay.image_dir(root / "train" / normal).is_dir():
             hint = f"; {root} looks like one category: pass its parent folder and --category {root.name}"
+        else:
+            others = sorted({t.name for c in root.iterdir() if (c / "train").is_dir() and not c.name.startswith(".")
+                             for t in (c / "train").iterdir() if t.is_dir()})
+            if others:
+                hint = (f"; the train/ folders hold {', '.join(others)}: for your own layout use --dataset folder "
+                        f"--normal-name {others[0]}")
         raise DataError(f"no categories found in {root}: {_expected(lay, root, '<category>', normal_name)}{hint}")
     return found
 
@@ -168,10 +175,36 @@ class _MaskFinder:
         return None, " or ".join(str(folder / (n + e)) for n in names for e in self.lay.mask_exts)
 
 
+def _other_types_hint(lay: Layout, folder: Path) -> str:
+    """'; it holds .jpg files: ...' when a folder has images of types this layout does not read."""
+    with os.scandir(folder) as it:
+        others = sorted({os.path.splitext(e.name)[1].lower() for e in _visible(it) if e.is_file()}
+                        & (set(IMAGE_EXTS) - set(lay.exts)))
+    if not others:
+        return ""
+    return f"; it holds {', '.join(others)} files: --dataset folder reads any image type"
+
+
+def held_out(n: int, fraction: float, seed: int) -> list[int]:
+    """Sorted indices of the `fraction` of n normal images held out as the test split (at least one, never all)."""
+    import random
+
+    k = min(n - 1, max(1, round(n * fraction))) if fraction > 0 and n > 1 else 0
+    return sorted(random.Random(seed).sample(range(n), k))
+
+
+def test_is_held_out(dataset: str, root: str | Path, category: str) -> bool:
+    """True when the category's test split is a held-out share of its normal images (`folder` without test/)."""
+    return layout(dataset).test_optional and not (Path(root) / category / "test").is_dir()
+
+
 def list_split(dataset: str, root: str | Path, category: str, split: str,
-               normal_name: str = "good") -> list[SampleRef]:
+               normal_name: str = "good", test_fraction: float = 0.2, seed: int = 3407) -> list[SampleRef]:
     """Samples of one category. "train": normal images sorted by name. "test": every type folder, the normal
-    one first, then defect types alphabetically; images sorted by name within each."""
+    one first, then defect types alphabetically; images sorted by name within each.
+
+    A `folder` category without test/ holds out `test_fraction` of its normal images, picked by `seed`, as a
+    normal-only test split (metrics that need anomalies are then not defined); train is the rest."""
     lay = layout(dataset)
     if split not in ("train", "test"):
         raise ConfigError(f"unknown split {split!r}: choose train or test")
@@ -188,8 +221,20 @@ def list_split(dataset: str, root: str | Path, category: str, split: str,
             raise DataError(f"training folder {folder} does not exist: {expected}")
         images = _list_images(folder, lay.exts)
         if not images:
-            raise DataError(f"no training images in {folder}: {expected}")
+            raise DataError(f"no training images in {folder}: {expected}{_other_types_hint(lay, folder)}")
+        if test_is_held_out(dataset, root, category):
+            drop = set(held_out(len(images), test_fraction, seed))
+            images = [p for i, p in enumerate(images) if i not in drop]
         return [SampleRef(os.path.abspath(p), 0, normal, None) for p in images]
+
+    if test_is_held_out(dataset, root, category):
+        folder = lay.image_dir(cat_dir / "train" / normal)
+        images = _list_images(folder, lay.exts)
+        keep = held_out(len(images), test_fraction, seed)
+        if not keep:
+            raise DataError(f"{cat_dir} has no test/ folder and too few normal images to hold some out "
+                            f"(--test-fraction {test_fraction:g} of {len(images)})")
+        return [SampleRef(os.path.abspath(images[i]), 0, normal, None) for i in keep]
 
     test_dir = cat_dir / "test"
     expected_test = f"expected {lay.image_dir(test_dir / '<type>')}/{lay.pattern()} ({lay.title} layout)"
@@ -205,7 +250,10 @@ def list_split(dataset: str, root: str | Path, category: str, split: str,
         if not folder.is_dir():
             raise DataError(f"test folder {folder} does not exist: {expected_test}")
         label = 0 if defect_type == normal else 1
-        for p in _list_images(folder, lay.exts):
+        listed = _list_images(folder, lay.exts)
+        if not listed and _other_types_hint(lay, folder):
+            raise DataError(f"no test images in {folder}: {expected_test}{_other_types_hint(lay, folder)}")
+        for p in listed:
             mask_path = None
             if label == 1 and not finder.masks_unknown:
                 mask_path, want = finder.find(defect_type, p.stem)
