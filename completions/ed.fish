@@ -53,8 +53,9 @@ complete -c ed -n '__fish_seen_subcommand_from train' -l d-model -d 'Model width
 complete -c ed -n '__fish_seen_subcommand_from train' -l attn-out-proj -d 'Apply the attention output projection (the reference discards it)'
 complete -c ed -n '__fish_seen_subcommand_from train' -l device -d 'auto, cpu, cuda, cuda:N or mps' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l precision -d 'fp32, bf16 or fp16 (autocast on GPU)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l eval-every -d 'Evaluate on the test split every N epochs (0: never)' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l select -d 'last (honest), best-image or best-pixel (test-selected)' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l eval-every -d 'Evaluate on the test split every N epochs (0: never); with --select validation: validate every N epochs (default 1)' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l select -d 'last (honest), validation (best epoch on held-out normal images with synthetic defects: no test labels), best-image or best-pixel (test-selected)' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l val-fraction -d '--select validation: share of the normal train images held out for validation' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l calib-fraction -d 'Share of normal train images held out for the threshold' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l strategy -d 'Under torchrun: categories (one per rank) or ddp (one category data-parallel)' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l jobs -d 'Categories trained side by side in worker processes' -r

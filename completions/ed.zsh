@@ -73,8 +73,9 @@ _ed() {
         '--attn-out-proj[Apply the attention output projection (the reference discards it)]' \
         '--device[auto, cpu, cuda, cudaN or mps]:value:_files' \
         '--precision[fp32, bf16 or fp16 (autocast on GPU)]:value:_files' \
-        '--eval-every[Evaluate on the test split every N epochs (0 never)]:value:_files' \
-        '--select[last (honest), best-image or best-pixel (test-selected)]:value:_files' \
+        '--eval-every[Evaluate on the test split every N epochs (0 never); with --select validation validate every N epochs (default 1)]:value:_files' \
+        '--select[last (honest), validation (best epoch on held-out normal images with synthetic defects no test labels), best-image or best-pixel (test-selected)]:value:_files' \
+        '--val-fraction[--select validation share of the normal train images held out for validation]:value:_files' \
         '--calib-fraction[Share of normal train images held out for the threshold]:value:_files' \
         '--strategy[Under torchrun categories (one per rank) or ddp (one category data-parallel)]:value:_files' \
         '--jobs[Categories trained side by side in worker processes]:value:_files' \
