@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,24 +119,68 @@ def test_choice_never_reads_test_labels_and_is_recorded_everywhere(tiny_data, ti
     # the same training with permuted test labels and masks: the same epoch and the same weights
     permuted = _copy_store(store, tmp_path / "permuted")
     _permute_test_labels(permuted)
-    res = invoke("train", "--store", permuted, "--out", tmp_path / "b", *common)
-    assert res.returncode == 0, res.stderr
-    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "brick.pt")
+    b = _train_direct(permuted, tmp_path / "b.pt", _cfg(epochs=3, eval_every=1))
     assert [h["image_auroc"] for h in a.history] != [h["image_auroc"] for h in b.history]  # the labels did change
     assert b.selection["epoch"] == a.selection["epoch"]
     assert [h["val_score"] for h in b.history] == curve
     assert all(torch.equal(x, y) for x, y in zip(_weights(a), _weights(b)))
 
 
-def test_resume_keeps_the_best_so_far(tiny_configs, tiny_store, tmp_path, monkeypatch):
-    from edcli import training, validation
-    from edcli.checkpoint import load_checkpoint
-    from edcli.commands.train import run as run_train
+def _cfg(**kw):
+    from edcli.config import TrainConfig
 
-    store = str(_copy_store(tiny_store, tmp_path / "store"))
-    data, bb, model, train = tiny_configs
-    cfg = replace(train, epochs=2, select="validation", val_fraction=0.25)
-    curve = [0.9, 0.5]  # epoch 1 is best: an interruption after it must not forget it
+    return TrainConfig(batch_size=2, seed=7, device="cpu", select="validation", val_fraction=0.25,
+                       strategy="categories", **kw)
+
+
+def _train_direct(store: Path, ckpt: Path, cfg, resume: bool = False, validation=None):
+    """training.train_category on the store's files as `ed train` calls it, without building the backbone again."""
+    from edcli.checkpoint import load_checkpoint
+    from edcli.config import ModelConfig
+    from edcli.store import FeatureFile, ValidationFile
+    from edcli.track import NullTracker
+    from edcli.training import train_category
+
+    (fpath,) = (store / "features" / "mvtec" / "brick").glob("*.h5")
+    if validation is None:
+        (vpath,) = (store / "validation" / "mvtec" / "brick").glob("*.h5")
+        validation = ValidationFile(vpath)
+    with FeatureFile.open(fpath) as ff:
+        train_category(ff, "brick", dict(ff.meta), {"model": ModelConfig(layers=2, heads=4).to_dict()},
+                       ModelConfig(layers=2, heads=4), cfg, ckpt, torch.device("cpu"), NullTracker(), resume=resume,
+                       validation=validation)
+    return load_checkpoint(ckpt)
+
+
+def _fake_validation(store: Path, cfg) -> Path:
+    """A validation file from cached train features (no backbone): enough where the scores are scripted."""
+    from edcli.store import FeatureFile, validation_path, write_validation
+    from edcli.validation import settings, split
+
+    (fpath,) = (store / "features" / "mvtec" / "brick").glob("*.h5")
+    with FeatureFile.open(fpath) as ff:
+        _, _, val = split(ff.n_train, cfg.calib_fraction, cfg.val_fraction, cfg.seed)
+        feats = [ff.train(k, val) for k in range(ff.n_levels)]
+        sett = settings(cfg, ff.n_train)
+        path = validation_path(store, "mvtec", "brick", ff.meta, sett)
+        n, S = len(val), int(ff.meta["image_size"])
+        masks = np.zeros((n, S, S), np.uint8)
+        rows = {"labels": [0] * n, "masks": masks, "kinds": ["good"] * n,
+                "sources": [ff.train_paths[i] for i in val], "train_index": val}
+        write_validation(path, sett, list(ff.shapes), n, S, iter([(0, feats, rows)]))
+    return path
+
+
+def test_resume_keeps_the_best_so_far(tiny_store, tmp_path, monkeypatch):
+    import copy
+
+    from edcli import training, validation
+    from edcli.store import ValidationFile
+
+    store = _copy_store(tiny_store, tmp_path / "store")
+    cfg = _cfg(epochs=3)
+    vf = ValidationFile(_fake_validation(store, cfg))
+    curve = [0.9, 0.5, 0.4]  # epoch 1 is best: an interruption after it must not forget it
     calls = {"n": 0}
 
     def scripted(*a, **k):
@@ -146,27 +189,27 @@ def test_resume_keeps_the_best_so_far(tiny_configs, tiny_store, tmp_path, monkey
         return {"val_image_auroc": value, "val_pixel_auroc": value, "val_score": value, "val_seconds": 0.0}
 
     monkeypatch.setattr(validation, "score", scripted)
-    run_train(data, bb, model, cfg, store, str(tmp_path / "full"))
+    full = _train_direct(store, tmp_path / "full" / "brick.pt", cfg, validation=vf)
     real, steps = training.train_epoch, {"n": 0}
 
     def interrupted(*a, **k):
         steps["n"] += 1
-        if steps["n"] == 2:
+        if steps["n"] == 3:
             raise KeyboardInterrupt
         return real(*a, **k)
 
     calls["n"] = 0
     monkeypatch.setattr(training, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_train(data, bb, model, cfg, store, str(tmp_path / "cut"))
-    state = torch.load(tmp_path / "cut" / "checkpoints" / "brick.resume.pt", weights_only=True)
-    assert state["epoch"] == 1 and state["best"][validation.KEY]["epoch"] == 1
+        _train_direct(store, tmp_path / "cut" / "brick.pt", cfg, validation=vf)
+    state = torch.load(tmp_path / "cut" / "brick.resume.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["best"][validation.KEY]["epoch"] == 1
     monkeypatch.setattr(training, "train_epoch", real)
+    other = copy.copy(vf)
+    other.settings = dict(vf.settings, val_fraction=0.4)
     with pytest.raises(TrainingError, match="another validation hold-out"):
-        run_train(data, bb, model, replace(cfg, val_fraction=0.4), store, str(tmp_path / "cut"), resume=True)
-    run_train(data, bb, model, cfg, store, str(tmp_path / "cut"), resume=True)
-    full = load_checkpoint(tmp_path / "full" / "checkpoints" / "brick.pt")
-    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "brick.pt")
+        _train_direct(store, tmp_path / "cut" / "brick.pt", cfg, resume=True, validation=other)
+    cut = _train_direct(store, tmp_path / "cut" / "brick.pt", cfg, resume=True, validation=vf)
     assert full.selection["epoch"] == cut.selection["epoch"] == 1
     assert [h["val_score"] for h in cut.history] == curve
     assert all(torch.equal(x, y) for x, y in zip(_weights(full), _weights(cut)))
