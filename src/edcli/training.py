@@ -121,8 +121,8 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
         if writer:
             atomic_torch_save({"epoch": epoch + 1, "state_dicts": _state(levels),
                                "optimizers": [o.state_dict() for o in optims], "history": history, "best": best,
-                               "train": cfg.to_dict(), "validation": validation.settings if validation is not None else None},
-                              rpath)
+                               "train": cfg.to_dict(),
+                               "validation": validation.settings if validation is not None else None}, rpath)
     model.eval()
     final_states = _state(levels)
     selection = {"select": cfg.select, "epoch": cfg.epochs, "test_selected": cfg.select != "last",
