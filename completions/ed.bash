@@ -33,7 +33,7 @@ _ed() {
         --num-workers) return ;;
       esac ;;
     train)
-      opts="--data-path -p --dataset -d --category -c --store -s --out -o --backbone -b --weights --random-init --image-size --levels --normal-name --test-fraction --epochs --batch-size --lr --seed --arch --intra --no-intra --inter --no-inter --layers --heads --d-model --attn-out-proj --device --precision --eval-every --select --calib-fraction --strategy --jobs -j --resume --overwrite --num-workers --json --quiet -q --help -h"
+      opts="--data-path -p --dataset -d --category -c --store -s --out -o --backbone -b --weights --random-init --image-size --levels --normal-name --test-fraction --epochs --batch-size --lr --seed --arch --intra --no-intra --inter --no-inter --layers --heads --d-model --attn-out-proj --device --precision --eval-every --select --val-fraction --calib-fraction --strategy --jobs -j --resume --overwrite --num-workers --json --quiet -q --help -h"
       case "$prev" in
         --data-path|-p) COMPREPLY=( $(compgen -d -- "$cur") ); return ;;
         --dataset|-d) COMPREPLY=( $(compgen -W "mvtec btad mvtec3d folder" -- "$cur") ); return ;;
@@ -57,7 +57,8 @@ _ed() {
         --device) COMPREPLY=( $(compgen -W "auto cpu cuda mps" -- "$cur") ); return ;;
         --precision) COMPREPLY=( $(compgen -W "fp32 bf16 fp16" -- "$cur") ); return ;;
         --eval-every) return ;;
-        --select) COMPREPLY=( $(compgen -W "last best-image best-pixel" -- "$cur") ); return ;;
+        --select) COMPREPLY=( $(compgen -W "last best-image best-pixel validation" -- "$cur") ); return ;;
+        --val-fraction) return ;;
         --calib-fraction) return ;;
         --strategy) COMPREPLY=( $(compgen -W "auto categories ddp" -- "$cur") ); return ;;
         --jobs|-j) return ;;

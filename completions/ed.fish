@@ -54,8 +54,9 @@ complete -c ed -n '__fish_seen_subcommand_from train' -l d-model -d 'Model width
 complete -c ed -n '__fish_seen_subcommand_from train' -l attn-out-proj -d 'Apply the attention output projection (the reference discards it)'
 complete -c ed -n '__fish_seen_subcommand_from train' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
 complete -c ed -n '__fish_seen_subcommand_from train' -l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'
-complete -c ed -n '__fish_seen_subcommand_from train' -l eval-every -d 'Evaluate on the test split every N epochs (0: never)' -x
-complete -c ed -n '__fish_seen_subcommand_from train' -l select -d 'Which epoch\'s weights: last (honest) or the best by a TEST metric (test-selected, needs --eval-every)' -x -a 'last best-image best-pixel'
+complete -c ed -n '__fish_seen_subcommand_from train' -l eval-every -d 'Evaluate on the test split every N epochs (0: never); with --select validation: validate every N epochs (default 1)' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l select -d 'Which epoch\'s weights: last (honest), validation (best on held-out normal images with synthetic defects: no test labels), or the best by a TEST metric (best-image, best-pixel: test-selected, needs --eval-every)' -x -a 'last best-image best-pixel validation'
+complete -c ed -n '__fish_seen_subcommand_from train' -l val-fraction -d '--select validation: share of the normal train images held out for validation' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l calib-fraction -d 'Share of normal train images held out for the threshold' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l strategy -d 'Under torchrun: categories (one per rank) or ddp (one category data-parallel)' -x -a 'auto categories ddp'
 complete -c ed -n '__fish_seen_subcommand_from train' -l jobs -s j -d 'Categories trained side by side in worker processes' -x

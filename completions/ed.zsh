@@ -93,8 +93,9 @@ _ed() {
         '--attn-out-proj[Apply the attention output projection (the reference discards it)]' \
         '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
         '--precision[Autocast precision on a GPU (the CPU takes fp32)]:precision:(fp32 bf16 fp16)' \
-        '--eval-every[Evaluate on the test split every N epochs (0\: never)]:eval-every: ' \
-        '--select[Which epoch'\''s weights\: last (honest) or the best by a TEST metric (test-selected, needs --eval-every)]:select:(last best-image best-pixel)' \
+        '--eval-every[Evaluate on the test split every N epochs (0\: never); with --select validation\: validate every N epochs (default 1)]:eval-every: ' \
+        '--select[Which epoch'\''s weights\: last (honest), validation (best on held-out normal images with synthetic defects\: no test labels), or the best by a TEST metric (best-image, best-pixel\: test-selected, needs --eval-every)]:select:(last best-image best-pixel validation)' \
+        '--val-fraction[--select validation\: share of the normal train images held out for validation]:val-fraction: ' \
         '--calib-fraction[Share of normal train images held out for the threshold]:calib-fraction: ' \
         '--strategy[Under torchrun\: categories (one per rank) or ddp (one category data-parallel)]:strategy:(auto categories ddp)' \
         '(-j --jobs)-j[Categories trained side by side in worker processes]:jobs: ' \

@@ -15,7 +15,7 @@ LAYERS = [
     {"edcli", "edcli.__main__"},
     {"edcli.cli", "edcli.ui", "edcli.completions"},
     {"edcli.commands"},
-    {"edcli.features", "edcli.training", "edcli.evaluate", "edcli.distributed", "edcli.report",
+    {"edcli.features", "edcli.training", "edcli.validation", "edcli.evaluate", "edcli.distributed", "edcli.report",
      "edcli.html_report"},
     {"edcli.engine", "edcli.backbone", "edcli.store", "edcli.checkpoint", "edcli.metrics", "edcli.data"},
     {"edcli.method"},

@@ -213,7 +213,7 @@ def test_train_progress_lines_eval_bar_and_the_overwrite_refusal(tmp_path, tiny_
     err = [ln for ln in again.stderr.splitlines() if ln.startswith("error:")]
     assert again.returncode == 1 and len(err) == 1 and "--overwrite" in err[0] and "brick.pt" in err[0], again.stderr
     assert (out / "checkpoints" / "brick.pt").read_bytes() == before and (out / "metrics.json").exists()
-    (out / "maps").mkdir()
+    (out / "maps").mkdir(exist_ok=True)  # eval writes its worst panels there
     redo = invoke(*args, "--overwrite", "--seed", "8")
     assert redo.returncode == 0, redo.stderr
     assert not (out / "metrics.json").exists() and not (out / "metrics.csv").exists() and not (out / "maps").exists()

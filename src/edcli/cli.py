@@ -308,8 +308,9 @@ def train(
     attn_out_proj: Annotated[bool, typer.Option("--attn-out-proj", rich_help_panel=MODEL, help="Apply the attention output projection (the reference discards it).")] = _M.attn_out_proj,
     device: Device = _T.device,
     precision: Precision = _T.precision,
-    eval_every: Annotated[int, typer.Option("--eval-every", metavar="EPOCHS", min=0, rich_help_panel=EVAL, help="Evaluate on the test split every N epochs (0: never).")] = _T.eval_every,
-    select: Annotated[Literal[SELECTIONS], typer.Option("--select", rich_help_panel=EVAL, help="Which epoch's weights: last (honest) or the best by a TEST metric (test-selected, needs --eval-every).")] = _T.select,
+    eval_every: Annotated[int, typer.Option("--eval-every", metavar="EPOCHS", min=0, rich_help_panel=EVAL, help="Evaluate on the test split every N epochs (0: never); with --select validation: validate every N epochs (default 1).")] = _T.eval_every,
+    select: Annotated[Literal[SELECTIONS], typer.Option("--select", rich_help_panel=EVAL, help="Which epoch's weights: last (honest), validation (best on held-out normal images with synthetic defects: no test labels), or the best by a TEST metric (best-image, best-pixel: test-selected, needs --eval-every).")] = _T.select,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", metavar="F", min=0.0, max=0.9, rich_help_panel=EVAL, help="--select validation: share of the normal train images held out for validation.")] = _T.val_fraction,
     calib_fraction: Annotated[float, typer.Option("--calib-fraction", metavar="F", min=0.0, max=0.9, rich_help_panel=EVAL, help="Share of normal train images held out for the threshold.")] = _T.calib_fraction,
     strategy: Annotated[Literal[STRATEGIES], typer.Option("--strategy", rich_help_panel=HARDWARE, help="Under torchrun: categories (one per rank) or ddp (one category data-parallel).")] = _T.strategy,
     jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, rich_help_panel=HARDWARE, help="Categories trained side by side in worker processes.")] = _T.jobs,
@@ -327,7 +328,8 @@ def train(
     mcfg = ModelConfig(arch=arch, intra=intra, inter=inter, layers=layers, heads=heads, d_model=dm,
                        attn_out_proj=attn_out_proj)
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-                       eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy, jobs=jobs)
+                       eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy, jobs=jobs,
+                       val_fraction=val_fraction)
     rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
                                   resume=resume, num_workers=num_workers, track=_tracker(quiet), overwrite=overwrite))
     if rows is None:
@@ -338,10 +340,13 @@ def train(
         print_json(rows)
         return
     sel = " (test-selected)" if any(r.get("test_selected") for r in rows) else ""
+    if not sel and any(r.get("selection") == "validation" for r in rows):
+        sel = " (epochs chosen on validation: no test labels)"
     print_table(f"training{sel}", ["category", "epochs", "seconds", "rec", "intra corr", "inter corr", "intra H",
-                                   "inter H", "threshold", "checkpoint"],
+                                   "inter H", "threshold", "epoch kept", "checkpoint"],
                 [[r["category"], r["epochs"], r["seconds"], r["rec"], r["intra1"], r["inter1"], r["intra_ent"],
-                  r["inter_ent"], r["threshold"], r["checkpoint"]] for r in rows])
+                  r["inter_ent"], r["threshold"], f"{r.get('epoch', r['epochs'])} ({r.get('selection', 'last')})",
+                  r["checkpoint"]] for r in rows])
 
 
 # ------------------------------------------------------------------------------------------- eval
@@ -385,11 +390,14 @@ def render_metrics(res: dict) -> None:
 
     ts = res["protocol"].get("test_selected")
     title = "evaluation" + (" (TEST-SELECTED epochs: optimistic)" if ts else " (last epoch)")
+    if not ts and "validation" in res["protocol"].get("selection", ()):
+        title = "evaluation (epochs chosen on validation: no test labels)"
     rows = [*res["rows"], res["mean"]]
     print_table(title, ["category", "image AUROC", "pixel AUROC", "AUPRO@0.3", "image AP", "pixel AP", "F1-max",
-                        "TPR", "FPR", "FP", "FN", "test images", "seconds"],
+                        "TPR", "FPR", "FP", "FN", "test images", "epoch", "seconds"],
                 [[r["category"], r["image_auroc"], r["pixel_auroc"], r["aupro"], r["image_ap"], r["pixel_ap"],
-                  r["f1_max"], r.get("tpr"), r.get("fpr"), r.get("fp"), r.get("fn"), r["test_images"], r["seconds"]]
+                  r["f1_max"], r.get("tpr"), r.get("fpr"), r.get("fp"), r.get("fn"), r["test_images"],
+                  r.get("epoch", ""), r["seconds"]]
                  for r in rows],
                 caption=f"pixel metrics on the {res['protocol']['pixel_map']} map; image score {res['protocol']['reducer']} "
                         f"of the sigma-4 smoothed map; {res['protocol']['resolution']}; TPR, FPR, FP (false alarms), "

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 ARCHS = ("ed", "fod")
 PRECISIONS = ("fp32", "bf16", "fp16")
-SELECTIONS = ("last", "best-image", "best-pixel")
+SELECTIONS = ("last", "best-image", "best-pixel", "validation")
 PIXEL_MAPS = ("raw", "smoothed")
 STRATEGIES = ("auto", "categories", "ddp")  # under torchrun
 DEFAULT_BACKBONE = "wide_resnet50_2"
@@ -78,6 +78,7 @@ class TrainConfig(_Dictable):
     eval_every: int = 0
     select: str = "last"
     calib_fraction: float = 0.1
+    val_fraction: float = 0.1  # --select validation: share of the normal train images held out for validation
     strategy: str = "auto"  # auto|categories|ddp (under torchrun)
     jobs: int = 1
 

@@ -41,8 +41,9 @@ def _epoch(category: str, epoch: int, levels, optims, feats, fit, cfg: TrainConf
 
 def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, dict], model_cfg: ModelConfig,
                    cfg: TrainConfig, ckpt: Path, device, track, resume: bool = False, eval_cfg: EvalConfig = EvalConfig(),
-                   dist=None) -> dict[str, Any]:
-    """Train one ED model per level on the cached train features of one category and write its checkpoint."""
+                   dist=None, validation=None) -> dict[str, Any]:
+    """Train one ED model per level on the cached train features of one category and write its checkpoint.
+    validation: the validation set of `--select validation` (validation.ensure_validation), held out of training."""
     from edcli.evaluate import category_metrics, masks_if_known, read_from, score_cached
     from edcli.method.model import build_ed_model
 
@@ -52,12 +53,14 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     seed_everything(cfg.seed)
     n = ff.n_train
     fit, cal = calibration_split(n, cfg.calib_fraction, cfg.seed)
+    if validation is not None:  # the validation images are neither trained on nor in the calibration hold-out
+        fit = np.setdiff1d(fit, validation.train_index)
     feats = []  # per level (N_fit, L, C) float16 tokens on the CPU: half the memory of float32
     refs = []
     for k in range(ff.n_levels):
         f = torch.from_numpy(ff.train(k))  # (N, C, H, W) float16
         f = f[torch.from_numpy(fit)]
-        refs.append(ff.ref(k) if len(cal) == 0 else f.double().mean(0).flatten(1).float().numpy())  # (C, L)
+        refs.append(ff.ref(k) if len(fit) == n else f.double().mean(0).flatten(1).float().numpy())  # (C, L)
         feats.append(f.flatten(2).transpose(1, 2).contiguous())  # (N_fit, L, C)
     channels = [int(f.shape[2]) for f in feats]
     grids = [(int(h), int(w)) for _, h, w in ff.shapes]
@@ -81,6 +84,9 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
             was = ", ".join(f"--{k.replace('_', '-')} {state['train'].get(k)}" for k in diff)
             raise TrainingError(f"{category}: cannot resume {rpath}: it was trained with {was}; "
                                 "use the same options, or drop --resume to start again")
+        if state.get("validation") != (validation.settings if validation is not None else None):
+            raise TrainingError(f"{category}: cannot resume {rpath}: it was trained with another validation hold-out "
+                                "(--select validation, --val-fraction); use the same options, or drop --resume")
         for m, sd in zip(levels, state["state_dicts"]):
             unwrap(m).load_state_dict(sd)
         for o, sd in zip(optims, state["optimizers"]):
@@ -99,7 +105,8 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     rows_per_epoch = len(fit) if not ddp else -(-len(fit) // dist.world)  # DistributedSampler pads to equal shares
     batches = -(-rows_per_epoch // cfg.batch_size)
     if epochs:
-        track.log(f"{category}: training on {len(fit)} normal images ({len(cal)} held out for the threshold), "
+        held = f"{len(cal)} held out for the threshold" + (f", {validation.n} for validation" if validation else "")
+        track.log(f"{category}: training on {len(fit)} normal images ({held}), "
                   f"epochs {start_epoch + 1}-{cfg.epochs} of {batches} batches")
     # one bar over every batch of the remaining epochs (an ETA from the first batches on); none when resuming a
     # finished run
@@ -121,6 +128,13 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
                     val = m[metric]
                     if val is not None and (key not in best or val > best[key]["value"]):
                         best[key] = {"value": val, "epoch": epoch + 1, "state": _state(levels)}
+            if validation is not None and ((epoch + 1) % (cfg.eval_every or 1) == 0 or epoch + 1 == cfg.epochs):
+                from edcli.validation import keep_best, score
+
+                model.eval()
+                row.update(score(model, validation, meta["image_size"], device, cfg.precision, eval_cfg))
+                model.train()
+                keep_best(best, row, epoch + 1, lambda: _state(levels))
             history.append(row)
             bar.update(postfix=f"rec {terms['rec']:.4f} intra {terms['intra1']:.3f} inter {terms['inter1']:.3f} "
                                f"H {terms['intra_ent']:.2f}/{terms['inter_ent']:.2f}")
@@ -128,12 +142,21 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
             if writer:
                 atomic_torch_save({"epoch": epoch + 1, "state_dicts": _state(levels),
                                    "optimizers": [o.state_dict() for o in optims], "history": history, "best": best,
-                                   "train": cfg.to_dict()}, rpath)
+                                   "train": cfg.to_dict(),
+                                   "validation": validation.settings if validation is not None else None}, rpath)
     model.eval()
     final_states = _state(levels)
     selection = {"select": cfg.select, "epoch": cfg.epochs, "test_selected": cfg.select != "last",
                  "how": "last epoch (honest protocol)"}
-    if cfg.select != "last":
+    if cfg.select == "validation":
+        from edcli.validation import KEY
+        from edcli.validation import selection as val_selection
+
+        final_states = best[KEY]["state"]
+        for m, sd in zip(model.levels, final_states):
+            m.load_state_dict(sd)
+        selection = val_selection(validation, best)
+    elif cfg.select != "last":
         if cfg.select not in best:
             raise TrainingError(f"--select {cfg.select} needs test metrics during training: add --eval-every N")
         pick = best[cfg.select]
@@ -161,4 +184,7 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
             "train_images": int(len(fit)), "calib_images": int(len(cal)),
             "effective_batch": cfg.batch_size * (dist.world if ddp else 1),
             **{k: (round(terms[k], 5) if terms else None) for k in ("rec", "intra1", "inter1", "intra_ent", "inter_ent")},
-            "threshold": calib["threshold"], "checkpoint": str(ckpt), "test_selected": selection["test_selected"]}
+            "threshold": calib["threshold"], "checkpoint": str(ckpt), "test_selected": selection["test_selected"],
+            "selection": selection["select"], "epoch": selection["epoch"],
+            "val_images": validation.n if validation is not None else 0,
+            "val_seconds": round(sum(h.get("val_seconds", 0.0) for h in history), 3)}

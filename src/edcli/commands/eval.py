@@ -97,6 +97,7 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
     test_selected = any(r["test_selected"] for r in rows)
     mean["test_selected"] = test_selected
     protocol["test_selected"] = test_selected
+    protocol["selection"] = sorted({r["selection"] for r in rows})  # e.g. ["validation"]: chosen without test labels
     if test_selected:
         protocol["warning"] = "test-selected: some epochs were chosen by their test metrics; not an honest estimate"
     jpath, cpath = write_metrics(out_dir, rows, mean, protocol)

@@ -38,6 +38,7 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
     )
     from edcli.store import FeatureFile
     from edcli.training import train_category
+    from edcli.validation import ensure_validation
 
     eval_cfg = eval_cfg or EvalConfig()
     _check_train_cfg(model_cfg, train_cfg)
@@ -70,7 +71,8 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
 
         tdist.barrier()
     configs = {"data": data.to_dict(), "backbone": bb_cfg.to_dict(), "model": model_cfg.to_dict(),
-               "train": train_cfg.to_dict(), "eval": eval_cfg.to_dict(), "store": str(Path(store).resolve())}
+               "train": train_cfg.to_dict(), "eval": eval_cfg.to_dict(), "store": str(Path(store).resolve()),
+               "selection": _selection_rule(train_cfg)}
     if dist.is_main:
         from edcli.files import write_text
 
@@ -81,14 +83,19 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
             import torch.distributed as tdist
 
             if dist.is_main:
-                ensure_features(ctx, store, cat, feature_batch_size, num_workers, track)
+                path = ensure_features(ctx, store, cat, feature_batch_size, num_workers, track)
+                if train_cfg.select == "validation":
+                    with FeatureFile.open(path, dict(ctx.meta, category=cat)) as ff:
+                        ensure_validation(ctx, store, cat, ff, train_cfg, track, feature_batch_size)
             tdist.barrier()
         path = ensure_features(ctx, store, cat, feature_batch_size, num_workers, track)
         meta = dict(ctx.meta, category=cat)
         with FeatureFile.open(path, meta) as ff:
             ff.path = path
+            val = (ensure_validation(ctx, store, cat, ff, train_cfg, track, feature_batch_size)
+                   if train_cfg.select == "validation" else None)
             return train_category(ff, cat, meta, configs, model_cfg, train_cfg, checkpoint_path(out, cat), device,
-                                  track, resume=resume, eval_cfg=eval_cfg, dist=dist)
+                                  track, resume=resume, eval_cfg=eval_cfg, dist=dist, validation=val)
 
     rows, err = run_sharded(mine, dist, one)
     if dist.enabled and strategy == "categories":
@@ -115,10 +122,21 @@ def _check_train_cfg(model_cfg, cfg) -> None:
         raise ConfigError(f"--select {cfg.select!r}: use one of {', '.join(SELECTIONS)}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise ConfigError("--epochs and --batch-size must be at least 1 and --lr positive")
-    if cfg.select != "last" and cfg.eval_every < 1:
+    if cfg.select == "validation" and not 0.0 < cfg.val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction {cfg.val_fraction}: use a value in (0, 1)")
+    if cfg.select not in ("last", "validation") and cfg.eval_every < 1:
         raise ConfigError(f"--select {cfg.select} picks an epoch by its test metrics: add --eval-every N")
     if cfg.strategy not in ("auto", "categories", "ddp"):
         raise ConfigError(f"--strategy {cfg.strategy!r}: use categories or ddp")
+
+
+def _selection_rule(cfg) -> dict[str, Any]:
+    """How each category's epoch is chosen, for run.json (the chosen epochs are in the checkpoints and metrics)."""
+    how = {"last": "the last epoch",
+           "validation": f"the best validation epoch (--val-fraction {cfg.val_fraction:g} of the normal train images "
+                         "and their synthetic-defect copies); no test labels"}
+    return {"select": cfg.select, "test_selected": cfg.select not in how,
+            "how": how.get(cfg.select, f"{cfg.select}: the best epoch on the TEST set (test-selected)")}
 
 
 # ---------------------------------------------------------------------------------------------- --jobs N

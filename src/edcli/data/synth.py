@@ -34,6 +34,9 @@ from edcli.errors import ConfigError, DataError
 
 DEMO_CATEGORIES = ("brick", "gravel", "grass")
 DEFECT_KINDS = ("scratch", "hole", "stain", "patch", "distortion")
+# Made only for `ed train --select validation` (synthetic defects in held-out normal train images): the demo's
+# test split never uses them, so choosing an epoch with them does not tune it to the demo's own test defects.
+VALIDATION_KINDS = ("blur", "noise", "erase")
 
 FORMAT_VERSION = 3  # bump when a change of this file changes the images a spec gives
 MARKER = ".complete"  # JSON written last into a finished category folder: format, spec, crop boxes
@@ -176,7 +179,7 @@ def _defect(kind: str, image: np.ndarray, rng: np.random.Generator,
             source: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(defective image, intended core region): the core is where the defect is meant to be strong."""
     if kind not in _DEFECTS:
-        raise ConfigError(f"unknown defect kind {kind!r}: choose one of {', '.join(DEFECT_KINDS)}")
+        raise ConfigError(f"unknown defect kind {kind!r}: choose one of {', '.join(_DEFECTS)}")
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
         raise DataError(f"make_defect needs a square (S, S, 3) uint8 image, got {image.shape} {image.dtype}")
@@ -374,7 +377,54 @@ def _distortion(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
     return out, inside & (np.abs(rho - src_rho) >= 1.0)
 
 
-_DEFECTS = {"scratch": _scratch, "hole": _hole, "stain": _stain, "patch": _patch, "distortion": _distortion}
+def _blob(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha, core) of a smooth irregular blob of radius 6-9 % of the side (a blurred union of discs): the shape
+    of the validation kinds below. It goes to the most structured of a few random places inside the margins, as a
+    distortion does: blurring or erasing a flat brick face changes nothing."""
+    S = image.shape[0]
+    r0 = rng.uniform(0.06, 0.09) * S
+    k = int(rng.integers(3, 6))
+    offsets = rng.uniform(-0.6, 0.6, (k, 2)) * r0
+    radii = rng.uniform(0.5, 0.9, k) * r0
+    sigma = 0.3 * r0
+    reach = float((np.hypot(*offsets.T) + radii).max() + 1.5 * sigma)  # alpha > 0 needs field > 0.3
+    candidates = np.stack([_place(rng, S, np.full(2, -reach), np.full(2, reach)) for _ in range(6)])
+    grey = image.astype(np.float32).mean(axis=-1)
+    local = ndimage.uniform_filter(np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1)),
+                                   size=max(3, int(2 * r0)))
+    centre = candidates[int(np.argmax([local[int(cy), int(cx)] for cy, cx in candidates]))]
+    yy, xx = _grid(S)
+    union = np.zeros((S, S), bool)
+    for (oy, ox), r in zip(offsets, radii):
+        union |= np.hypot(yy - centre[0] - oy, xx - centre[1] - ox) < r
+    field = ndimage.gaussian_filter(union.astype(np.float32), sigma=sigma, mode="constant")
+    return np.clip((field - 0.3) / 0.4, 0.0, 1.0), field >= 0.5
+
+
+def _blur(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A blob where the texture is blurred away (Gaussian, sigma 2.5-4 % of the side): detail lost, colour kept."""
+    alpha, core = _blob(rng, image)
+    s = rng.uniform(0.025, 0.04) * image.shape[0]
+    target = ndimage.gaussian_filter(image.astype(np.float32), sigma=(s, s, 0), mode="reflect")
+    return _blend(image, target, alpha), core
+
+
+def _noise(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A blob of strong colour noise (std 40-60 grey levels per pixel and channel)."""
+    alpha, core = _blob(rng, image)
+    target = image.astype(np.float32) + rng.normal(0.0, rng.uniform(40.0, 60.0), image.shape).astype(np.float32)
+    return _blend(image, np.clip(target, 0, 255), alpha), core
+
+
+def _erase(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A blob filled with the image's median colour: the texture vanishes, the brightness barely changes."""
+    alpha, core = _blob(rng, image)
+    target = np.broadcast_to(np.median(image.reshape(-1, 3), axis=0).astype(np.float32), image.shape)
+    return _blend(image, target, alpha), core
+
+
+_DEFECTS = {"scratch": _scratch, "hole": _hole, "stain": _stain, "patch": _patch, "distortion": _distortion,
+            "blur": _blur, "noise": _noise, "erase": _erase}
 
 
 # ---------------------------------------------------------------------------------------------------------------
