@@ -66,20 +66,30 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def _run(fn: Callable[[], Any], quiet: bool = False) -> Any:
-    """Run a command; EdError -> one red line + exit 1; Ctrl-C -> exit 130. Under torchrun only rank 0 renders."""
+    """Run a command; EdError -> one red line + its exit code; an OSError (disk full, read-only, permission) -> one
+    line naming the path, exit 1; Ctrl-C -> exit 130. Under torchrun only rank 0 renders."""
     import os
+
+    import click
 
     from edcli.errors import EdError
     from edcli.ui import print_error
 
+    ctx = click.get_current_context(silent=True)
+    name = f"ed {ctx.info_name}" if ctx is not None and ctx.info_name else "ed"
     try:
         result = fn()
         return result if os.environ.get("RANK", "0") == "0" else None
     except EdError as exc:
         print_error(str(exc))
         raise typer.Exit(exc.exit_code)
+    except OSError as exc:  # a write or read the layers below did not name themselves
+        where = exc.filename if exc.filename is not None else "a file"
+        print_error(f"{name}: cannot access {where}: {exc.strerror or exc}")
+        raise typer.Exit(1)
     except KeyboardInterrupt:
-        print_error("interrupted; completed work is kept (ed train: rerun with --resume to continue)")
+        hint = "; rerun with --resume to continue" if name == "ed train" else ""
+        print_error(f"{name}: interrupted; completed work is kept{hint}")
         raise typer.Exit(130)
     finally:
         if "torch.distributed" in sys.modules:  # only under torchrun; --help never imports torch
@@ -175,8 +185,8 @@ def features(
     """Run the frozen backbone once per category: prototypes and cached pooled features of train and test images."""
     from edcli.commands import features as command
 
-    data = _data(dataset, data_path, category, image_size, normal_name)
-    rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), str(store), device,
+    rows = _run(lambda: command.run(_data(dataset, data_path, category, image_size, normal_name),
+                                     _bb(backbone, levels, weights, random_init), str(store), device,
                                      batch_size, overwrite, num_workers, _tracker(quiet)))
     if rows is None:
         return
@@ -231,13 +241,17 @@ def train(
     from edcli.commands import train as command
 
     dm = _int_list(d_model, "--d-model", "256,512") if d_model else ()
-    data = _data(dataset, data_path, category, image_size, normal_name)
-    mcfg = ModelConfig(arch=arch, intra=intra, inter=inter, layers=layers, heads=heads, d_model=dm,
-                       attn_out_proj=attn_out_proj)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-                       eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy, jobs=jobs)
-    rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
-                                  resume=resume, num_workers=num_workers, track=_tracker(quiet)))
+
+    def go():  # the configs validate on construction: inside _run, a bad value is one line, not a traceback
+        data = _data(dataset, data_path, category, image_size, normal_name)
+        mcfg = ModelConfig(arch=arch, intra=intra, inter=inter, layers=layers, heads=heads, d_model=dm,
+                           attn_out_proj=attn_out_proj)
+        tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
+                           eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy, jobs=jobs)
+        return command.run(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
+                           resume=resume, num_workers=num_workers, track=_tracker(quiet))
+
+    rows = _run(go)
     if rows is None:
         return
     from edcli.ui import print_json, print_table
@@ -246,10 +260,11 @@ def train(
         print_json(rows)
         return
     sel = " (test-selected)" if any(r.get("test_selected") for r in rows) else ""
-    print_table(f"training{sel}", ["category", "epochs", "seconds", "rec", "intra corr", "inter corr", "intra H",
-                                   "inter H", "threshold", "checkpoint"],
-                [[r["category"], r["epochs"], r["seconds"], r["rec"], r["intra1"], r["inter1"], r["intra_ent"],
-                  r["inter_ent"], r["threshold"], r["checkpoint"]] for r in rows])
+    print_table(f"training{sel}", ["category", "images (fit+calib)", "epochs", "seconds", "rec", "intra corr",
+                                   "inter corr", "intra H", "inter H", "threshold", "checkpoint"],
+                [[r["category"], f"{r['train_images']}+{r['calib_images']}", r["epochs"], r["seconds"], r["rec"],
+                  r["intra1"], r["inter1"], r["intra_ent"], r["inter_ent"], r["threshold"], r["checkpoint"]]
+                 for r in rows])
 
 
 # ------------------------------------------------------------------------------------------- eval
@@ -274,8 +289,9 @@ def eval_(
     """Score the labelled test split; per-category metrics and their mean; writes metrics.json and metrics.csv."""
     from edcli.commands import eval as command
 
-    cfg = EvalConfig(reducer=reducer, pixel_map=pixel_map, device=device, precision=precision, batch_size=batch_size)
-    res = _run(lambda: command.run(str(run) if run else None, str(checkpoint) if checkpoint else None, cfg,
+    res = _run(lambda: command.run(str(run) if run else None, str(checkpoint) if checkpoint else None,
+                                EvalConfig(reducer=reducer, pixel_map=pixel_map, device=device, precision=precision,
+                                           batch_size=batch_size),
                                 str(data_path) if data_path else None, dataset.value if dataset else None, tuple(category or ()),
                                 str(store) if store else None, save_maps, num_workers, _tracker(quiet)))
     if res is None:
@@ -342,7 +358,9 @@ def infer(
     else:
         print_table(f"predictions ({res['threshold_origin']})", ["path", "score", "normalized", "label", "error"],
                     [[r["path"], r["score"], r["normalized_score"], r["label"], r["error"] or ""] for r in rows])
-        print_text(f"wrote {res['csv']} and {res['jsonl']}" + (f"; heat maps in {res['heatmaps']}" if res["heatmaps"] else ""))
+        failed = sum(1 for r in rows if r["error"])
+        print_text(f"scored {len(rows) - failed} of {len(rows)} images; wrote {res['csv']} and {res['jsonl']}"
+                   + (f"; heat maps in {res['heatmaps']}" if res["heatmaps"] else ""))
     if any(r["error"] for r in rows):
         raise typer.Exit(1)
     if fail_on_anomaly and any(r["label"] == "anomalous" for r in rows):

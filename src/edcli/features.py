@@ -1,13 +1,14 @@
 """Backbone -> store: the feature context of a run or a checkpoint, extraction of a category, ensure-features."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from edcli.config import BackboneConfig, DataConfig
-from edcli.errors import ConfigError
+from edcli.errors import UsageError
 
 
 def feature_meta(data: DataConfig, bb_cfg: BackboneConfig, winfo, resize_mode: str) -> dict[str, Any]:
@@ -33,9 +34,58 @@ def categories_of(data: DataConfig) -> list[str]:
 
     layout(data.dataset)
     if not data.data_path:
-        raise ConfigError("--data-path is required: the dataset root that holds one folder per category")
+        raise UsageError("--data-path is required: the dataset root that holds one folder per category")
     found = discover_categories(data.dataset, data.data_path, data.normal_name)
     return select_categories(found, tuple(data.categories))
+
+
+def machine_memory(device=None) -> int:
+    """Bytes of memory the work can use: the GPU's for a CUDA device, else the machine's RAM (0 when unknown)."""
+    if device is not None and getattr(device, "type", "") == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemTotal:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return 0
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**50:,.0f} PiB"
+
+
+def check_image_size(shapes: list[tuple[int, int, int]], image_size: int, batch_size: int, device=None,
+                     model_cfg=None, backbone: str = "") -> None:
+    """Refuse an --image-size that gives a level a grid under 2x2, or whose work cannot fit in memory, before any
+    allocation. Features: the batch of decoded images and their feature maps. Training (model_cfg given): the
+    (L, L) attention and prior maps of every layer, head and branch at the batch, forward and backward."""
+    small = [(h, w) for _, h, w in shapes if h < 2 or w < 2]
+    if small:
+        grids = ", ".join(f"{h}x{w}" for _, h, w in shapes)
+        raise UsageError(f"--image-size {image_size}: {backbone or 'the backbone'} gives token grids {grids}; every "
+                         "level needs at least 2x2 (the prior and the attention need neighbours): use a larger size")
+    need = batch_size * (3 * image_size * image_size * 5 + sum(4 * c * h * w for c, h, w in shapes))
+    what = f"{batch_size} image(s) of {image_size}x{image_size} px and their features"
+    if model_cfg is not None:
+        branches = int(model_cfg.intra) + int(model_cfg.inter)
+        maps = sum(4 * (h * w) ** 2 for _, h, w in shapes)  # one float32 (L, L) map per level
+        # per layer, head and branch: the attention and its prior target, each kept for the backward pass
+        need = max(need, batch_size * model_cfg.layers * model_cfg.heads * branches * 2 * 2 * maps)
+        what = (f"the (L, L) attention maps of training ({model_cfg.layers} layers x {model_cfg.heads} heads x "
+                f"{branches} branch(es), batch {batch_size}, forward and backward; "
+                f"tokens {', '.join(str(h * w) for _, h, w in shapes)})")
+    have = machine_memory(device)
+    if have and need > have:
+        raise UsageError(f"--image-size {image_size}: {what} need about {_gib(need)}, more than the "
+                         f"{_gib(have)} of memory here; use a smaller --image-size or --batch-size")
 
 
 @dataclass

@@ -15,6 +15,7 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
         save_maps: bool = False, num_workers: int = 0, track=None) -> dict[str, Any]:
     """Metrics of every checkpoint of a run (or of one checkpoint); writes RUN/metrics.json and metrics.csv."""
     from edcli.checkpoint import build_model, find_checkpoints, load_checkpoint
+    from edcli.config import check_count
     from edcli.engine import check_precision, resolve_device
     from edcli.evaluate import category_metrics, masks_if_known, read_from, score_cached
     from edcli.features import context_for_checkpoint, ensure_features
@@ -24,6 +25,7 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
     from edcli.store import FeatureFile, features_path
 
     track = track or NullTracker()
+    check_count("--num-workers", num_workers, 0)
     parse_reducer(eval_cfg.reducer)
     if eval_cfg.pixel_map not in ("raw", "smoothed"):
         raise ConfigError(f"--pixel-map {eval_cfg.pixel_map!r}: use raw or smoothed")

@@ -21,6 +21,7 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
         track=None) -> list[dict[str, Any]]:
     """Train every selected category and write RUN/checkpoints/<category>.pt and RUN/run.json."""
     from edcli.checkpoint import checkpoint_path
+    from edcli.config import check_count
     from edcli.distributed import gather_rows, run_sharded, shard
     from edcli.engine import check_precision, init_distributed, rank_device
     from edcli.features import (
@@ -35,6 +36,7 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
     track = track or NullTracker()
     eval_cfg = eval_cfg or EvalConfig()
     _check_train_cfg(model_cfg, train_cfg)
+    check_count("--num-workers", num_workers, 0)
     cats = categories_of(data)
     dist = init_distributed(train_cfg.device)
     device = rank_device(train_cfg.device, dist)
@@ -46,10 +48,17 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
     if strategy == "ddp" and len(cats) != 1:
         raise ConfigError(f"--strategy ddp trains ONE category data-parallel; pick one with --category (found {len(cats)})")
     if train_cfg.jobs > 1 and not dist.enabled and len(cats) > 1:
+        from edcli.backbone import feature_shapes
+
+        _check_shapes(feature_shapes(bb_cfg.name, tuple(bb_cfg.levels), data.image_size), data, bb_cfg, model_cfg,
+                      train_cfg, device)
         return run_jobs(data, bb_cfg, model_cfg, train_cfg, store, out, resume, feature_batch_size, eval_cfg, cats, track)
     mine = shard(cats, dist) if strategy == "categories" else cats
     ctx = build_context(data, bb_cfg, train_cfg.device)
     ctx.device = device
+    S = data.image_size
+    _check_shapes([(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))], data, bb_cfg,
+                  model_cfg, train_cfg, device)
     ctx.extractor.to(device)
     if ctx.winfo.random_init:
         track.warn("--random-init: the backbone is untrained (for tests and timing only); recorded in the checkpoint")
@@ -86,6 +95,22 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
     if err:
         raise DistributedError(f"rank {dist.rank}: {err}")
     return rows
+
+
+def _check_shapes(shapes, data, bb_cfg, model_cfg, cfg, device) -> None:
+    """Before any allocation: grids of at least 2x2, the attention maps within memory, widths that split in heads."""
+    from edcli.config import d_model_for
+    from edcli.errors import UsageError
+    from edcli.features import check_image_size
+
+    check_image_size(shapes, data.image_size, cfg.batch_size, device, model_cfg, bb_cfg.name)
+    if model_cfg.d_model and len(model_cfg.d_model) != len(shapes):
+        raise UsageError(f"--d-model {','.join(map(str, model_cfg.d_model))}: give one width per level "
+                         f"({len(shapes)} levels: --levels {','.join(map(str, bb_cfg.levels))})")
+    for d in model_cfg.d_model or [d_model_for(c) for c, _, _ in shapes]:
+        if d % model_cfg.heads:
+            raise UsageError(f"--heads {model_cfg.heads}: the model width {d} does not split into {model_cfg.heads} "
+                             "heads; use a --heads that divides it (e.g. 8) or set --d-model")
 
 
 def _check_train_cfg(model_cfg, cfg) -> None:
