@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from edcli.errors import StoreError
-from edcli.files import TMP_MARK, discard, is_temp, publish, temp_path
+from edcli.files import TMP_MARK, GuardedFile, discard, is_temp, prepare, publish
 from edcli.method.prior import grid_distances
 from edcli.version import __version__
 
@@ -41,34 +41,59 @@ _DIST_REMEDY = "delete it and rerun `ed distmaps`"
 Index = Union[None, int, slice, Sequence[int], np.ndarray]
 
 
-def _create_temp(final: Path) -> tuple[Path, h5py.File]:
-    """Create the folder and an empty HDF5 temp file next to `final`."""
-    tmp = temp_path(final)
+def _create_temp(final: Path) -> tuple[Path, GuardedFile, h5py.File]:
+    """Create the folder and an empty HDF5 temp file next to `final`, written through a GuardedFile: HDF5 never
+    touches the disk itself, so a full disk is an error we report, not flush errors and a crash at exit."""
+    tmp = prepare(final)  # WriteError naming the folder if it cannot be made
+    stream = None
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        return tmp, h5py.File(tmp, "w-")
+        stream = GuardedFile(tmp)
+        return tmp, stream, h5py.File(stream, "w")
     except OSError as e:
-        raise StoreError(f"cannot write {final}: {e}; check that the store folder is writable") from e
+        _discard(None, stream, tmp)
+        raise _write_failed(final, e) from e
 
 
-def _discard(f: h5py.File | None, tmp: Path) -> None:
+def _write_failed(final: Path, e: BaseException) -> StoreError:
+    cause = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return StoreError(f"cannot write {final}: {cause}; nothing there was changed (free space, or choose a "
+                      "writable --store)")
+
+
+def _discard(f: h5py.File | None, stream: GuardedFile | None, tmp: Path) -> None:
+    """Close the HDF5 file and its stream whatever state they are in, then remove the temp file."""
     if f is not None:
         with contextlib.suppress(Exception):
             f.close()
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            stream.close()
     discard(tmp)
+
+
+def _finish(f: h5py.File, stream: GuardedFile, tmp: Path, final: Path) -> None:
+    """Close (HDF5 flushes through the stream), check that every byte reached the disk, publish."""
+    try:
+        f.close()
+        stream.close()  # raises the first write error
+        publish(tmp, final)
+    except (OSError, RuntimeError) as e:
+        _discard(f, stream, tmp)
+        raise _write_failed(final, stream.error or e) from e
 
 
 @contextlib.contextmanager
 def _atomic_h5(final: Path) -> Iterator[h5py.File]:
     """Yield a writable HDF5 file that appears at `final` only if the block finishes."""
-    tmp, f = _create_temp(final)
+    tmp, stream, f = _create_temp(final)
     try:
         yield f
-        f.close()
-        publish(tmp, final)
-    except BaseException:
-        _discard(f, tmp)
+    except BaseException as e:
+        _discard(f, stream, tmp)
+        if stream.error is not None:
+            raise _write_failed(final, stream.error) from e
         raise
+    _finish(f, stream, tmp, final)
 
 
 def _open_read(path: Path, what: str, run: str, remedy: str) -> h5py.File:
@@ -238,7 +263,7 @@ class FeatureWriter:
         self._train_done = np.zeros(self.n_train, dtype=bool)
         self._test_done = np.zeros(self.n_test, dtype=bool)
         self._ref_done = [False] * len(self.shapes)
-        self._tmp, self._f = _create_temp(self.path)
+        self._tmp, self._stream, self._f = _create_temp(self.path)
         try:
             self._layout(meta, compression)
         except BaseException:
@@ -299,6 +324,12 @@ class FeatureWriter:
                 raise StoreError(f"{self.path}: {split} level {k} rows {rows.start}..{rows.stop - 1} are not "
                                  f"finite in float16 (NaN or |x| > 65504); check the backbone and its weights")
             self._f[f"{split}/{k}"][rows] = x16
+        self._check_disk()
+
+    def _check_disk(self) -> None:
+        """Stop at the first failed write (the rest would be lost anyway)."""
+        if self._stream.error is not None:
+            raise _write_failed(self.path, self._stream.error)
 
     def write_train(self, start: int, feats: list[np.ndarray], paths: list[str]) -> None:
         """feats[k]: (b, C, H, W) float for rows start..start+b-1; stored as float16."""
@@ -365,18 +396,21 @@ class FeatureWriter:
         f = self._open_file()
         try:
             self._check_complete()
-            f.close()
-            self._f = None
-            publish(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
+        self._f = None
+        _finish(f, self._stream, self._tmp, self.path)
         return self.path
 
     def abort(self) -> None:
         """Close and remove the temp file; the final path is left as it was."""
-        _discard(self._f, self._tmp)
+        _discard(self._f, self._stream, self._tmp)
         self._f = None
+
+    def _raise_disk_error(self, exc: BaseException) -> None:
+        if self._stream.error is not None:
+            raise _write_failed(self.path, self._stream.error) from exc
 
     def __enter__(self) -> "FeatureWriter":
         return self
@@ -386,6 +420,8 @@ class FeatureWriter:
             self.commit()
         else:
             self.abort()
+            if exc is not None and not isinstance(exc, StoreError):
+                self._raise_disk_error(exc)  # an HDF5 error caused by a full disk: say so, not HDF5's words
         return False
 
 
