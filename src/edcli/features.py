@@ -151,32 +151,69 @@ def run_backbone(ctx: FeatureContext, images) -> list:
     return [f.float().cpu().numpy() for f in feats]
 
 
+def stale_reason(ff, root: str, listings: dict[str, list[str]]) -> str | None:
+    """Why a store entry no longer describes the images at `root` (another root, files added, removed or changed
+    since it was made), or None when it still does. `listings`: split -> data.fingerprint.source_listing."""
+    from edcli.data.fingerprint import describe_changes
+
+    made = ff.meta.get("created", "?")
+    have_root = ff.meta.get("dataset_root")
+    if have_root is not None and str(have_root) != str(Path(root).resolve()):
+        return f"it was made from the images in {have_root}, not {Path(root).resolve()}"
+    changes = []
+    for split, rows in listings.items():
+        old = ff.source(split)
+        if old is None:
+            return "it records no fingerprint of its images (made by an older edcli)"
+        change = describe_changes(old, rows, split)
+        if change:
+            changes.append(change)
+    return f"{', '.join(changes)} since it was made ({made})" if changes else None
+
+
+def split_listings(data: DataConfig, category: str, splits=("train", "test")):
+    """(refs per split, source listing per split) of a category as it is on disk now."""
+    from edcli.data.fingerprint import source_listing
+    from edcli.data.layouts import list_split
+
+    refs = {sp: list_split(data.dataset, data.data_path, category, sp, data.normal_name) for sp in splits}
+    return refs, {sp: source_listing(r, data.data_path) for sp, r in refs.items()}
+
+
 def extract_category(ctx: FeatureContext, store: str, category: str, batch_size: int, num_workers: int,
-                     track, overwrite: bool = False) -> dict[str, Any]:
-    """Cache one category's pooled features and its prototypes; skip a complete file with the same settings."""
+                     track, overwrite: bool = False, say_cached: bool = True) -> dict[str, Any]:
+    """Cache one category's pooled features and its prototypes; skip a complete file with the same settings made
+    from the same files (a file made from other images, or before some were added, removed or changed, is redone)."""
     import numpy as np
 
     from edcli.data.images import SampleDataset
-    from edcli.data.layouts import list_split
     from edcli.engine import data_loader
     from edcli.store import FeatureFile, FeatureWriter, features_path, file_size
 
     data = ctx.data
     meta = dict(ctx.meta, category=category)
     path = features_path(store, data.dataset, category, meta)
+    refs, listings = split_listings(data, category)
+    train_refs, test_refs = refs["train"], refs["test"]  # train is never empty
     if path.exists() and not overwrite:
         with FeatureFile.open(path, meta) as ff:
+            reason = stale_reason(ff, data.data_path, listings)
             row = {"category": category, "train": ff.n_train, "test": ff.n_test, "shapes": list(ff.shapes),
                    "seconds": 0.0, "bytes": file_size(path), "path": str(path), "status": "cached"}
-        track.log(f"{category}: features already in {path} (same settings); skipped. --overwrite redoes them")
-        return row
-    train_refs = list_split(data.dataset, data.data_path, category, "train", data.normal_name)  # never empty
-    test_refs = list_split(data.dataset, data.data_path, category, "test", data.normal_name)
+        if reason is None:
+            if say_cached:
+                track.log(f"{category}: features already in {path} (same settings, same images); skipped. "
+                          "--overwrite redoes them")
+            return row
+        track.log(f"{category}: recomputing {path}: {reason}")
+    status = "recomputed" if path.exists() and not overwrite else "written"
     S = data.image_size
     shapes = [(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))]
     start = time.perf_counter()
     sums = [np.zeros((c, h * w), dtype=np.float64) for c, h, w in shapes]
     with FeatureWriter(path, meta, shapes, len(train_refs), len(test_refs), S) as writer:
+        for split, rows in listings.items():
+            writer.write_source(split, rows)
         loader = data_loader(SampleDataset(train_refs, S, ctx.resize_mode, data.dataset), batch_size, num_workers)
         for batch in track(loader, total=len(loader), description=f"{category} train"):
             feats = run_backbone(ctx, batch["image"])
@@ -199,18 +236,18 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
     seconds = time.perf_counter() - start
     return {"category": category, "train": len(train_refs), "test": len(test_refs),
             "shapes": [tuple(s) for s in shapes], "seconds": round(seconds, 2), "bytes": file_size(path),
-            "path": str(path), "status": "written"}
+            "path": str(path), "status": status}
 
 
 def ensure_features(ctx: FeatureContext, store: str, category: str, batch_size: int, num_workers: int, track) -> Path:
-    """The store file for a category, computing it first when missing (and saying so)."""
+    """The store file for a category, computing it first when missing or made from other files (and saying so)."""
     from edcli.store import features_path
 
     meta = dict(ctx.meta, category=category)
     path = features_path(store, ctx.data.dataset, category, meta)
     if not path.exists():
         track.log(f"{category}: no cached features for these settings in {store}; computing them first")
-        extract_category(ctx, store, category, batch_size, num_workers, track)
+    extract_category(ctx, store, category, batch_size, num_workers, track, say_cached=False)
     return path
 
 

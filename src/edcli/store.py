@@ -366,6 +366,17 @@ class FeatureWriter:
         g["mask_known"][rows] = mask_known.astype(bool)
         self._test_done[rows] = True
 
+    def write_source(self, split: str, rows: list[str]) -> None:
+        """What the split was made from (data/fingerprint.py: one line per image and mask), for later checks."""
+        f = self._open_file()
+        if split not in ("train", "test"):
+            raise StoreError(f"{self.path}: unknown split {split!r} for the source listing")
+        name = f"source/{split}"
+        if name in f:
+            del f[name]
+        f.create_dataset(name, data=np.array([str(r) for r in rows], dtype=object), dtype=_STR)
+        self._check_disk()
+
     def write_ref(self, level: int, ref: np.ndarray) -> None:
         """ref: (C, L) float32, the mean pooled train feature map of the level (L = H*W, row-major)."""
         self._open_file()
@@ -580,6 +591,11 @@ class FeatureFile:
     @cached_property
     def train_paths(self) -> list[str]:
         return self._strings("train/paths")
+
+    def source(self, split: str) -> list[str] | None:
+        """The recorded listing of the files the split was made from; None for a file written without one."""
+        name = f"source/{split}"
+        return self._strings(name) if name in self._file else None
 
     @cached_property
     def test_paths(self) -> list[str]:

@@ -43,12 +43,14 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
             meta = dict(ck.backbone)
             st = store or ck.config.get("store")
             fpath = features_path(st, dataset or ck.dataset, ck.category, meta) if st else None
-            if fpath is None or not fpath.exists():
+            why = _cache_problem(fpath, meta, ck, data_path, dataset)
+            if why:
                 ctx = context_for_checkpoint(ck, data_path, device, cache, dataset)
-                if st is None:
+                other = data_path and Path(data_path).resolve() != Path(ck.data_path).resolve()
+                if st is None or other:  # scoring other images: never overwrite the run's store entry with them
                     tmp_store = tmp_store or tempfile.mkdtemp(prefix="ed-eval-store-")
                     st = tmp_store
-                track.log(f"{ck.category}: no cached test features match the checkpoint; running the backbone")
+                track.log(f"{ck.category}: {why}; running the backbone on the test images")
                 fpath = ensure_features(ctx, st, ck.category, eval_cfg.batch_size, num_workers, track)
             with FeatureFile.open(fpath, meta) as ff:
                 if ff.n_test == 0:
@@ -61,6 +63,7 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
                     save_eval_maps(out_dir / "maps" / ck.category, ff, split, ck, masks)
             sel = ck.selection or {}
             rows.append({"category": ck.category, **m, "test_images": int(ff.n_test),
+                         "data_path": str(ff.meta.get("dataset_root", "")),
                          "seconds": round(split.seconds, 3), "seconds_per_image": split.seconds / max(1, ff.n_test),
                          "epoch": sel.get("epoch", ck.epochs_done), "selection": sel.get("select", "last"),
                          "test_selected": bool(sel.get("test_selected", False))})
@@ -78,6 +81,25 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
     jpath, cpath = write_metrics(out_dir, rows, mean, protocol)
     return {"rows": rows, "mean": mean, "protocol": protocol, "metrics_json": str(jpath), "metrics_csv": str(cpath),
             "maps": str(out_dir / "maps") if save_maps else None}
+
+
+def _cache_problem(fpath: Optional[Path], meta: dict, ck, data_path: Optional[str], dataset: Optional[str]) -> str:
+    """Why the cached test features cannot be scored for these images ('' when they can)."""
+    from edcli.config import DataConfig
+    from edcli.features import split_listings, stale_reason
+    from edcli.store import FeatureFile
+
+    if fpath is None or not fpath.exists():
+        return "no cached test features match the checkpoint"
+    root = data_path or ck.data_path
+    if not data_path and not Path(root).is_dir():
+        return ""  # the training images are gone; their cached features are all that is left to score
+    data = DataConfig(dataset=dataset or ck.dataset, data_path=root, image_size=int(meta["image_size"]),
+                      normal_name=ck.config.get("data", {}).get("normal_name", "good"))
+    _, listings = split_listings(data, ck.category, splits=("test",))
+    with FeatureFile.open(fpath, meta) as ff:
+        reason = stale_reason(ff, root, listings)
+    return f"the cached features in {fpath} cannot be used: {reason}" if reason else ""
 
 
 def _protocol(ck, meta: dict, sel: dict, eval_cfg) -> dict[str, Any]:
