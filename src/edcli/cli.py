@@ -70,13 +70,11 @@ def _run(fn: Callable[[], Any], quiet: bool = False) -> Any:
     line naming the path, exit 1; Ctrl-C -> exit 130. Under torchrun only rank 0 renders."""
     import os
 
-    import click
-
     from edcli.errors import EdError
     from edcli.ui import print_error
 
-    ctx = click.get_current_context(silent=True)
-    name = f"ed {ctx.info_name}" if ctx is not None and ctx.info_name else "ed"
+    # the command whose body built `fn` ("features.<locals>.<lambda>", "eval_.<locals>.go"): messages name it
+    name = f"ed {fn.__qualname__.split('.')[0].rstrip('_')}" if ".<locals>." in fn.__qualname__ else "ed"
     try:
         result = fn()
         return result if os.environ.get("RANK", "0") == "0" else None

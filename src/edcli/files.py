@@ -124,45 +124,82 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 
 
 class GuardedFile:
-    """A binary file for a library that writes through callbacks (h5py's fileobj driver): the first OSError is
-    kept in `error` and later writes are dropped, so the library can still close cleanly (no crash on a full disk)
-    and the caller removes the file and reports the error."""
+    """A binary file for a library that writes through callbacks (h5py's fileobj driver). The first OSError of a
+    write is kept in `error`; from then on the file lives on in memory (later writes kept in an overlay that reads
+    see, nothing more on disk), so the library stays consistent and closes cleanly instead of crashing on a full
+    disk, and the caller removes the file and reports the error. Unbuffered: only write() ever writes."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._fh = open(self.path, "xb+")
+        self._fh = open(self.path, "xb+", buffering=0)
         self.error: OSError | None = None
-
-    def _guard(self, fn, *args, fallback=None):
-        if self.error is None:
-            try:
-                return fn(*args)
-            except OSError as e:
-                self.error = e
-        return fallback
+        self._pos = 0  # the position once the disk has failed
+        self._overlay: list[tuple[int, bytes]] = []
 
     def write(self, data) -> int:
-        n = len(memoryview(data).cast("B"))
-        got = self._guard(self._fh.write, data)
-        return n if got is None else got
+        mv = memoryview(data).cast("B")
+        if self.error is None:
+            start, done = self._fh.tell(), 0
+            try:
+                while done < len(mv):
+                    n = self._fh.write(mv[done:])
+                    if not n:
+                        raise OSError(28, os.strerror(28))  # ENOSPC: a write that makes no progress
+                    done += n
+                return len(mv)
+            except OSError as e:
+                self.error, self._pos = e, start
+        self._overlay.append((self._pos, bytes(mv)))
+        self._pos += len(mv)
+        return len(mv)
 
-    def truncate(self, size=None):
-        return self._guard(self._fh.truncate, size, fallback=size)
-
-    def flush(self) -> None:
-        self._guard(self._fh.flush)
-
-    def read(self, n: int = -1) -> bytes:
-        return self._fh.read(n)
+    def _end(self) -> int:
+        disk = os.fstat(self._fh.fileno()).st_size
+        return max([disk] + [off + len(b) for off, b in self._overlay])
 
     def readinto(self, buf) -> int:
-        return self._fh.readinto(buf)
+        if self.error is None:
+            return self._fh.readinto(buf)
+        out = memoryview(buf).cast("B")
+        size, pos = len(out), self._pos
+        disk = os.pread(self._fh.fileno(), size, pos)
+        out[:len(disk)] = disk
+        got = len(disk)
+        for off, b in self._overlay:  # later writes win
+            lo, hi = max(off, pos), min(off + len(b), pos + size)
+            if lo < hi:
+                if lo - pos > got:
+                    out[got:lo - pos] = bytes(lo - pos - got)
+                out[lo - pos:hi - pos] = b[lo - off:hi - off]
+                got = max(got, hi - pos)
+        self._pos += got
+        return got
+
+    def read(self, n: int = -1) -> bytes:
+        if self.error is None:
+            return self._fh.read(n)
+        buf = bytearray(max(0, (self._end() - self._pos) if n < 0 else n))
+        return bytes(buf[:self.readinto(buf)])
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._fh.seek(offset, whence)
+        if self.error is None:
+            return self._fh.seek(offset, whence)
+        self._pos = offset if whence == 0 else self._pos + offset if whence == 1 else self._end() + offset
+        return self._pos
 
     def tell(self) -> int:
-        return self._fh.tell()
+        return self._fh.tell() if self.error is None else self._pos
+
+    def truncate(self, size=None):
+        if self.error is None:
+            try:
+                return self._fh.truncate(size)
+            except OSError as e:
+                self.error, self._pos = e, self._fh.tell()
+        return size
+
+    def flush(self) -> None:
+        pass  # unbuffered: nothing waits in this process
 
     def seekable(self) -> bool:
         return True
@@ -175,11 +212,11 @@ class GuardedFile:
 
     def close(self) -> None:
         """Close the file; raise the first write error (as it happened) if there was one."""
-        self.flush()
         try:
             self._fh.close()
         except OSError as e:
             self.error = self.error or e
+        self._overlay = []
         if self.error is not None:
             raise self.error
 

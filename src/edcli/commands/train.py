@@ -47,18 +47,16 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
         raise ConfigError("--strategy ddp needs torchrun (e.g. torchrun --nproc-per-node 2 -m edcli train ...)")
     if strategy == "ddp" and len(cats) != 1:
         raise ConfigError(f"--strategy ddp trains ONE category data-parallel; pick one with --category (found {len(cats)})")
-    if train_cfg.jobs > 1 and not dist.enabled and len(cats) > 1:
-        from edcli.backbone import feature_shapes
+    from edcli.backbone import feature_shapes
 
-        _check_shapes(feature_shapes(bb_cfg.name, tuple(bb_cfg.levels), data.image_size), data, bb_cfg, model_cfg,
-                      train_cfg, device)
+    # shapes from a dry run on the meta device: a refused size or width costs no weights and no allocation
+    _check_shapes(feature_shapes(bb_cfg.name, tuple(bb_cfg.levels), data.image_size), data, bb_cfg, model_cfg,
+                  train_cfg, device)
+    if train_cfg.jobs > 1 and not dist.enabled and len(cats) > 1:
         return run_jobs(data, bb_cfg, model_cfg, train_cfg, store, out, resume, feature_batch_size, eval_cfg, cats, track)
     mine = shard(cats, dist) if strategy == "categories" else cats
     ctx = build_context(data, bb_cfg, train_cfg.device)
     ctx.device = device
-    S = data.image_size
-    _check_shapes([(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))], data, bb_cfg,
-                  model_cfg, train_cfg, device)
     ctx.extractor.to(device)
     if ctx.winfo.random_init:
         track.warn("--random-init: the backbone is untrained (for tests and timing only); recorded in the checkpoint")
