@@ -400,3 +400,25 @@ def test_eval_data_path_scores_those_images(tmp_path, tiny_run, tiny_store):
     assert got["rows"][0]["test_images"] == n_other != n_own
     assert got["rows"][0]["data_path"] == str(other.resolve()) and got["mean"]["test_images"] == n_other
     assert {p: p.read_bytes() for p in tiny_store.rglob("*.h5")} == store_before  # the run's store is untouched
+
+
+def test_ctrl_c_inside_hdf5_is_raised_not_swallowed(tmp_path, monkeypatch):
+    import signal
+
+    from edcli.store import FeatureWriter
+
+    real, sent = files.GuardedFile.write, []
+
+    def write(self, data):  # Ctrl-C arrives while HDF5 is inside its file callback
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, data)
+
+    monkeypatch.setattr(files.GuardedFile, "write", write)
+    meta = dict(backbone="b", weights_sha256="x", levels=[2], image_size=8, resize_mode="squash")
+    with pytest.raises(KeyboardInterrupt):
+        with FeatureWriter(tmp_path / "f.h5", meta, [(4, 2, 2)], 2, 0, 8) as w:
+            w.write_train(0, [np.ones((2, 4, 2, 2))], ["a", "b"])
+            w.write_ref(0, np.ones((4, 4), np.float32))
+    assert sent and _temps(tmp_path) == [] and not (tmp_path / "f.h5").exists()

@@ -400,10 +400,10 @@ def main() -> None:
 def completions(folder: Annotated[Path, typer.Argument(help="Where to write ed.bash, ed.zsh and ed.fish.")] = Path("completions")) -> None:
     """Regenerate the static shell completion scripts."""
     from edcli.completions import completion_scripts
+    from edcli.files import write_text
 
-    folder.mkdir(parents=True, exist_ok=True)
     for name, text in completion_scripts(typer.main.get_command(app)).items():
-        (folder / name).write_text(text)
+        _run(lambda: write_text(folder / name, text))
         typer.echo(str(folder / name))
 
 

@@ -61,6 +61,11 @@ def remove_stale_temps(final: Path) -> list[Path]:
 def write_error(path: Path, exc: OSError) -> WriteError:
     """One line naming the target and the cause ('No space left on device', 'Read-only file system', ...)."""
     cause = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno is None:  # a library's own short-write message ("4096 requested and 2016 written"): say why
+        with contextlib.suppress(OSError):
+            st = os.statvfs(Path(path).parent)
+            if st.f_bavail * st.f_frsize < (1 << 20):
+                cause = f"No space left on device ({cause})"
     return WriteError(f"cannot write {path}: {cause}; nothing there was changed (free space, or choose a writable "
                       "folder)")
 

@@ -16,7 +16,9 @@ import datetime
 import hashlib
 import json
 import os
-from functools import cached_property
+import signal
+import threading
+from functools import cached_property, wraps
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
@@ -39,6 +41,31 @@ _REMEDY = "delete it or rerun `ed features --overwrite`"
 _DIST_REMEDY = "delete it and rerun `ed distmaps`"
 
 Index = Union[None, int, slice, Sequence[int], np.ndarray]
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside HDF5 until the call returns: raised in a file callback, h5py would print
+    it and swallow it, and the command would go on (and exit 0)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending and callable(old):
+        old(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here, outside HDF5
+
+
+def _deferring(method):
+    @wraps(method)
+    def wrapper(*args, **kwargs):
+        with _sigint_deferred():
+            return method(*args, **kwargs)
+    return wrapper
 
 
 def _create_temp(final: Path) -> tuple[Path, GuardedFile, h5py.File]:
@@ -84,16 +111,17 @@ def _finish(f: h5py.File, stream: GuardedFile, tmp: Path, final: Path) -> None:
 
 @contextlib.contextmanager
 def _atomic_h5(final: Path) -> Iterator[h5py.File]:
-    """Yield a writable HDF5 file that appears at `final` only if the block finishes."""
-    tmp, stream, f = _create_temp(final)
-    try:
-        yield f
-    except BaseException as e:
-        _discard(f, stream, tmp)
-        if stream.error is not None:
-            raise _write_failed(final, stream.error) from e
-        raise
-    _finish(f, stream, tmp, final)
+    """Yield a writable HDF5 file that appears at `final` only if the block finishes (a Ctrl-C waits for it)."""
+    with _sigint_deferred():
+        tmp, stream, f = _create_temp(final)
+        try:
+            yield f
+        except BaseException as e:
+            _discard(f, stream, tmp)
+            if stream.error is not None:
+                raise _write_failed(final, stream.error) from e
+            raise
+        _finish(f, stream, tmp, final)
 
 
 def _open_read(path: Path, what: str, run: str, remedy: str) -> h5py.File:
@@ -263,9 +291,11 @@ class FeatureWriter:
         self._train_done = np.zeros(self.n_train, dtype=bool)
         self._test_done = np.zeros(self.n_test, dtype=bool)
         self._ref_done = [False] * len(self.shapes)
-        self._tmp, self._stream, self._f = _create_temp(self.path)
+        self._tmp, self._stream, self._f = None, None, None
         try:
-            self._layout(meta, compression)
+            with _sigint_deferred():  # a Ctrl-C held until here is raised inside the try: the temp file goes
+                self._tmp, self._stream, self._f = _create_temp(self.path)
+                self._layout(meta, compression)
         except BaseException:
             self.abort()
             raise
@@ -331,6 +361,7 @@ class FeatureWriter:
         if self._stream.error is not None:
             raise _write_failed(self.path, self._stream.error)
 
+    @_deferring
     def write_train(self, start: int, feats: list[np.ndarray], paths: list[str]) -> None:
         """feats[k]: (b, C, H, W) float for rows start..start+b-1; stored as float16."""
         rows = self._rows("train", start, len(paths), self.n_train)
@@ -340,6 +371,7 @@ class FeatureWriter:
         self._f["train/paths"][rows] = np.array([str(p) for p in paths], dtype=object)
         self._train_done[rows] = True
 
+    @_deferring
     def write_test(self, start: int, feats: list[np.ndarray], paths: list[str], labels, masks, defect_types,
                    mask_known) -> None:
         """masks (b, S, S) bool or integer (0/1); labels (b,) int; defect_types list[str]; mask_known (b,) bool."""
@@ -366,6 +398,7 @@ class FeatureWriter:
         g["mask_known"][rows] = mask_known.astype(bool)
         self._test_done[rows] = True
 
+    @_deferring
     def write_source(self, split: str, rows: list[str]) -> None:
         """What the split was made from (data/fingerprint.py: one line per image and mask), for later checks."""
         f = self._open_file()
@@ -377,6 +410,7 @@ class FeatureWriter:
         f.create_dataset(name, data=np.array([str(r) for r in rows], dtype=object), dtype=_STR)
         self._check_disk()
 
+    @_deferring
     def write_ref(self, level: int, ref: np.ndarray) -> None:
         """ref: (C, L) float32, the mean pooled train feature map of the level (L = H*W, row-major)."""
         self._open_file()
@@ -402,6 +436,7 @@ class FeatureWriter:
         if missing_refs:
             raise StoreError(f"{self.path}: ref levels {missing_refs} were never written; nothing was saved")
 
+    @_deferring
     def commit(self) -> Path:
         """Check that everything was written, then move the file into place. On failure nothing is left."""
         f = self._open_file()
@@ -414,13 +449,15 @@ class FeatureWriter:
         _finish(f, self._stream, self._tmp, self.path)
         return self.path
 
+    @_deferring
     def abort(self) -> None:
         """Close and remove the temp file; the final path is left as it was."""
-        _discard(self._f, self._stream, self._tmp)
+        if self._tmp is not None:
+            _discard(self._f, self._stream, self._tmp)
         self._f = None
 
     def _raise_disk_error(self, exc: BaseException) -> None:
-        if self._stream.error is not None:
+        if self._stream is not None and self._stream.error is not None:
             raise _write_failed(self.path, self._stream.error) from exc
 
     def __enter__(self) -> "FeatureWriter":
