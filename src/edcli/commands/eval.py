@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from edcli.errors import ConfigError, DataError
+from edcli.errors import DataError
 from edcli.track import NullTracker
 
 
@@ -27,8 +27,6 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
     track = track or NullTracker()
     check_count("--num-workers", num_workers, 0)
     parse_reducer(eval_cfg.reducer)
-    if eval_cfg.pixel_map not in ("raw", "smoothed"):
-        raise ConfigError(f"--pixel-map {eval_cfg.pixel_map!r}: use raw or smoothed")
     device = resolve_device(eval_cfg.device)
     check_precision(eval_cfg.precision, device)
     paths = find_checkpoints(run_dir, checkpoint, categories)
