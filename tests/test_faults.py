@@ -158,6 +158,16 @@ def test_random_bytes_are_a_data_error(tmp_path_factory, data, name):
 
 
 @BOUNDED
+@given(st.binary(max_size=300))
+def test_random_bytes_as_a_mask_are_a_data_error(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("maskbytes")
+    Image.new("RGB", (8, 8)).save(folder / "img.png")
+    (folder / "m.png").write_bytes(data)
+    with pytest.raises(DataError, match="could not decode mask"):
+        load_mask(SampleRef(str(folder / "img.png"), 1, "hole", str(folder / "m.png")), 8, "squash", "mvtec")
+
+
+@BOUNDED
 @given(st.integers(0, 99))
 def test_truncated_images_are_a_data_error(tmp_path_factory, percent):
     good = _png(np.random.default_rng(percent).integers(0, 255, (16, 16, 3), dtype=np.uint8))
@@ -235,6 +245,22 @@ def _fail_writes(monkeypatch, budget: int, err: int = errno.ENOSPC):
 
     _FailingFile.budget, _FailingFile.err = budget, err
     monkeypatch.setattr(files, "open", fake_open, raising=False)
+
+
+def test_guarded_file_keeps_what_the_disk_refused_in_memory(tmp_path):
+    g = files.GuardedFile(tmp_path / "g.bin")
+    g.write(b"abcd")
+    g._fh.close()  # the disk goes away: every later write fails
+    g._fh = open(tmp_path / "g.bin", "rb", buffering=0)
+    g._fh.seek(4)
+    assert g.write(b"EFGH") == 4 and isinstance(g.error, OSError)
+    g.seek(2)
+    assert g.write(b"XY") == 2 and g.tell() == 4
+    g.seek(0)
+    assert g.read(8) == b"abXYEFGH" and g.seek(0, 2) == 8
+    with pytest.raises(OSError):
+        g.close()
+    assert (tmp_path / "g.bin").read_bytes() == b"abcd"  # nothing more reached the disk
 
 
 def _temps(folder: Path) -> list[Path]:
