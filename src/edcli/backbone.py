@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from edcli.config import BackboneConfig
-from edcli.errors import ConfigError, WeightsError
+from edcli.errors import ConfigError, UsageError, WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -249,7 +249,7 @@ def _create_features(name: str, levels: tuple[int, ...], meta: bool = False) -> 
 def _dry_run(model: nn.Module, image_size: int, on_meta: bool) -> list[tuple[int, int, int]]:
     """(C, H, W) per level from a forward pass on meta tensors (shapes only, no arithmetic)."""
     if image_size < 1:
-        raise ConfigError(f"image size {image_size}: must be a positive number of pixels")
+        raise UsageError(f"--image-size {image_size}: must be a positive number of pixels")
     x = torch.empty(1, 3, image_size, image_size, device="meta")
     try:
         with torch.no_grad():
@@ -261,10 +261,10 @@ def _dry_run(model: nn.Module, image_size: int, on_meta: bool) -> list[tuple[int
                 meta.update({k: torch.empty_like(v, device="meta") for k, v in model.named_buffers()})
                 outs = functional_call(model, meta, (x,))
     except RuntimeError as e:
-        raise ConfigError(f"image size {image_size}: too small for this backbone's levels ({e})") from e
+        raise UsageError(f"--image-size {image_size}: too small for this backbone's levels ({e})") from e
     shapes = [(int(o.shape[1]), int(o.shape[2]), int(o.shape[3])) for o in outs]
     if any(h < 1 or w < 1 for _, h, w in shapes):
-        raise ConfigError(f"image size {image_size}: too small for this backbone's levels (grids {shapes})")
+        raise UsageError(f"--image-size {image_size}: too small for this backbone's levels (grids {shapes})")
     return shapes
 
 

@@ -1,6 +1,7 @@
 """Self-describing checkpoints: one file per category, loadable with torch.load(weights_only=True)."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,9 +17,12 @@ FORMAT_VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save through the one atomic writer: the file is complete or absent."""
+    """torch.save through the one atomic writer: the file is complete or absent. Serialised in memory first, so a
+    failing disk is a plain OSError of the writer (torch would wrap it in its own RuntimeError)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
+        fh.write(buf.getbuffer())
 
 
 @dataclass

@@ -121,16 +121,16 @@ Levels = Annotated[str, typer.Option("--levels", metavar="I,J", rich_help_panel=
                                      help="timm feature indices, comma separated (2,3 = strides 8 and 16).")]
 NormalName = Annotated[str, typer.Option("--normal-name", metavar="NAME", rich_help_panel=DATA,
                                          help="Name of the normal folder for --dataset folder.")]
-TestFraction = Annotated[float, typer.Option("--test-fraction", metavar="F", min=0.0, max=0.9, rich_help_panel=DATA,
+TestFraction = Annotated[float, typer.Option("--test-fraction", metavar="F", rich_help_panel=DATA,
                                              help="--dataset folder without test/: this share of the normal images "
                                                   "becomes the (normal-only) test split, picked by the seed.")]
 Device = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda|cuda:N|mps", rich_help_panel=HARDWARE,
                                      help="Where to compute; auto: cuda, then mps, then cpu.")]
 Precision = Annotated[Literal[PRECISIONS], typer.Option("--precision", rich_help_panel=HARDWARE,
                                                         help="Autocast precision on a GPU (the CPU takes fp32).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", metavar="N", min=1, rich_help_panel=HARDWARE,
+BatchSize = Annotated[int, typer.Option("--batch-size", metavar="N", rich_help_panel=HARDWARE,
                                         help="Images per batch.")]
-Workers = Annotated[int, typer.Option("--num-workers", metavar="N", min=0, rich_help_panel=HARDWARE,
+Workers = Annotated[int, typer.Option("--num-workers", metavar="N", rich_help_panel=HARDWARE,
                                       help="DataLoader worker processes for image decoding.")]
 Json = Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Machine-readable JSON on stdout (nothing else).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT, help="No progress on stderr.")]
@@ -149,20 +149,28 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def _run(fn: Callable[[], Any], quiet: bool = False) -> Any:
-    """Run a command; EdError -> one red line + exit 1; Ctrl-C -> exit 130. Under torchrun only rank 0 renders."""
+    """Run a command; EdError -> one red line + its exit code; an OSError (disk full, read-only, permission) -> one
+    line naming the path, exit 1; Ctrl-C -> exit 130. Under torchrun only rank 0 renders."""
     import os
 
     from edcli.errors import EdError
     from edcli.ui import print_error
 
+    # the command whose body built `fn` ("features.<locals>.<lambda>", "eval_.<locals>.go"): messages name it
+    name = f"ed {fn.__qualname__.split('.')[0].rstrip('_')}" if ".<locals>." in fn.__qualname__ else "ed"
     try:
         result = fn()
         return result if os.environ.get("RANK", "0") == "0" else None
     except EdError as exc:
         print_error(str(exc))
         raise typer.Exit(exc.exit_code)
+    except OSError as exc:  # a write or read the layers below did not name themselves
+        where = exc.filename if exc.filename is not None else "a file"
+        print_error(f"{name}: cannot access {where}: {exc.strerror or exc}")
+        raise typer.Exit(1)
     except KeyboardInterrupt:
-        print_error("interrupted; completed work is kept (ed train: rerun with --resume to continue)")
+        hint = "; rerun with --resume to continue" if name == "ed train" else ""
+        print_error(f"{name}: interrupted; completed work is kept{hint}")
         raise typer.Exit(130)
     finally:
         if "torch.distributed" in sys.modules:  # only under torchrun; --help never imports torch
@@ -263,8 +271,8 @@ def features(
     """Run the frozen backbone once per category: prototypes and cached pooled features of train and test images."""
     from edcli.commands import features as command
 
-    data = _data(dataset, data_path, category, image_size, normal_name, test_fraction, seed)
-    rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), str(store), device,
+    rows = _run(lambda: command.run(_data(dataset, data_path, category, image_size, normal_name, test_fraction, seed),
+                                     _bb(backbone, levels, weights, random_init), str(store), device,
                                      batch_size, overwrite, num_workers, _tracker(quiet)))
     if rows is None:
         return
@@ -295,25 +303,25 @@ def train(
     levels: Levels = "2,3",
     normal_name: NormalName = _D.normal_name,
     test_fraction: TestFraction = _D.test_fraction,
-    epochs: Annotated[int, typer.Option("--epochs", metavar="N", min=1, rich_help_panel=OPTIM, help="Training epochs per category.")] = _T.epochs,
-    batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", min=1, rich_help_panel=OPTIM, help="Images per training step.")] = _T.batch_size,
+    epochs: Annotated[int, typer.Option("--epochs", metavar="N", rich_help_panel=OPTIM, help="Training epochs per category.")] = _T.epochs,
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", rich_help_panel=OPTIM, help="Images per training step.")] = _T.batch_size,
     lr: Annotated[float, typer.Option("--lr", metavar="RATE", rich_help_panel=OPTIM, help="Adam learning rate.")] = _T.lr,
     seed: Annotated[int, typer.Option("--seed", metavar="N", rich_help_panel=OPTIM, help="Random seed (reset per category, as the reference).")] = _T.seed,
     arch: Annotated[Literal[ARCHS], typer.Option("--arch", rich_help_panel=MODEL, help="ed, or fod (subtraction fusion, plain MLP, fixed temperature).")] = _M.arch,
     intra: Annotated[bool, typer.Option("--intra/--no-intra", rich_help_panel=MODEL, help="Intra-image (self-attention) branch.")] = _M.intra,
     inter: Annotated[bool, typer.Option("--inter/--no-inter", rich_help_panel=MODEL, help="Inter-image (prototype cross-attention) branch.")] = _M.inter,
-    layers: Annotated[int, typer.Option("--layers", metavar="N", min=1, rich_help_panel=MODEL, help="Encoder layers per level.")] = _M.layers,
-    heads: Annotated[int, typer.Option("--heads", metavar="N", min=1, rich_help_panel=MODEL, help="Attention heads.")] = _M.heads,
+    layers: Annotated[int, typer.Option("--layers", metavar="N", rich_help_panel=MODEL, help="Encoder layers per level.")] = _M.layers,
+    heads: Annotated[int, typer.Option("--heads", metavar="N", rich_help_panel=MODEL, help="Attention heads.")] = _M.heads,
     d_model: Annotated[Optional[str], typer.Option("--d-model", metavar="W,W", rich_help_panel=MODEL, help="Model width per level, comma separated. Default: C/2 rounded up to 32, >= 64.")] = None,
     attn_out_proj: Annotated[bool, typer.Option("--attn-out-proj", rich_help_panel=MODEL, help="Apply the attention output projection (the reference discards it).")] = _M.attn_out_proj,
     device: Device = _T.device,
     precision: Precision = _T.precision,
-    eval_every: Annotated[int, typer.Option("--eval-every", metavar="EPOCHS", min=0, rich_help_panel=EVAL, help="Evaluate on the test split every N epochs (0: never); with --select validation: validate every N epochs (default 1).")] = _T.eval_every,
+    eval_every: Annotated[int, typer.Option("--eval-every", metavar="EPOCHS", rich_help_panel=EVAL, help="Evaluate on the test split every N epochs (0: never); with --select validation: validate every N epochs (default 1).")] = _T.eval_every,
     select: Annotated[Literal[SELECTIONS], typer.Option("--select", rich_help_panel=EVAL, help="Which epoch's weights: last (honest), validation (best on held-out normal images with synthetic defects: no test labels), or the best by a TEST metric (best-image, best-pixel: test-selected, needs --eval-every).")] = _T.select,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", metavar="F", min=0.0, max=0.9, rich_help_panel=EVAL, help="--select validation: share of the normal train images held out for validation.")] = _T.val_fraction,
-    calib_fraction: Annotated[float, typer.Option("--calib-fraction", metavar="F", min=0.0, max=0.9, rich_help_panel=EVAL, help="Share of normal train images held out for the threshold.")] = _T.calib_fraction,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", metavar="F", rich_help_panel=EVAL, help="--select validation: share of the normal train images held out for validation.")] = _T.val_fraction,
+    calib_fraction: Annotated[float, typer.Option("--calib-fraction", metavar="F", rich_help_panel=EVAL, help="Share of normal train images held out for the threshold.")] = _T.calib_fraction,
     strategy: Annotated[Literal[STRATEGIES], typer.Option("--strategy", rich_help_panel=HARDWARE, help="Under torchrun: categories (one per rank) or ddp (one category data-parallel).")] = _T.strategy,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, rich_help_panel=HARDWARE, help="Categories trained side by side in worker processes.")] = _T.jobs,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", rich_help_panel=HARDWARE, help="Categories trained side by side in worker processes.")] = _T.jobs,
     resume: Annotated[bool, typer.Option("--resume", rich_help_panel=OUTPUT, help="Continue from the last completed epoch.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT, help="Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps.")] = False,
     num_workers: Workers = 0,
@@ -324,14 +332,18 @@ def train(
     from edcli.commands import train as command
 
     dm = _int_list(d_model, "--d-model", "256,512") if d_model else ()
-    data = _data(dataset, data_path, category, image_size, normal_name, test_fraction, seed)
-    mcfg = ModelConfig(arch=arch, intra=intra, inter=inter, layers=layers, heads=heads, d_model=dm,
-                       attn_out_proj=attn_out_proj)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-                       eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy, jobs=jobs,
-                       val_fraction=val_fraction)
-    rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
-                                  resume=resume, num_workers=num_workers, track=_tracker(quiet), overwrite=overwrite))
+
+    def go():  # the configs validate on construction: inside _run, a bad value is one line, not a traceback
+        data = _data(dataset, data_path, category, image_size, normal_name, test_fraction, seed)
+        mcfg = ModelConfig(arch=arch, intra=intra, inter=inter, layers=layers, heads=heads, d_model=dm,
+                           attn_out_proj=attn_out_proj)
+        tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
+                           eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy,
+                           jobs=jobs, val_fraction=val_fraction)
+        return command.run(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
+                           resume=resume, num_workers=num_workers, track=_tracker(quiet), overwrite=overwrite)
+
+    rows = _run(go)
     if rows is None:
         return
     from edcli.ui import print_json, print_table
@@ -342,11 +354,11 @@ def train(
     sel = " (test-selected)" if any(r.get("test_selected") for r in rows) else ""
     if not sel and any(r.get("selection") == "validation" for r in rows):
         sel = " (epochs chosen on validation: no test labels)"
-    print_table(f"training{sel}", ["category", "epochs", "seconds", "rec", "intra corr", "inter corr", "intra H",
-                                   "inter H", "threshold", "epoch kept", "checkpoint"],
-                [[r["category"], r["epochs"], r["seconds"], r["rec"], r["intra1"], r["inter1"], r["intra_ent"],
-                  r["inter_ent"], r["threshold"], f"{r.get('epoch', r['epochs'])} ({r.get('selection', 'last')})",
-                  r["checkpoint"]] for r in rows])
+    print_table(f"training{sel}", ["category", "images (fit+calib)", "epochs", "seconds", "rec", "intra corr",
+                                   "inter corr", "intra H", "inter H", "threshold", "epoch kept", "checkpoint"],
+                [[r["category"], f"{r['train_images']}+{r['calib_images']}", r["epochs"], r["seconds"], r["rec"],
+                  r["intra1"], r["inter1"], r["intra_ent"], r["inter_ent"], r["threshold"],
+                  f"{r.get('epoch', r['epochs'])} ({r.get('selection', 'last')})", r["checkpoint"]] for r in rows])
 
 
 # ------------------------------------------------------------------------------------------- eval
@@ -371,8 +383,9 @@ def eval_(
     """Score the labelled test split; per-category metrics and their mean; writes metrics.json and metrics.csv."""
     from edcli.commands import eval as command
 
-    cfg = EvalConfig(reducer=reducer, pixel_map=pixel_map, device=device, precision=precision, batch_size=batch_size)
-    res = _run(lambda: command.run(str(run) if run else None, str(checkpoint) if checkpoint else None, cfg,
+    res = _run(lambda: command.run(str(run) if run else None, str(checkpoint) if checkpoint else None,
+                                EvalConfig(reducer=reducer, pixel_map=pixel_map, device=device, precision=precision,
+                                           batch_size=batch_size),
                                 str(data_path) if data_path else None, dataset.value if dataset else None, tuple(category or ()),
                                 str(store) if store else None, save_maps, num_workers, _tracker(quiet)))
     if res is None:
@@ -447,7 +460,9 @@ def infer(
     else:
         print_table(f"predictions ({res['threshold_origin']})", ["path", "score", "normalized", "label", "error"],
                     [[r["path"], r["score"], r["normalized_score"], r["label"], r["error"] or ""] for r in rows])
-        print_text(f"wrote {res['csv']} and {res['jsonl']}" + (f"; heat maps in {res['heatmaps']}" if res["heatmaps"] else ""))
+        failed = sum(1 for r in rows if r["error"])
+        print_text(f"scored {len(rows) - failed} of {len(rows)} images; wrote {res['csv']} and {res['jsonl']}"
+                   + (f"; heat maps in {res['heatmaps']}" if res["heatmaps"] else ""))
     if any(r["error"] for r in rows):
         raise typer.Exit(1)
     if fail_on_anomaly and any(r["label"] == "anomalous" for r in rows):
@@ -512,10 +527,10 @@ def main() -> None:
 def completions(folder: Annotated[Path, typer.Argument(help="Where to write ed.bash, ed.zsh and ed.fish.")] = Path("completions")) -> None:
     """Regenerate the static shell completion scripts."""
     from edcli.completions import completion_scripts
+    from edcli.files import write_text
 
-    folder.mkdir(parents=True, exist_ok=True)
     for name, text in completion_scripts(typer.main.get_command(app)).items():
-        (folder / name).write_text(text)
+        _run(lambda: write_text(folder / name, text))
         typer.echo(str(folder / name))
 
 

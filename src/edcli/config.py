@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
+
+from edcli.errors import UsageError
 
 ARCHS = ("ed", "fod")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -11,6 +16,8 @@ SELECTIONS = ("last", "best-image", "best-pixel", "validation")
 PIXEL_MAPS = ("raw", "smoothed")
 STRATEGIES = ("auto", "categories", "ddp")  # under torchrun
 DEFAULT_BACKBONE = "wide_resnet50_2"
+SEED_LIMIT = 2**32  # numpy's seeds are 0 <= seed < 2**32
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
 DEMO_BACKBONE = "tf_efficientnet_lite0"
 
 
@@ -22,6 +29,60 @@ def _from_dict(cls, d: dict[str, Any]):
         if k in names:
             kw[k] = tuple(v) if isinstance(v, list) else v
     return cls(**kw)
+
+
+# --------------------------------------------------------------------------------- validation on construction
+# Every value is checked when its config is built, so a bad one fails in a line naming the option, the value and
+# what is allowed, before any model, file or allocation (UsageError: exit 2).
+
+
+def _bad(option: str, value: Any, allowed: str) -> UsageError:
+    return UsageError(f"{option} {value!r}: {allowed}")
+
+
+def _int(option: str, value: Any, low: int, high: Optional[int] = None) -> None:
+    """An integer in [low, high) (high None: no upper bound); bools are not counts."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value >= high):
+        allowed = f"an integer >= {low}" if high is None else f"an integer in {low}..{high - 1}"
+        raise _bad(option, value, f"use {allowed}")
+
+
+def _real(option: str, value: Any, low: float, *, low_open: bool, high: Optional[float] = None,
+          high_open: bool = True) -> None:
+    """A finite number in the interval (bounds open or closed as given)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            high is None or (value < high if high_open else value <= high))
+    if not ok:
+        lo = f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f" and {'<' if high_open else '<='} {high:g}"
+        raise _bad(option, value, f"use a finite number {lo}{hi}")
+
+
+def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _bad(option, value, f"choose one of {', '.join(choices)}")
+
+
+def _device(option: str, value: Any) -> None:
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value.lower()):
+        raise _bad(option, value, "use auto, cpu, cuda, cuda:N or mps")
+
+
+def check_reducer(reducer: Any) -> tuple[str, float]:
+    """("max" | "mean" | "topk", ratio) of a --reducer value; UsageError otherwise."""
+    if reducer in ("max", "mean"):
+        return reducer, 0.0
+    if isinstance(reducer, str) and reducer.startswith("topk:"):
+        try:
+            ratio = float(reducer.split(":", 1)[1])
+        except ValueError:
+            ratio = -1.0
+        if 0.0 < ratio <= 1.0:
+            return "topk", ratio
+    raise _bad("--reducer", reducer, "use max, mean or topk:<ratio> with 0 < ratio <= 1 (e.g. topk:0.01)")
 
 
 class _Dictable:
@@ -43,6 +104,16 @@ class DataConfig(_Dictable):
     test_fraction: float = 0.2  # `folder` category without test/: share of the normal images held out as its test split
     split_seed: int = 3407  # which images that share is (ed train: its --seed)
 
+    def __post_init__(self) -> None:
+        # the backbone-dependent limits (every grid >= 2x2, memory) are checked where the backbone is known
+        _int("--image-size", self.image_size, 1)
+        if not isinstance(self.normal_name, str) or not self.normal_name or "/" in self.normal_name:
+            raise _bad("--normal-name", self.normal_name, "use a plain folder name")
+        if not all(isinstance(c, str) and c for c in self.categories):
+            raise _bad("--category", self.categories, "use non-empty category names")
+        _real("--test-fraction", self.test_fraction, 0.0, low_open=True, high=1.0)
+        _int("--seed", self.split_seed, 0, SEED_LIMIT)
+
 
 @dataclass(frozen=True)
 class BackboneConfig(_Dictable):
@@ -50,6 +121,14 @@ class BackboneConfig(_Dictable):
     levels: tuple[int, ...] = (2, 3)  # timm feature indices: strides 8 and 16, as the reference
     weights: Optional[str] = None  # a local weights file; None: packaged or hub weights
     random_init: bool = False  # explicit, for tests and timing only; recorded in every artefact
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise _bad("--backbone", self.name, "use a timm model name (e.g. wide_resnet50_2)")
+        if not self.levels:
+            raise _bad("--levels", self.levels, "give at least one feature index (e.g. 2,3)")
+        for k in self.levels:
+            _int("--levels", k, 0)
 
 
 @dataclass(frozen=True)
@@ -63,6 +142,20 @@ class ModelConfig(_Dictable):
     dropout: float = 0.0
     d_model: tuple[int, ...] = ()  # empty: C/2 rounded up to a multiple of 32, at least 64, per level
     attn_out_proj: bool = False  # the reference computes and discards it; off by default
+
+    def __post_init__(self) -> None:
+        _choice("--arch", self.arch, ARCHS)
+        _int("--layers", self.layers, 1)
+        _int("--heads", self.heads, 1)
+        _int("ffn_ratio", self.ffn_ratio, 1)
+        _real("dropout", self.dropout, 0.0, low_open=False, high=1.0)
+        if not (self.intra or self.inter):
+            raise UsageError("both --no-intra and --no-inter given; at least one attention branch is needed")
+        for d in self.d_model:
+            _int("--d-model", d, 1)
+            if d % self.heads or d % 4:
+                raise _bad("--d-model", d, f"use a width divisible by --heads {self.heads} and by 4 "
+                                           "(the 2-D positional encoding)")
 
 
 @dataclass(frozen=True)
@@ -82,6 +175,22 @@ class TrainConfig(_Dictable):
     strategy: str = "auto"  # auto|categories|ddp (under torchrun)
     jobs: int = 1
 
+    def __post_init__(self) -> None:
+        _int("--epochs", self.epochs, 1)
+        _int("--batch-size", self.batch_size, 1)
+        _real("--lr", self.lr, 0.0, low_open=True)
+        _int("--seed", self.seed, 0, SEED_LIMIT)
+        _real("lambda1", self.lambda1, 0.0, low_open=False)
+        _real("lambda2", self.lambda2, 0.0, low_open=False)
+        _device("--device", self.device)
+        _choice("--precision", self.precision, PRECISIONS)
+        _int("--eval-every", self.eval_every, 0)
+        _choice("--select", self.select, SELECTIONS)
+        _real("--calib-fraction", self.calib_fraction, 0.0, low_open=False, high=1.0)
+        _real("--val-fraction", self.val_fraction, 0.0, low_open=True, high=1.0)
+        _choice("--strategy", self.strategy, STRATEGIES)
+        _int("--jobs", self.jobs, 1)
+
 
 @dataclass(frozen=True)
 class EvalConfig(_Dictable):
@@ -91,6 +200,25 @@ class EvalConfig(_Dictable):
     device: str = "auto"
     precision: str = "fp32"
     batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        check_reducer(self.reducer)
+        _choice("--pixel-map", self.pixel_map, PIXEL_MAPS)
+        _real("sigma", self.sigma, 0.0, low_open=True)
+        _device("--device", self.device)
+        _choice("--precision", self.precision, PRECISIONS)
+        _int("--batch-size", self.batch_size, 1)
+
+
+def check_count(option: str, value: Any, low: int = 1) -> None:
+    """A plain count option outside any config (e.g. --batch-size of features/infer, --num-workers)."""
+    _int(option, value, low)
+
+
+def check_real(option: str, value: Any) -> None:
+    """A finite number (e.g. infer's --threshold)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise _bad(option, value, "use a finite number")
 
 
 def d_model_for(channels: int) -> int:

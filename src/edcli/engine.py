@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from edcli.errors import ConfigError
+from edcli.errors import ConfigError, UsageError
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -27,7 +27,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from exc
+        raise UsageError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
@@ -40,7 +40,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def check_precision(precision: str, device: torch.device) -> str:
     if precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"--precision {precision!r}: use fp32, bf16 or fp16")
+        raise UsageError(f"--precision {precision!r}: use fp32, bf16 or fp16")
     if precision != "fp32" and device.type == "cpu":
         raise ConfigError(f"--precision {precision} needs a GPU (cuda or mps); on the CPU use fp32")
     return precision

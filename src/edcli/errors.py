@@ -11,6 +11,16 @@ class ConfigError(EdError):
     """A bad option value or combination."""
 
 
+class UsageError(ConfigError):
+    """An option value outside what the option allows (or a missing required option): bad usage, exit 2."""
+
+    exit_code = 2
+
+
+class WriteError(EdError):
+    """A file that cannot be written (read-only folder, no space left, permission): names the path and the cause."""
+
+
 class DataError(EdError):
     """A dataset folder, image or mask that is missing, unreadable or laid out wrongly."""
 

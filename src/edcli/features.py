@@ -1,13 +1,14 @@
 """Backbone -> store: the feature context of a run or a checkpoint, extraction of a category, ensure-features."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from edcli.config import BackboneConfig, DataConfig
-from edcli.errors import ConfigError
+from edcli.errors import UsageError
 
 
 def feature_meta(data: DataConfig, bb_cfg: BackboneConfig, winfo, resize_mode: str) -> dict[str, Any]:
@@ -33,9 +34,58 @@ def categories_of(data: DataConfig) -> list[str]:
 
     layout(data.dataset)
     if not data.data_path:
-        raise ConfigError("--data-path is required: the dataset root that holds one folder per category")
+        raise UsageError("--data-path is required: the dataset root that holds one folder per category")
     found = discover_categories(data.dataset, data.data_path, data.normal_name)
     return select_categories(found, tuple(data.categories))
+
+
+def machine_memory(device=None) -> int:
+    """Bytes of memory the work can use: the GPU's for a CUDA device, else the machine's RAM (0 when unknown)."""
+    if device is not None and getattr(device, "type", "") == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemTotal:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return 0
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**50:,.0f} PiB"
+
+
+def check_image_size(shapes: list[tuple[int, int, int]], image_size: int, batch_size: int, device=None,
+                     model_cfg=None, backbone: str = "") -> None:
+    """Refuse an --image-size that gives a level a grid under 2x2, or whose work cannot fit in memory, before any
+    allocation. Features: the batch of decoded images and their feature maps. Training (model_cfg given): the
+    (L, L) attention and prior maps of every layer, head and branch at the batch, forward and backward."""
+    small = [(h, w) for _, h, w in shapes if h < 2 or w < 2]
+    if small:
+        grids = ", ".join(f"{h}x{w}" for _, h, w in shapes)
+        raise UsageError(f"--image-size {image_size}: {backbone or 'the backbone'} gives token grids {grids}; every "
+                         "level needs at least 2x2 (the prior and the attention need neighbours): use a larger size")
+    need = batch_size * (3 * image_size * image_size * 5 + sum(4 * c * h * w for c, h, w in shapes))
+    what = f"{batch_size} image(s) of {image_size}x{image_size} px and their features"
+    if model_cfg is not None:
+        branches = int(model_cfg.intra) + int(model_cfg.inter)
+        maps = sum(4 * (h * w) ** 2 for _, h, w in shapes)  # one float32 (L, L) map per level
+        # per layer, head and branch: the attention and its prior target, each kept for the backward pass
+        need = max(need, batch_size * model_cfg.layers * model_cfg.heads * branches * 2 * 2 * maps)
+        what = (f"the (L, L) attention maps of training ({model_cfg.layers} layers x {model_cfg.heads} heads x "
+                f"{branches} branch(es), batch {batch_size}, forward and backward; "
+                f"tokens {', '.join(str(h * w) for _, h, w in shapes)})")
+    have = machine_memory(device)
+    if have and need > have:
+        raise UsageError(f"--image-size {image_size}: {what} need about {_gib(need)}, more than the "
+                         f"{_gib(have)} of memory here; use a smaller --image-size or --batch-size")
 
 
 @dataclass
@@ -103,28 +153,64 @@ def run_backbone(ctx: FeatureContext, images) -> list:
     return [f.float().cpu().numpy() for f in feats]
 
 
+def stale_reason(ff, root: str, listings: dict[str, list[str]]) -> str | None:
+    """Why a store entry no longer describes the images at `root` (another root, files added, removed or changed
+    since it was made), or None when it still does. `listings`: split -> data.fingerprint.source_listing."""
+    from edcli.data.fingerprint import describe_changes
+
+    made = ff.meta.get("created", "?")
+    have_root = ff.meta.get("dataset_root")
+    if have_root is not None and str(have_root) != str(Path(root).resolve()):
+        return f"it was made from the images in {have_root}, not {Path(root).resolve()}"
+    changes = []
+    for split, rows in listings.items():
+        old = ff.source(split)
+        if old is None:
+            return "it records no fingerprint of its images (made by an older edcli)"
+        change = describe_changes(old, rows, split)
+        if change:
+            changes.append(change)
+    return f"{', '.join(changes)} since it was made ({made})" if changes else None
+
+
+def split_listings(data: DataConfig, category: str, splits=("train", "test")):
+    """(refs per split, source listing per split) of a category as it is on disk now."""
+    from edcli.data.fingerprint import source_listing
+    from edcli.data.layouts import list_split
+
+    refs = {sp: list_split(data.dataset, data.data_path, category, sp, data.normal_name, data.test_fraction,
+                           data.split_seed) for sp in splits}
+    return refs, {sp: source_listing(r, data.data_path) for sp, r in refs.items()}
+
+
 def extract_category(ctx: FeatureContext, store: str, category: str, batch_size: int, num_workers: int,
-                     track, overwrite: bool = False) -> dict[str, Any]:
-    """Cache one category's pooled features and its prototypes; skip a complete file with the same settings."""
+                     track, overwrite: bool = False, say_cached: bool = True) -> dict[str, Any]:
+    """Cache one category's pooled features and its prototypes; skip a complete file with the same settings made
+    from the same files (a file made from other images, or before some were added, removed or changed, is redone)."""
     import numpy as np
 
     from edcli.data.images import SampleDataset
-    from edcli.data.layouts import list_split, test_is_held_out
+    from edcli.data.layouts import test_is_held_out
     from edcli.engine import data_loader
     from edcli.store import FeatureFile, FeatureWriter, features_path, file_size
 
     data = ctx.data
     meta = dict(ctx.meta, category=category)
     path = features_path(store, data.dataset, category, meta)
+    refs, listings = split_listings(data, category)
+    train_refs, test_refs = refs["train"], refs["test"]  # train is never empty
     if path.exists() and not overwrite:
         with FeatureFile.open(path, meta) as ff:
+            reason = stale_reason(ff, data.data_path, listings)
             row = {"category": category, "train": ff.n_train, "test": ff.n_test, "shapes": list(ff.shapes),
                    "seconds": 0.0, "bytes": file_size(path), "path": str(path), "status": "cached"}
-        track.log(f"{category}: features already in {path} (same settings); skipped. --overwrite redoes them")
-        return row
-    split = (data.test_fraction, data.split_seed)
-    train_refs = list_split(data.dataset, data.data_path, category, "train", data.normal_name, *split)  # never empty
-    test_refs = list_split(data.dataset, data.data_path, category, "test", data.normal_name, *split)
+        if reason is None:
+            if say_cached:
+                track.log(f"{category}: features already in {path} (same settings, same images); skipped. "
+                          "--overwrite redoes them")
+            return row
+        track.log(f"{category}: recomputing {path}: {reason}")
+    status = "recomputed" if path.exists() and not overwrite else "written"
     if test_is_held_out(data.dataset, data.data_path, category):
         track.log(f"{category}: no test/ folder: {len(test_refs)} of the {len(train_refs) + len(test_refs)} normal "
                   f"images (--test-fraction {data.test_fraction:g}, seed {data.split_seed}) are the test split; "
@@ -134,6 +220,8 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
     start = time.perf_counter()
     sums = [np.zeros((c, h * w), dtype=np.float64) for c, h, w in shapes]
     with FeatureWriter(path, meta, shapes, len(train_refs), len(test_refs), S) as writer:
+        for split, rows in listings.items():
+            writer.write_source(split, rows)
         loader = data_loader(SampleDataset(train_refs, S, ctx.resize_mode, data.dataset), batch_size, num_workers)
         for batch in track(loader, total=len(loader), description=f"{category} features (train)"):
             feats = run_backbone(ctx, batch["image"])
@@ -156,18 +244,18 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
     seconds = time.perf_counter() - start
     return {"category": category, "train": len(train_refs), "test": len(test_refs),
             "shapes": [tuple(s) for s in shapes], "seconds": round(seconds, 2), "bytes": file_size(path),
-            "path": str(path), "status": "written"}
+            "path": str(path), "status": status}
 
 
 def ensure_features(ctx: FeatureContext, store: str, category: str, batch_size: int, num_workers: int, track) -> Path:
-    """The store file for a category, computing it first when missing (and saying so)."""
+    """The store file for a category, computing it first when missing or made from other files (and saying so)."""
     from edcli.store import features_path
 
     meta = dict(ctx.meta, category=category)
     path = features_path(store, ctx.data.dataset, category, meta)
     if not path.exists():
         track.log(f"{category}: no cached features for these settings in {store}; computing them first")
-        extract_category(ctx, store, category, batch_size, num_workers, track)
+    extract_category(ctx, store, category, batch_size, num_workers, track, say_cached=False)
     return path
 
 

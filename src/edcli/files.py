@@ -1,17 +1,23 @@
 """The one atomic writer: a temp file in the target folder, fsync, os.replace, the mode the umask gives.
 
 A target is complete or absent: a killed or failing writer leaves at most its temp file
-(``<name>.tmp-<pid>-<random>``), which readers ignore.
+(``<name>.tmp-<pid>-<random>``), which readers ignore and the next writer of the same target removes once that pid
+is gone. A write that fails (read-only folder, no space, permission) is a WriteError naming the path and the cause;
+its temp file is removed and what was at the target before is untouched.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
+from edcli.errors import WriteError
+
 TMP_MARK = ".tmp-"
+_TMP_TAIL = re.compile(r"(\d+)-[0-9a-f]+")
 
 
 def temp_path(final: Path) -> Path:
@@ -22,6 +28,57 @@ def temp_path(final: Path) -> Path:
 
 def is_temp(path: Path) -> bool:
     return TMP_MARK in Path(path).name
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    return False
+
+
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Remove the temp files of `final` whose writer process is gone (a killed run); live writers' are kept."""
+    final = Path(final)
+    prefix = final.name + TMP_MARK
+    try:
+        names = [n for n in os.listdir(final.parent) if n.startswith(prefix)]
+    except OSError:
+        return []
+    removed = []
+    for n in names:
+        m = _TMP_TAIL.fullmatch(n[len(prefix):])
+        if m and int(m.group(1)) != os.getpid() and _pid_gone(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(final.parent / n)
+                removed.append(final.parent / n)
+    return removed
+
+
+def write_error(path: Path, exc: OSError) -> WriteError:
+    """One line naming the target and the cause ('No space left on device', 'Read-only file system', ...)."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno is None:  # a library's own short-write message ("4096 requested and 2016 written"): say why
+        with contextlib.suppress(OSError):
+            st = os.statvfs(Path(path).parent)
+            if st.f_bavail * st.f_frsize < (1 << 20):
+                cause = f"No space left on device ({cause})"
+    return WriteError(f"cannot write {path}: {cause}; nothing there was changed (free space, or choose a writable "
+                      "folder)")
+
+
+def prepare(final: Path) -> Path:
+    """Create the target's folder, clear stale temp files of killed writers, and name a fresh temp file."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(final, e) from e
+    remove_stale_temps(final)
+    return temp_path(final)
 
 
 def _umask_mode() -> int:
@@ -48,7 +105,7 @@ def publish(tmp: Path, final: Path) -> None:
 
 
 def discard(tmp: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         Path(tmp).unlink()
 
 
@@ -56,17 +113,117 @@ def discard(tmp: Path) -> None:
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """`with atomic_open(p, "w") as fh: ...`: `p` appears, complete, only if the block finishes."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(final)
+    tmp = prepare(final)
     kw = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
     try:
         with open(tmp, mode.replace("w", "x"), **kw) as fh:
             yield fh
             fh.flush()
         publish(tmp, final)
+    except OSError as e:
+        discard(tmp)
+        raise write_error(final, e) from e
     except BaseException:
         discard(tmp)
         raise
+
+
+class GuardedFile:
+    """A binary file for a library that writes through callbacks (h5py's fileobj driver). The first OSError of a
+    write is kept in `error`; from then on the file lives on in memory (later writes kept in an overlay that reads
+    see, nothing more on disk), so the library stays consistent and closes cleanly instead of crashing on a full
+    disk, and the caller removes the file and reports the error. Unbuffered: only write() ever writes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fh = open(self.path, "xb+", buffering=0)
+        self.error: OSError | None = None
+        self._pos = 0  # the position once the disk has failed
+        self._overlay: list[tuple[int, bytes]] = []
+
+    def write(self, data) -> int:
+        mv = memoryview(data).cast("B")
+        if self.error is None:
+            start, done = self._fh.tell(), 0
+            try:
+                while done < len(mv):
+                    n = self._fh.write(mv[done:])
+                    if not n:
+                        raise OSError(28, os.strerror(28))  # ENOSPC: a write that makes no progress
+                    done += n
+                return len(mv)
+            except OSError as e:
+                self.error, self._pos = e, start
+        self._overlay.append((self._pos, bytes(mv)))
+        self._pos += len(mv)
+        return len(mv)
+
+    def _end(self) -> int:
+        disk = os.fstat(self._fh.fileno()).st_size
+        return max([disk] + [off + len(b) for off, b in self._overlay])
+
+    def readinto(self, buf) -> int:
+        if self.error is None:
+            return self._fh.readinto(buf)
+        out = memoryview(buf).cast("B")
+        size, pos = len(out), self._pos
+        disk = os.pread(self._fh.fileno(), size, pos)
+        out[:len(disk)] = disk
+        got = len(disk)
+        for off, b in self._overlay:  # later writes win
+            lo, hi = max(off, pos), min(off + len(b), pos + size)
+            if lo < hi:
+                if lo - pos > got:
+                    out[got:lo - pos] = bytes(lo - pos - got)
+                out[lo - pos:hi - pos] = b[lo - off:hi - off]
+                got = max(got, hi - pos)
+        self._pos += got
+        return got
+
+    def read(self, n: int = -1) -> bytes:
+        if self.error is None:
+            return self._fh.read(n)
+        buf = bytearray(max(0, (self._end() - self._pos) if n < 0 else n))
+        return bytes(buf[:self.readinto(buf)])
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self.error is None:
+            return self._fh.seek(offset, whence)
+        self._pos = offset if whence == 0 else self._pos + offset if whence == 1 else self._end() + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._fh.tell() if self.error is None else self._pos
+
+    def truncate(self, size=None):
+        if self.error is None:
+            try:
+                return self._fh.truncate(size)
+            except OSError as e:
+                self.error, self._pos = e, self._fh.tell()
+        return size
+
+    def flush(self) -> None:
+        pass  # unbuffered: nothing waits in this process
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Close the file; raise the first write error (as it happened) if there was one."""
+        try:
+            self._fh.close()
+        except OSError as e:
+            self.error = self.error or e
+        self._overlay = []
+        if self.error is not None:
+            raise self.error
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -187,8 +187,10 @@ def save_png(path: Path, array: np.ndarray) -> None:
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()  # serialised first: numpy reports a short write in its own words, without the errno
+    np.save(buf, array)
     with atomic_open(path, "wb") as fh:
-        np.save(fh, array)
+        fh.write(buf.getbuffer())
 
 
 def hardest(labels: np.ndarray, scores: np.ndarray, k: int = HARDEST) -> list[int]:

@@ -16,7 +16,9 @@ import datetime
 import hashlib
 import json
 import os
-from functools import cached_property
+import signal
+import threading
+from functools import cached_property, wraps
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
@@ -24,7 +26,7 @@ import h5py
 import numpy as np
 
 from edcli.errors import StoreError
-from edcli.files import TMP_MARK, discard, is_temp, publish, temp_path
+from edcli.files import TMP_MARK, GuardedFile, discard, is_temp, prepare, publish
 from edcli.method.prior import grid_distances
 from edcli.version import __version__
 
@@ -41,34 +43,85 @@ _DIST_REMEDY = "delete it and rerun `ed distmaps`"
 Index = Union[None, int, slice, Sequence[int], np.ndarray]
 
 
-def _create_temp(final: Path) -> tuple[Path, h5py.File]:
-    """Create the folder and an empty HDF5 temp file next to `final`."""
-    tmp = temp_path(final)
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside HDF5 until the call returns: raised in a file callback, h5py would print
+    it and swallow it, and the command would go on (and exit 0)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        return tmp, h5py.File(tmp, "w-")
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending and callable(old):
+        old(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here, outside HDF5
+
+
+def _deferring(method):
+    @wraps(method)
+    def wrapper(*args, **kwargs):
+        with _sigint_deferred():
+            return method(*args, **kwargs)
+    return wrapper
+
+
+def _create_temp(final: Path) -> tuple[Path, GuardedFile, h5py.File]:
+    """Create the folder and an empty HDF5 temp file next to `final`, written through a GuardedFile: HDF5 never
+    touches the disk itself, so a full disk is an error we report, not flush errors and a crash at exit."""
+    tmp = prepare(final)  # WriteError naming the folder if it cannot be made
+    stream = None
+    try:
+        stream = GuardedFile(tmp)
+        return tmp, stream, h5py.File(stream, "w")
     except OSError as e:
-        raise StoreError(f"cannot write {final}: {e}; check that the store folder is writable") from e
+        _discard(None, stream, tmp)
+        raise _write_failed(final, e) from e
 
 
-def _discard(f: h5py.File | None, tmp: Path) -> None:
+def _write_failed(final: Path, e: BaseException) -> StoreError:
+    cause = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return StoreError(f"cannot write {final}: {cause}; nothing there was changed (free space, or choose a "
+                      "writable --store)")
+
+
+def _discard(f: h5py.File | None, stream: GuardedFile | None, tmp: Path) -> None:
+    """Close the HDF5 file and its stream whatever state they are in, then remove the temp file."""
     if f is not None:
         with contextlib.suppress(Exception):
             f.close()
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            stream.close()
     discard(tmp)
+
+
+def _finish(f: h5py.File, stream: GuardedFile, tmp: Path, final: Path) -> None:
+    """Close (HDF5 flushes through the stream), check that every byte reached the disk, publish."""
+    try:
+        f.close()
+        stream.close()  # raises the first write error
+        publish(tmp, final)
+    except (OSError, RuntimeError) as e:
+        _discard(f, stream, tmp)
+        raise _write_failed(final, stream.error or e) from e
 
 
 @contextlib.contextmanager
 def _atomic_h5(final: Path) -> Iterator[h5py.File]:
-    """Yield a writable HDF5 file that appears at `final` only if the block finishes."""
-    tmp, f = _create_temp(final)
-    try:
-        yield f
-        f.close()
-        publish(tmp, final)
-    except BaseException:
-        _discard(f, tmp)
-        raise
+    """Yield a writable HDF5 file that appears at `final` only if the block finishes (a Ctrl-C waits for it)."""
+    with _sigint_deferred():
+        tmp, stream, f = _create_temp(final)
+        try:
+            yield f
+        except BaseException as e:
+            _discard(f, stream, tmp)
+            if stream.error is not None:
+                raise _write_failed(final, stream.error) from e
+            raise
+        _finish(f, stream, tmp, final)
 
 
 def _open_read(path: Path, what: str, run: str, remedy: str) -> h5py.File:
@@ -238,9 +291,11 @@ class FeatureWriter:
         self._train_done = np.zeros(self.n_train, dtype=bool)
         self._test_done = np.zeros(self.n_test, dtype=bool)
         self._ref_done = [False] * len(self.shapes)
-        self._tmp, self._f = _create_temp(self.path)
+        self._tmp, self._stream, self._f = None, None, None
         try:
-            self._layout(meta, compression)
+            with _sigint_deferred():  # a Ctrl-C held until here is raised inside the try: the temp file goes
+                self._tmp, self._stream, self._f = _create_temp(self.path)
+                self._layout(meta, compression)
         except BaseException:
             self.abort()
             raise
@@ -299,7 +354,14 @@ class FeatureWriter:
                 raise StoreError(f"{self.path}: {split} level {k} rows {rows.start}..{rows.stop - 1} are not "
                                  f"finite in float16 (NaN or |x| > 65504); check the backbone and its weights")
             self._f[f"{split}/{k}"][rows] = x16
+        self._check_disk()
 
+    def _check_disk(self) -> None:
+        """Stop at the first failed write (the rest would be lost anyway)."""
+        if self._stream.error is not None:
+            raise _write_failed(self.path, self._stream.error)
+
+    @_deferring
     def write_train(self, start: int, feats: list[np.ndarray], paths: list[str]) -> None:
         """feats[k]: (b, C, H, W) float for rows start..start+b-1; stored as float16."""
         rows = self._rows("train", start, len(paths), self.n_train)
@@ -309,6 +371,7 @@ class FeatureWriter:
         self._f["train/paths"][rows] = np.array([str(p) for p in paths], dtype=object)
         self._train_done[rows] = True
 
+    @_deferring
     def write_test(self, start: int, feats: list[np.ndarray], paths: list[str], labels, masks, defect_types,
                    mask_known) -> None:
         """masks (b, S, S) bool or integer (0/1); labels (b,) int; defect_types list[str]; mask_known (b,) bool."""
@@ -335,6 +398,19 @@ class FeatureWriter:
         g["mask_known"][rows] = mask_known.astype(bool)
         self._test_done[rows] = True
 
+    @_deferring
+    def write_source(self, split: str, rows: list[str]) -> None:
+        """What the split was made from (data/fingerprint.py: one line per image and mask), for later checks."""
+        f = self._open_file()
+        if split not in ("train", "test"):
+            raise StoreError(f"{self.path}: unknown split {split!r} for the source listing")
+        name = f"source/{split}"
+        if name in f:
+            del f[name]
+        f.create_dataset(name, data=np.array([str(r) for r in rows], dtype=object), dtype=_STR)
+        self._check_disk()
+
+    @_deferring
     def write_ref(self, level: int, ref: np.ndarray) -> None:
         """ref: (C, L) float32, the mean pooled train feature map of the level (L = H*W, row-major)."""
         self._open_file()
@@ -360,23 +436,29 @@ class FeatureWriter:
         if missing_refs:
             raise StoreError(f"{self.path}: ref levels {missing_refs} were never written; nothing was saved")
 
+    @_deferring
     def commit(self) -> Path:
         """Check that everything was written, then move the file into place. On failure nothing is left."""
         f = self._open_file()
         try:
             self._check_complete()
-            f.close()
-            self._f = None
-            publish(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
+        self._f = None
+        _finish(f, self._stream, self._tmp, self.path)
         return self.path
 
+    @_deferring
     def abort(self) -> None:
         """Close and remove the temp file; the final path is left as it was."""
-        _discard(self._f, self._tmp)
+        if self._tmp is not None:
+            _discard(self._f, self._stream, self._tmp)
         self._f = None
+
+    def _raise_disk_error(self, exc: BaseException) -> None:
+        if self._stream is not None and self._stream.error is not None:
+            raise _write_failed(self.path, self._stream.error) from exc
 
     def __enter__(self) -> "FeatureWriter":
         return self
@@ -386,6 +468,8 @@ class FeatureWriter:
             self.commit()
         else:
             self.abort()
+            if exc is not None and not isinstance(exc, StoreError):
+                self._raise_disk_error(exc)  # an HDF5 error caused by a full disk: say so, not HDF5's words
         return False
 
 
@@ -544,6 +628,11 @@ class FeatureFile:
     @cached_property
     def train_paths(self) -> list[str]:
         return self._strings("train/paths")
+
+    def source(self, split: str) -> list[str] | None:
+        """The recorded listing of the files the split was made from; None for a file written without one."""
+        name = f"source/{split}"
+        return self._strings(name) if name in self._file else None
 
     @cached_property
     def test_paths(self) -> list[str]:

@@ -13,7 +13,12 @@ from edcli.config import BackboneConfig
 def run(store: str, backbone: Optional[str], image_size: int, levels: tuple[int, ...],
         grids: tuple[int, ...] = ()) -> dict[str, Any]:
     """Squared row/column index-distance matrices for each level's token grid (or the given grid sizes)."""
+    from edcli.config import check_count
     from edcli.store import write_distmaps
+
+    check_count("--image-size", image_size)
+    for g in grids:
+        check_count("--grid", g)
 
     if grids:
         shapes = [(int(g), int(g)) for g in grids]

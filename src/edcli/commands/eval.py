@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from edcli.errors import ConfigError, DataError
+from edcli.errors import DataError
 from edcli.track import NullTracker
 
 
@@ -17,6 +17,7 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
     per-image RUN/predictions/<category>.csv and heat-map panels (of every test image with save_maps, else of the
     hardest few per class, for `ed report`)."""
     from edcli.checkpoint import build_model, find_checkpoints, load_checkpoint
+    from edcli.config import check_count
     from edcli.engine import check_precision, resolve_device
     from edcli.evaluate import (
         calibrated_threshold,
@@ -37,9 +38,8 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
     from edcli.store import FeatureFile, features_path
 
     track = track or NullTracker()
+    check_count("--num-workers", num_workers, 0)
     parse_reducer(eval_cfg.reducer)
-    if eval_cfg.pixel_map not in ("raw", "smoothed"):
-        raise ConfigError(f"--pixel-map {eval_cfg.pixel_map!r}: use raw or smoothed")
     device = resolve_device(eval_cfg.device)
     check_precision(eval_cfg.precision, device)
     paths = find_checkpoints(run_dir, checkpoint, categories)
@@ -54,12 +54,14 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
             meta = dict(ck.backbone)
             st = store or ck.config.get("store")
             fpath = features_path(st, dataset or ck.dataset, ck.category, meta) if st else None
-            if fpath is None or not fpath.exists():
+            why = _cache_problem(fpath, meta, ck, data_path, dataset)
+            if why:
                 ctx = context_for_checkpoint(ck, data_path, device, cache, dataset)
-                if st is None:
+                other = data_path and Path(data_path).resolve() != Path(ck.data_path).resolve()
+                if st is None or other:  # scoring other images: never overwrite the run's store entry with them
                     tmp_store = tmp_store or tempfile.mkdtemp(prefix="ed-eval-store-")
                     st = tmp_store
-                track.log(f"{ck.category}: no cached test features match the checkpoint; running the backbone")
+                track.log(f"{ck.category}: {why}; running the backbone on the test images")
                 fpath = ensure_features(ctx, st, ck.category, eval_cfg.batch_size, num_workers, track)
             with FeatureFile.open(fpath, meta) as ff:
                 if ff.n_test == 0:
@@ -84,6 +86,7 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
                                                   _prediction_rows(ff, split.scores, thr, norm, panels, out_dir))
             sel = ck.selection or {}
             rows.append({"category": ck.category, **m, "test_images": int(ff.n_test),
+                         "data_path": str(ff.meta.get("dataset_root", "")),
                          "seconds": round(split.seconds, 3), "seconds_per_image": split.seconds / max(1, ff.n_test),
                          "epoch": sel.get("epoch", ck.epochs_done), "selection": sel.get("select", "last"),
                          "test_selected": bool(sel.get("test_selected", False)), "predictions": str(pred_csv)})
@@ -124,6 +127,25 @@ def _prediction_rows(ff, scores, thr: Optional[float], norm, panels: dict, run_d
                      "predicted": None if thr is None else ("anomalous" if score > thr else "normal"),
                      "heatmap": panels[i].relative_to(run_dir).as_posix() if i in panels else None})
     return rows
+
+
+def _cache_problem(fpath: Optional[Path], meta: dict, ck, data_path: Optional[str], dataset: Optional[str]) -> str:
+    """Why the cached test features cannot be scored for these images ('' when they can)."""
+    from edcli.config import DataConfig
+    from edcli.features import split_listings, stale_reason
+    from edcli.store import FeatureFile
+
+    if fpath is None or not fpath.exists():
+        return "no cached test features match the checkpoint"
+    root = data_path or ck.data_path
+    if not data_path and not Path(root).is_dir():
+        return ""  # the training images are gone; their cached features are all that is left to score
+    data = DataConfig(dataset=dataset or ck.dataset, data_path=root, image_size=int(meta["image_size"]),
+                      normal_name=ck.config.get("data", {}).get("normal_name", "good"))
+    _, listings = split_listings(data, ck.category, splits=("test",))
+    with FeatureFile.open(fpath, meta) as ff:
+        reason = stale_reason(ff, root, listings)
+    return f"the cached features in {fpath} cannot be used: {reason}" if reason else ""
 
 
 def _protocol(ck, meta: dict, sel: dict, eval_cfg) -> dict[str, Any]:

@@ -10,14 +10,25 @@ from edcli.track import NullTracker
 def run(data: DataConfig, bb_cfg: BackboneConfig, store: str, device: str = "auto", batch_size: int = 16,
         overwrite: bool = False, num_workers: int = 0, track=None) -> list[dict[str, Any]]:
     """Run the frozen backbone once per category (under torchrun: this rank's categories)."""
+    from edcli.config import check_count
     from edcli.distributed import gather_rows, run_sharded, shard
     from edcli.engine import init_distributed
-    from edcli.features import build_context, categories_of, extract_category
+    from edcli.features import (
+        build_context,
+        categories_of,
+        check_image_size,
+        extract_category,
+    )
 
     track = track or NullTracker()
+    check_count("--batch-size", batch_size)
+    check_count("--num-workers", num_workers, 0)
     cats = categories_of(data)
     dist = init_distributed(device)
     ctx = build_context(data, bb_cfg, device)
+    S = data.image_size
+    check_image_size([(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))], S,
+                     batch_size, ctx.device, backbone=bb_cfg.name)
     if ctx.winfo.random_init:
         track.warn("--random-init: features come from an untrained backbone (for tests and timing only)")
     rows, err = run_sharded(shard(cats, dist), dist,

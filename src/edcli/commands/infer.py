@@ -24,6 +24,7 @@ def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, devic
     import torch
 
     from edcli.checkpoint import build_model, load_checkpoint
+    from edcli.config import check_count, check_real
     from edcli.data.images import FileDataset, expand_inputs
     from edcli.distributed import gather_rows, shard
     from edcli.engine import (
@@ -38,6 +39,10 @@ def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, devic
     from edcli.report import save_infer_maps, write_predictions
 
     track = track or NullTracker()
+    check_count("--batch-size", batch_size)
+    check_count("--num-workers", num_workers, 0)
+    if threshold is not None:
+        check_real("--threshold", threshold)
     dist = init_distributed(device)
     dev = rank_device(device, dist)
     check_precision(precision, dev)

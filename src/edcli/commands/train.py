@@ -28,6 +28,7 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
     if claim:  # the first line, before torch is imported (seconds): what starts, with which settings
         track.log(start_line(data, bb_cfg, train_cfg, out, resume))
     from edcli.checkpoint import checkpoint_path, claim_run_folder
+    from edcli.config import check_count
     from edcli.distributed import gather_rows, run_sharded, shard
     from edcli.engine import check_precision, init_distributed, rank_device
     from edcli.features import (
@@ -42,12 +43,9 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
 
     eval_cfg = eval_cfg or EvalConfig()
     _check_train_cfg(model_cfg, train_cfg)
+    check_count("--num-workers", num_workers, 0)
     cats = categories_of(data)
     dist = init_distributed(train_cfg.device)
-    if claim:
-        removed = claim_run_folder(out, cats, overwrite, resume, remove=dist.is_main)
-        if removed:
-            track.log(f"--overwrite: removed {', '.join(removed)} from {out}")
     device = rank_device(train_cfg.device, dist)
     check_precision(train_cfg.precision, device)
     strategy = "categories" if train_cfg.strategy == "auto" else train_cfg.strategy
@@ -56,6 +54,15 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
         raise ConfigError("--strategy ddp needs torchrun (e.g. torchrun --nproc-per-node 2 -m edcli train ...)")
     if strategy == "ddp" and len(cats) != 1:
         raise ConfigError(f"--strategy ddp trains ONE category data-parallel; pick one with --category (found {len(cats)})")
+    from edcli.backbone import feature_shapes
+
+    # shapes from a dry run on the meta device: a refused size or width costs no weights and no allocation
+    _check_shapes(feature_shapes(bb_cfg.name, tuple(bb_cfg.levels), data.image_size), data, bb_cfg, model_cfg,
+                  train_cfg, device)
+    if claim:
+        removed = claim_run_folder(out, cats, overwrite, resume, remove=dist.is_main)
+        if removed:
+            track.log(f"--overwrite: removed {', '.join(removed)} from {out}")
     if train_cfg.jobs > 1 and not dist.enabled and len(cats) > 1:
         return run_jobs(data, bb_cfg, model_cfg, train_cfg, store, out, resume, feature_batch_size, eval_cfg, cats, track)
     mine = shard(cats, dist) if strategy == "categories" else cats
@@ -113,21 +120,26 @@ def start_line(data: DataConfig, bb_cfg: BackboneConfig, cfg, out: str, resume: 
             f"seed {cfg.seed}, device {cfg.device}, {cfg.precision}{jobs}")
 
 
-def _check_train_cfg(model_cfg, cfg) -> None:
-    from edcli.config import ARCHS, SELECTIONS
+def _check_shapes(shapes, data, bb_cfg, model_cfg, cfg, device) -> None:
+    """Before any allocation: grids of at least 2x2, the attention maps within memory, widths that split in heads."""
+    from edcli.config import d_model_for
+    from edcli.errors import UsageError
+    from edcli.features import check_image_size
 
-    if model_cfg.arch not in ARCHS:
-        raise ConfigError(f"--arch {model_cfg.arch!r}: use ed or fod")
-    if cfg.select not in SELECTIONS:
-        raise ConfigError(f"--select {cfg.select!r}: use one of {', '.join(SELECTIONS)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise ConfigError("--epochs and --batch-size must be at least 1 and --lr positive")
-    if cfg.select == "validation" and not 0.0 < cfg.val_fraction < 1.0:
-        raise ConfigError(f"--val-fraction {cfg.val_fraction}: use a value in (0, 1)")
+    check_image_size(shapes, data.image_size, cfg.batch_size, device, model_cfg, bb_cfg.name)
+    if model_cfg.d_model and len(model_cfg.d_model) != len(shapes):
+        raise UsageError(f"--d-model {','.join(map(str, model_cfg.d_model))}: give one width per level "
+                         f"({len(shapes)} levels: --levels {','.join(map(str, bb_cfg.levels))})")
+    for d in model_cfg.d_model or [d_model_for(c) for c, _, _ in shapes]:
+        if d % model_cfg.heads:
+            raise UsageError(f"--heads {model_cfg.heads}: the model width {d} does not split into {model_cfg.heads} "
+                             "heads; use a --heads that divides it (e.g. 8) or set --d-model")
+
+
+def _check_train_cfg(model_cfg, cfg) -> None:
+    """Combinations of values (each value alone was checked when its config was built)."""
     if cfg.select not in ("last", "validation") and cfg.eval_every < 1:
         raise ConfigError(f"--select {cfg.select} picks an epoch by its test metrics: add --eval-every N")
-    if cfg.strategy not in ("auto", "categories", "ddp"):
-        raise ConfigError(f"--strategy {cfg.strategy!r}: use categories or ddp")
 
 
 def _selection_rule(cfg) -> dict[str, Any]:

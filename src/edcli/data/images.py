@@ -91,6 +91,15 @@ def load_image(path: str, size: int, mode: str) -> torch.Tensor:
     return _pil_to_tensor(_geometry(_decode_rgb(path), size, mode, Image.LANCZOS))
 
 
+def _image_size(path: str) -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding it."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as err:
+        raise DataError(f"could not decode image {path}: {_reason(err)}") from err
+
+
 def _binary_mask(path: str, dataset: str) -> Image.Image:
     """The mask at full size as an L image of 0/255.
 
@@ -119,16 +128,23 @@ def _binary_mask(path: str, dataset: str) -> Image.Image:
     return Image.fromarray(on.astype(np.uint8) * 255, mode="L")
 
 
-def load_mask(ref: SampleRef, size: int, mode: str, dataset: str) -> np.ndarray:
+def load_mask(ref: SampleRef, size: int, mode: str, dataset: str,
+              image_wh: tuple[int, int] | None = None) -> np.ndarray:
     """(S, S) uint8 in {0, 1}; zeros for a normal image. An anomalous image without a known mask is an
-    error, never an all-normal mask."""
+    error, never an all-normal mask; so is a mask of another size than its image (resizing both would misalign
+    them). image_wh: the image's (width, height) when the caller has decoded it already."""
     if ref.label == 0:
         _check_geometry(size, mode)
         return np.zeros((size, size), dtype=np.uint8)
     if ref.mask_path is None:
         raise DataError(f"the mask of anomalous image {ref.path} is unknown (no ground_truth/ folder): "
                         "pixel metrics need masks")
-    m = _geometry(_binary_mask(ref.mask_path, dataset), size, mode, Image.NEAREST)
+    mask = _binary_mask(ref.mask_path, dataset)
+    wh = tuple(image_wh) if image_wh is not None else _image_size(ref.path)
+    if mask.size != wh:
+        raise DataError(f"mask {ref.mask_path} is {mask.size[0]}x{mask.size[1]} but its image {ref.path} is "
+                        f"{wh[0]}x{wh[1]} (width x height); the mask must have the image's size")
+    m = _geometry(mask, size, mode, Image.NEAREST)
     return (np.asarray(m) > 127).astype(np.uint8)
 
 
@@ -148,10 +164,12 @@ class SampleDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         ref = self.refs[i]
-        item = {"image": load_image(ref.path, self.size, self.mode), "label": ref.label, "index": i}
+        img = _decode_rgb(ref.path)
+        item = {"image": _pil_to_tensor(_geometry(img, self.size, self.mode, Image.LANCZOS)), "label": ref.label,
+                "index": i}
         if self.with_masks:
             known = ref.label == 0 or ref.mask_path is not None
-            mask = load_mask(ref, self.size, self.mode, self.dataset) if known else \
+            mask = load_mask(ref, self.size, self.mode, self.dataset, img.size) if known else \
                 np.zeros((self.size, self.size), dtype=np.uint8)
             item["mask"] = torch.from_numpy(mask)
             item["mask_known"] = known

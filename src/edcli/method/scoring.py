@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edcli.config import check_reducer
 from edcli.errors import ConfigError
 
 
@@ -68,16 +69,7 @@ def to_original(amap: np.ndarray, mode: str, h: int, w: int) -> np.ndarray:
 
 
 def parse_reducer(reducer: str) -> tuple[str, float]:
-    if reducer in ("max", "mean"):
-        return reducer, 0.0
-    if reducer.startswith("topk:"):
-        try:
-            ratio = float(reducer.split(":", 1)[1])
-        except ValueError:
-            ratio = -1.0
-        if 0.0 < ratio <= 1.0:
-            return "topk", ratio
-    raise ConfigError(f"--reducer {reducer!r}: use max, mean or topk:<ratio> with 0 < ratio <= 1 (e.g. topk:0.01)")
+    return check_reducer(reducer)
 
 
 def image_scores(smoothed: np.ndarray, reducer: str = "max") -> np.ndarray:
