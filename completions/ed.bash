@@ -7,7 +7,7 @@ _ed() {
   case "${COMP_WORDS[1]}" in
     distmaps) opts="--store --backbone --image-size --levels --grid --json --help" ;;
     features) opts="--data-path --dataset --category --store --backbone --weights --random-init --image-size --levels --normal-name --device --batch-size --num-workers --overwrite --json --quiet --help" ;;
-    train) opts="--data-path --dataset --category --store --out --backbone --weights --random-init --image-size --levels --normal-name --epochs --batch-size --lr --seed --arch --intra --no-intra --inter --no-inter --layers --heads --d-model --attn-out-proj --device --precision --eval-every --select --calib-fraction --strategy --jobs --resume --num-workers --json --quiet --help" ;;
+    train) opts="--data-path --dataset --category --store --out --backbone --weights --random-init --image-size --levels --normal-name --epochs --batch-size --lr --seed --arch --intra --no-intra --inter --no-inter --layers --heads --d-model --attn-out-proj --device --precision --eval-every --select --calib-fraction --strategy --jobs --optimizer --lr-schedule --warmup-epochs --resume --num-workers --json --quiet --help" ;;
     eval) opts="--run --checkpoint --data-path --dataset --category --store --reducer --pixel-map --device --precision --batch-size --save-maps --num-workers --json --quiet --help" ;;
     infer) opts="--out --batch-size --device --precision --recursive --json --csv --save-heatmaps --no-save-heatmaps --threshold --fail-on-anomaly --num-workers --quiet --help" ;;
     demo) opts="--out --category --quick --device --quiet --help" ;;

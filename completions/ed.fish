@@ -49,7 +49,7 @@ complete -c ed -n '__fish_seen_subcommand_from train' -l inter -d 'Inter-image (
 complete -c ed -n '__fish_seen_subcommand_from train' -l no-inter -d 'Inter-image (prototype cross-attention) branch'
 complete -c ed -n '__fish_seen_subcommand_from train' -l layers -d 'Encoder layers per level' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l heads -d 'Attention heads' -r
-complete -c ed -n '__fish_seen_subcommand_from train' -l d-model -d 'Model width per level, comma separated' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l d-model -d 'Model width per level, comma separated, or auto (C/2 rounded up to 32, >= 64)' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l attn-out-proj -d 'Apply the attention output projection (the reference discards it)'
 complete -c ed -n '__fish_seen_subcommand_from train' -l device -d 'auto, cpu, cuda, cuda:N or mps' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l precision -d 'fp32, bf16 or fp16 (autocast on GPU)' -r
@@ -58,6 +58,9 @@ complete -c ed -n '__fish_seen_subcommand_from train' -l select -d 'last (honest
 complete -c ed -n '__fish_seen_subcommand_from train' -l calib-fraction -d 'Share of normal train images held out for the threshold' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l strategy -d 'Under torchrun: categories (one per rank) or ddp (one category data-parallel)' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l jobs -d 'Categories trained side by side in worker processes' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l optimizer -d 'reference (one Adam, zero-filled grads: torch 1.13s extra momentum step) or per-level' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l lr-schedule -d 'constant (the reference) or cosine (per batch, to 0)' -r
+complete -c ed -n '__fish_seen_subcommand_from train' -l warmup-epochs -d 'Linear learning-rate warm-up over this many epochs' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l resume -d 'Continue from the last completed epoch'
 complete -c ed -n '__fish_seen_subcommand_from train' -l num-workers -d 'DataLoader worker processes for image decoding' -r
 complete -c ed -n '__fish_seen_subcommand_from train' -l json -d 'Machine-readable JSON on stdout (nothing else)'

@@ -69,7 +69,7 @@ _ed() {
         '--no-inter[Inter-image (prototype cross-attention) branch]' \
         '--layers[Encoder layers per level]:value:_files' \
         '--heads[Attention heads]:value:_files' \
-        '--d-model[Model width per level, comma separated]:value:_files' \
+        '--d-model[Model width per level, comma separated, or auto (C/2 rounded up to 32, >= 64)]:value:_files' \
         '--attn-out-proj[Apply the attention output projection (the reference discards it)]' \
         '--device[auto, cpu, cuda, cudaN or mps]:value:_files' \
         '--precision[fp32, bf16 or fp16 (autocast on GPU)]:value:_files' \
@@ -78,6 +78,9 @@ _ed() {
         '--calib-fraction[Share of normal train images held out for the threshold]:value:_files' \
         '--strategy[Under torchrun categories (one per rank) or ddp (one category data-parallel)]:value:_files' \
         '--jobs[Categories trained side by side in worker processes]:value:_files' \
+        '--optimizer[reference (one Adam, zero-filled grads torch 1.13s extra momentum step) or per-level]:value:_files' \
+        '--lr-schedule[constant (the reference) or cosine (per batch, to 0)]:value:_files' \
+        '--warmup-epochs[Linear learning-rate warm-up over this many epochs]:value:_files' \
         '--resume[Continue from the last completed epoch]' \
         '--num-workers[DataLoader worker processes for image decoding]:value:_files' \
         '--json[Machine-readable JSON on stdout (nothing else)]' \

@@ -213,7 +213,7 @@ def train(
     inter: Annotated[bool, typer.Option("--inter/--no-inter", help="Inter-image (prototype cross-attention) branch.")] = _M.inter,
     layers: Annotated[int, typer.Option("--layers", help="Encoder layers per level.")] = _M.layers,
     heads: Annotated[int, typer.Option("--heads", help="Attention heads.")] = _M.heads,
-    d_model: Annotated[Optional[str], typer.Option("--d-model", help="Model width per level, comma separated. Default: C/2 rounded up to 32, >= 64.")] = None,
+    d_model: Annotated[Optional[str], typer.Option("--d-model", help="Model width per level, comma separated, or auto (C/2 rounded up to 32, >= 64). Default: 256,512 (the reference).")] = None,
     attn_out_proj: Annotated[bool, typer.Option("--attn-out-proj", help="Apply the attention output projection (the reference discards it).")] = _M.attn_out_proj,
     device: Device = _T.device,
     precision: Precision = _T.precision,
@@ -222,6 +222,9 @@ def train(
     calib_fraction: Annotated[float, typer.Option("--calib-fraction", help="Share of normal train images held out for the threshold.")] = _T.calib_fraction,
     strategy: Annotated[str, typer.Option("--strategy", help="Under torchrun: categories (one per rank) or ddp (one category data-parallel).")] = _T.strategy,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Categories trained side by side in worker processes.")] = _T.jobs,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="reference (one Adam, zero-filled grads: torch 1.13's extra momentum step) or per-level.")] = _T.optimizer,
+    lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant (the reference) or cosine (per batch, to 0).")] = _T.lr_schedule,
+    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", help="Linear learning-rate warm-up over this many epochs.")] = _T.warmup_epochs,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last completed epoch.")] = False,
     num_workers: Workers = 0,
     json_out: Json = False,
@@ -230,12 +233,14 @@ def train(
     """Train one ED model per category from the cached features (computing missing store entries first)."""
     from edcli.commands import train as command
 
-    dm = _int_list(d_model, "--d-model", "256,512") if d_model else ()
+    auto = (d_model or "").strip().lower() == "auto"
+    dm = _int_list(d_model, "--d-model", "256,512") if d_model and not auto else ()
     data = _data(dataset, data_path, category, image_size, normal_name)
     mcfg = ModelConfig(arch=arch, intra=intra, inter=inter, layers=layers, heads=heads, d_model=dm,
-                       attn_out_proj=attn_out_proj)
+                       attn_out_proj=attn_out_proj, width="auto" if auto else _M.width)
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-                       eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy, jobs=jobs)
+                       eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy, jobs=jobs,
+                       optimizer=optimizer, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs)
     rows = _run(lambda: command.run(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
                                   resume=resume, num_workers=num_workers, track=_tracker(quiet)))
     if rows is None:

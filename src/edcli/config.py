@@ -9,6 +9,10 @@ ARCHS = ("ed", "fod")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SELECTIONS = ("last", "best-image", "best-pixel")
 PIXEL_MAPS = ("raw", "smoothed")
+WIDTHS = ("reference", "auto")  # ModelConfig.width when d_model is empty
+REFERENCE_WIDTHS = (256, 512)  # the reference's d_model per level whatever the backbone; later levels take the last
+OPTIMIZERS = ("reference", "per-level")
+LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_BACKBONE = "wide_resnet50_2"
 DEMO_BACKBONE = "tf_efficientnet_lite0"
 
@@ -58,8 +62,16 @@ class ModelConfig(_Dictable):
     heads: int = 8
     ffn_ratio: int = 4
     dropout: float = 0.0
-    d_model: tuple[int, ...] = ()  # empty: C/2 rounded up to a multiple of 32, at least 64, per level
+    d_model: tuple[int, ...] = ()  # explicit widths per level; empty: chosen by `width`
     attn_out_proj: bool = False  # the reference computes and discards it; off by default
+    width: str = "reference"  # with d_model empty: reference (256, 512) or auto (C/2 rule, d_model_for)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        # Checkpoints from before `width` existed stored d_model=() meaning the C/2 rule.
+        if "width" not in d:
+            d = dict(d, width="auto")
+        return _from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,9 @@ class TrainConfig(_Dictable):
     calib_fraction: float = 0.1
     strategy: str = "auto"  # auto|categories|ddp (under torchrun)
     jobs: int = 1
+    optimizer: str = "reference"  # reference: one Adam, grads zero-filled between levels (torch 1.13); per-level
+    lr_schedule: str = "constant"  # constant (the reference) | cosine (to 0 at the last step), per batch
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs, then the schedule
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,15 @@ class EvalConfig(_Dictable):
     device: str = "auto"
     precision: str = "fp32"
     batch_size: int = 8
+
+
+def level_widths(channels: list[int], cfg: ModelConfig) -> tuple[int, ...]:
+    """d_model per level: explicit values, else the reference's 256/512, else (width "auto") the C/2 rule."""
+    if cfg.d_model:
+        return tuple(cfg.d_model)
+    if cfg.width == "auto":
+        return tuple(d_model_for(c) for c in channels)
+    return tuple(REFERENCE_WIDTHS[min(k, len(REFERENCE_WIDTHS) - 1)] for k in range(len(channels)))
 
 
 def d_model_for(channels: int) -> int:

@@ -10,7 +10,14 @@ import torch
 
 from edcli.checkpoint import Checkpoint, atomic_torch_save, resume_path, save_checkpoint
 from edcli.config import EvalConfig, ModelConfig, TrainConfig
-from edcli.engine import epoch_generator, seed_everything, train_epoch, unwrap
+from edcli.engine import (
+    epoch_generator,
+    lr_factor,
+    make_optimizers,
+    seed_everything,
+    train_epoch,
+    unwrap,
+)
 from edcli.errors import TrainingError
 from edcli.method.scoring import calibrate, calibration_split
 
@@ -48,23 +55,35 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         levels = [DDP(m, device_ids=[device.index] if device.type == "cuda" else None) for m in levels]
-    optims = [torch.optim.Adam(unwrap(m).parameters(), lr=cfg.lr) for m in levels]
+    optims = make_optimizers(levels, cfg.optimizer, cfg.lr)
+    # The checkpoint records the widths built, so a later default cannot change how it loads.
+    configs = dict(configs, model=dict(configs["model"], d_model=[unwrap(m).d_model for m in levels]))
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     start_epoch = 0
     rpath = resume_path(ckpt)
     if resume and rpath.exists():
         state = torch.load(rpath, map_location="cpu", weights_only=True)
-        same = ("batch_size", "lr", "seed", "lambda1", "lambda2", "calib_fraction")
-        diff = [k for k in same if state["train"].get(k) != cfg.to_dict()[k]]
+        same = ("batch_size", "lr", "seed", "lambda1", "lambda2", "calib_fraction", "optimizer", "lr_schedule",
+                "warmup_epochs", "epochs")
+        legacy = {"optimizer": "per-level", "lr_schedule": "constant", "warmup_epochs": 0.0}  # older resume states
+        diff = [k for k in same if state["train"].get(k, legacy.get(k)) != cfg.to_dict()[k]
+                and (k != "epochs" or cfg.lr_schedule != "constant")]  # a cosine's length is part of it
         if diff:
             was = ", ".join(f"--{k.replace('_', '-')} {state['train'].get(k)}" for k in diff)
             raise TrainingError(f"{category}: cannot resume {rpath}: it was trained with {was}; "
                                 "use the same options, or drop --resume to start again")
         for m, sd in zip(levels, state["state_dicts"]):
             unwrap(m).load_state_dict(sd)
+        if len(state["optimizers"]) != len(optims):
+            raise TrainingError(f"{category}: {rpath} holds {len(state['optimizers'])} optimizer state(s), this "
+                                f"--optimizer {cfg.optimizer} has {len(optims)}; drop --resume to start again")
         for o, sd in zip(optims, state["optimizers"]):
             o.load_state_dict(sd)
+        if cfg.optimizer == "reference":  # the run kept zero-filled gradients between batches: so does its resume
+            for o in optims:
+                for p in o.state:
+                    p.grad = torch.zeros_like(p)
         start_epoch, history, best = int(state["epoch"]), list(state["history"]), dict(state.get("best", {}))
         track.log(f"{category}: resuming after epoch {start_epoch} from {rpath}")
     elif resume:
@@ -76,6 +95,12 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     test_masks = masks_if_known(ff) if cfg.eval_every else None
     terms: dict[str, float] = {}
     epochs = range(start_epoch, cfg.epochs)
+    per_epoch = -(-len(fit) // (cfg.batch_size * (dist.world if ddp else 1)))  # batches per epoch (per rank)
+    warmup = round(cfg.warmup_epochs * per_epoch)
+    lr_at = None
+    if cfg.lr_schedule != "constant" or warmup:
+        def lr_at(step: int) -> float:
+            return cfg.lr * lr_factor(step, cfg.epochs * per_epoch, warmup, cfg.lr_schedule)
     for epoch in track(epochs, total=len(epochs), description=f"{category} train"):
         gen = epoch_generator(cfg.seed, epoch)
         order = None
@@ -85,7 +110,8 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
             order = epoch_order(len(fit), dist, cfg.seed, epoch)
         try:
             terms = train_epoch(levels, optims, feats, cfg.batch_size, gen, device, cfg.precision, cfg.lambda1,
-                                cfg.lambda2, sampler_indices=order)
+                                cfg.lambda2, sampler_indices=order, optimizer_mode=cfg.optimizer, lr_at=lr_at,
+                                step0=epoch * per_epoch)
         except FloatingPointError as exc:
             keep = f"the last good state (epoch {epoch}) is kept in {rpath}" if rpath.exists() else "no state was kept"
             raise TrainingError(f"{category}: {exc} in epoch {epoch + 1}; training stopped, {keep}. "

@@ -89,7 +89,7 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
 
 
 def _check_train_cfg(model_cfg, cfg) -> None:
-    from edcli.config import ARCHS, SELECTIONS
+    from edcli.config import ARCHS, LR_SCHEDULES, OPTIMIZERS, SELECTIONS, WIDTHS
 
     if model_cfg.arch not in ARCHS:
         raise ConfigError(f"--arch {model_cfg.arch!r}: use ed or fod")
@@ -101,6 +101,14 @@ def _check_train_cfg(model_cfg, cfg) -> None:
         raise ConfigError(f"--select {cfg.select} picks an epoch by its test metrics: add --eval-every N")
     if cfg.strategy not in ("auto", "categories", "ddp"):
         raise ConfigError(f"--strategy {cfg.strategy!r}: use categories or ddp")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer {cfg.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"--lr-schedule {cfg.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+    if not 0 <= cfg.warmup_epochs <= cfg.epochs:
+        raise ConfigError(f"--warmup-epochs {cfg.warmup_epochs:g}: use 0 to --epochs ({cfg.epochs})")
+    if model_cfg.width not in WIDTHS:
+        raise ConfigError(f"model width {model_cfg.width!r}: use one of {', '.join(WIDTHS)} or explicit --d-model")
 
 
 # ---------------------------------------------------------------------------------------------- --jobs N

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edcli.config import ARCHS, ModelConfig, d_model_for
+from edcli.config import ARCHS, ModelConfig, level_widths
 from edcli.errors import ConfigError, DataError
 from edcli.method.prior import (
     compute_dtype,
@@ -365,12 +365,12 @@ class EDModel(nn.Module):
 
 
 def build_ed_model(channels: list[int], grids: list[tuple[int, int]], refs: list[Tensor], cfg: ModelConfig) -> EDModel:
-    """One LevelModel per level; cfg.d_model empty -> d_model_for(C) per level."""
+    """One LevelModel per level; widths from config.level_widths (explicit, reference 256/512, or the C/2 rule)."""
     n = len(channels)
     if len(grids) != n or len(refs) != n:
         raise ConfigError(f"{n} channel counts, {len(grids)} grids and {len(refs)} reference maps: "
                           f"one of each per level")
-    d_models = tuple(cfg.d_model) or tuple(d_model_for(c) for c in channels)
+    d_models = level_widths(channels, cfg)
     if len(d_models) != n:
         raise ConfigError(f"--d-model has {len(d_models)} values for {n} feature levels; give one per level or none")
     return EDModel([
