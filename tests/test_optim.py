@@ -99,8 +99,8 @@ def test_train_category_equals_an_independent_loop_bit_for_bit(mode, tiny_config
     model = build_ed_model([f.shape[2] for f in feats], [tuple(f.shape[-2:]) for f in raw], refs, model_cfg)
     batches = [[f.float() for f in xs] for xs in _batches(feats, train.epochs, train.batch_size, train.seed)]
 
-    def backward(m, x):
-        ed_objective(m(x), x, m.dx, m.dy).total.backward()
+    def backward(m, x):  # reference: the fused step; per-level: the maps path (edcli's step before the option)
+        ed_objective(m(x, branches="train" if mode == "reference" else "all"), x, m.dx, m.dy).total.backward()
 
     oracle_train(list(model.levels), batches, train.lr, mode, backward)
     for level, sd in zip(model.levels, got.state_dicts):

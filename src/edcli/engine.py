@@ -42,9 +42,19 @@ def resolve_device(name: str = "auto") -> torch.device:
 def check_precision(precision: str, device: torch.device) -> str:
     if precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"--precision {precision!r}: use fp32, bf16 or fp16")
-    if precision != "fp32" and device.type == "cpu":
-        raise ConfigError(f"--precision {precision} needs a GPU (cuda or mps); on the CPU use fp32")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise ConfigError("--precision bf16 on the CPU needs bf16 dot products (AVX512-BF16 or AMX), which this CPU "
+                          "lacks; use fp32")
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("--precision fp16 needs a GPU (cuda or mps); on the CPU use fp32 (or bf16 where supported)")
     return precision
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 matrix products natively here (AVX512-BF16 or AMX); emulated bf16 is slower."""
+    cpu = torch.cpu
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(f()) for f in checks if f is not None)
 
 
 def autocast(device: torch.device, precision: str):
@@ -174,7 +184,8 @@ def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch
     """One epoch over cached tokens: per batch, each level in turn gets zero_grad / one backward / step.
 
     levels: the level modules (possibly DDP-wrapped); feats: per level (N, L, C) tensors (float16 on the CPU).
-    optimizer_mode "per-level": optimizers[k] steps level k, gradients removed (set_to_none) before its backward.
+    optimizer_mode "per-level": optimizers[k] steps level k, gradients removed (set_to_none) before its backward,
+    through the attention maps (the unfused step of before, bit for bit).
     "reference": optimizers[0] holds every level and gradients are zero-filled, as torch 1.13's zero_grad(): from
     the second batch on each level's step also gives the other levels a zero-gradient (momentum-only) Adam update.
     lr_at(step) (if given) sets the learning rate of batch step0 + b before its first step.
@@ -184,6 +195,9 @@ def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch
     from edcli.method.loss import ed_objective
 
     shared = optimizer_mode == "reference"
+    # reference: the fused step (attention + loss terms chunk by chunk, no (L, L) map kept; equal to the maps path
+    # within float rounding); per-level: the step edcli had before --optimizer, bit for bit
+    branches = "train" if shared else "all"
     N = feats[0].shape[0]
     order = torch.randperm(N, generator=generator) if sampler_indices is None else sampler_indices
     sums = dict.fromkeys(LOSS_KEYS, 0.0)
@@ -201,7 +215,7 @@ def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch
             x = feats[k][idx].to(device, non_blocking=True).to(module.ref.dtype)  # (B, L, C), the model's dtype
             opt.zero_grad(set_to_none=not shared)
             with autocast(device, precision):
-                out = level(x)
+                out = level(x, branches=branches)
             terms = ed_objective(out, x, module.dx, module.dy, lambda1, lambda2)
             if not torch.isfinite(terms.total.detach()):
                 raise FloatingPointError(f"non-finite loss at level {k}")
