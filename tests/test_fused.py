@@ -74,3 +74,22 @@ def test_bf16_on_the_cpu_is_close_to_fp32():
 def test_fp16_on_the_cpu_is_refused():
     with pytest.raises(ConfigError, match="fp16"):
         check_precision("fp16", torch.device("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_step_on_cuda_matches_the_cpu_fp64_and_bf16_is_close():
+    torch.manual_seed(0)
+    model = LevelModel(40, (8, 8), torch.randn(40, 64), 64, heads=8, layers=2)
+    x = torch.randn(2, 64, 40)
+    want, _ = _grads(model.double(), x.double(), "train")
+    cuda = model.float().cuda()
+    got, _ = _grads(cuda, x.cuda(), "train")
+    v = torch.cat([want[k].flatten() for k in want])
+    err32 = float((torch.cat([got[k].double().cpu().flatten() for k in want]) - v).norm() / v.norm())
+    cuda.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = cuda(x.cuda(), branches="train")
+    ed_objective(out, x.cuda(), cuda.dx, cuda.dy).total.backward()
+    err16 = float((torch.cat([p.grad.double().cpu().flatten() for p in cuda.parameters()]) - v).norm() / v.norm())
+    assert err32 < 1e-3 and err16 < 0.12, (err32, err16)

@@ -1,6 +1,7 @@
 """Optimizer semantics (`--optimizer reference|per-level`) and the learning-rate schedule, against tests/oracle.py."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -89,6 +90,7 @@ def test_train_category_equals_an_independent_loop_bit_for_bit(mode, tiny_config
     run_train(data, bb, model_cfg, train, str(tiny_store), str(tmp_path))
     got = load_checkpoint(tmp_path / "checkpoints" / "brick.pt")
     assert got.config["train"]["optimizer"] == mode and got.config["model"]["d_model"] == [64, 64]
+    assert json.loads((tmp_path / "run.json").read_text())["train"]["optimizer"] == mode
     (path,) = sorted((tiny_store / "features" / "mvtec" / "brick").glob("*.h5"))
     with FeatureFile.open(path) as ff:
         fit, _ = calibration_split(ff.n_train, train.calib_fraction, train.seed)
