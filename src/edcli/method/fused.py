@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-CHUNK_ELEMENTS = 1 << 18  # values per (rows, S) chunk: 1 MiB of fp32, a few such buffers stay in L2
+CHUNK_ELEMENTS = 1 << 16  # values per (rows, S) chunk: 256 KiB of fp32; measured on CPU (8x1024x1024 maps): 2^16 0.62 s, 2^18 0.79 s, 2^20 1.44 s per fwd+bwd
 
 
 def _chunks(N: int, L: int, S: int):
@@ -32,7 +32,8 @@ def _chunks(N: int, L: int, S: int):
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
-    return (a.unsqueeze(-2) @ b.unsqueeze(-1)).flatten(-3)  # Σ_j a_j b_j without a*b
+    # Σ_j a_j b_j. On a cache-sized chunk a product and a sum beat a batched matrix-vector product (a GEMV per row).
+    return torch.linalg.vecdot(a, b)
 
 
 def _log_target(ry: Tensor, rx: Tensor, eps: float) -> Tensor:
@@ -44,8 +45,13 @@ def _log_target(ry: Tensor, rx: Tensor, eps: float) -> Tensor:
 def _target_dot(ry: Tensor, rx: Tensor, m: Tensor) -> Tensor:
     """Σ_j t_j m_j per row for t = ry ⊗ rx (separable), m (n, R, H*W) -> (n, R)."""
     n, R, H = ry.shape
-    W = rx.shape[-1]
-    return (ry.reshape(n * R, 1, H) @ m.reshape(n * R, H, W) @ rx.reshape(n * R, W, 1)).view(n, R)
+    return torch.linalg.vecdot(_rows_times_rx(m, rx), ry)
+
+
+def _rows_times_rx(m: Tensor, rx: Tensor) -> Tensor:
+    """Σ_c m[.., r, c] rx[.., c] for m (n, R, H*W) seen as (n, R, H, W) -> (n, R, H)."""
+    n, R, W = rx.shape
+    return torch.linalg.vecdot(m.view(n, R, -1, W), rx.unsqueeze(-2))
 
 
 class _AttentionCorrelation(torch.autograd.Function):
@@ -105,11 +111,10 @@ class _AttentionCorrelation(torch.autograd.Function):
                 if want_t:
                     m = torch.sub(d, e)  # ∂D/∂t − 1; the "+1" goes analytically (Σ rx = Σ ry = 1)
                     n_, R, H = ryc.shape
-                    W = rxc.shape[-1]
-                    m3 = m.view(n_ * R, H, W)
                     gt = g_dt[hs, rs].unsqueeze(-1)
-                    gry[hs, rs] = ((m3 @ rxc.reshape(n_ * R, W, 1)).view(n_, R, H) + rxc.sum(-1, keepdim=True)) * gt
-                    grx[hs, rs] = ((ryc.reshape(n_ * R, 1, H) @ m3).view(n_, R, W) + ryc.sum(-1, keepdim=True)) * gt
+                    col = (m.view(n_, R, H, -1) * ryc.unsqueeze(-1)).sum(-2)  # Σ_r ry[r] m[r, c]
+                    gry[hs, rs] = (_rows_times_rx(m, rxc) + rxc.sum(-1, keepdim=True)) * gt
+                    grx[hs, rs] = (col + ryc.sum(-1, keepdim=True)) * gt
                 if g_da is not None:
                     ga = g_da[hs, rs].unsqueeze(-1)
                     const = const + ga
