@@ -12,10 +12,10 @@ from edcli.track import NullTracker
 # 256 px would cost ~16x more per image. lr is 10x the reference's 1e-4 because the demo trains 25 epochs, not 100.
 # On a CPU the categories train in parallel processes of one thread each (`ed train --jobs`): at these sizes a step
 # is many small operations that do not use two threads well.
-DEMO = {"image_size": 128, "epochs": 25, "batch_size": 1, "lr": 1e-3, "n_train": 20, "n_test_good": 10,
-        "n_per_defect": 3}
-DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "n_train": 8, "n_test_good": 3,
-              "n_per_defect": 1}
+DEMO = {"image_size": 128, "epochs": 6, "batch_size": 1, "lr": 3e-4, "lr_schedule": "cosine", "warmup_epochs": 1,
+        "d_model": (), "n_train": 20, "n_test_good": 10, "n_per_defect": 3}
+DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "lr_schedule": "constant", "warmup_epochs": 0,
+              "d_model": (64, 64), "n_train": 8, "n_test_good": 3, "n_per_defect": 1}
 
 
 def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto",
@@ -47,8 +47,8 @@ def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device:
     track.log(f"4/6 training {s['epochs']} epochs per category -> {run}")
     parallel = not quick and resolve_device(device).type == "cpu" and (os.cpu_count() or 1) > 1
     tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], device=device,
-                       jobs=len(cats) if parallel else 1)
-    train_rows = train.run(data, bb, ModelConfig(), tcfg, str(store), str(run), track=track)
+                       jobs=len(cats) if parallel else 1, lr_schedule=s["lr_schedule"], warmup_epochs=s["warmup_epochs"])
+    train_rows = train.run(data, bb, ModelConfig(d_model=tuple(s["d_model"])), tcfg, str(store), str(run), track=track)
     track.log("5/6 evaluation on the labelled test split")
     ev = eval_cmd.run(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
     track.log("6/6 inference on a few test images per category")
@@ -62,7 +62,9 @@ def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device:
         preds.append(res)
     summary = "\n".join([
         f"demo folder: {root}",
-        f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g}",
+        f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, d_model {'/'.join(map(str, s['d_model'])) or '256/512'}, "
+        f"{s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g} ({s['lr_schedule']}, "
+        f"{s['warmup_epochs']:g} warm-up epoch(s)), optimizer {tcfg.optimizer}",
         f"  heat maps of the test split: {ev['maps']}/<category>/<defect type>/",
         f"  predictions: {root / 'predictions'}/<category>/predictions.csv and heatmaps/",
         "next, on your own images (normal ones in train/good, MVTec layout):",
