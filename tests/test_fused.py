@@ -19,6 +19,14 @@ from edcli.method.model import LevelModel
 SHAPES = [(12, (4, 4), 32, 4), (20, (4, 2), 32, 4)]  # square and non-square grids
 
 
+@pytest.fixture(autouse=True)
+def always_fused(monkeypatch):
+    """The model fuses only large maps; these tiny ones are forced through the fused path."""
+    import edcli.method.model as model_mod
+
+    monkeypatch.setattr(model_mod, "FUSED_MIN_ELEMENTS", 0)
+
+
 def _grads(model, x, branches, precision="fp32"):
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -46,12 +54,17 @@ def test_fused_gradients_equal_the_oracles_fp64(channels, grid, d, heads, chunk,
         assert float(getattr(terms, key)) == pytest.approx(float(want_terms[key]), rel=1e-10), key
 
 
-def test_fused_step_keeps_no_attention_map():
+def test_fused_step_keeps_no_attention_map(monkeypatch):
+    import edcli.method.model as model_mod
+
     torch.manual_seed(0)
     model = LevelModel(12, (4, 4), torch.randn(12, 16), 32, heads=4, layers=2)
     out = model(torch.randn(1, 16, 12), branches="train")
     assert out.intra_attn is None and out.inter_attn is None
     assert [t.shape for t in out.intra_terms] == [(2, 1, 4, 16)] * 3 and len(out.inter_terms) == 3
+    monkeypatch.setattr(model_mod, "FUSED_MIN_ELEMENTS", 16 * 16 + 1)  # maps below the bar: the maps path
+    small = model(torch.randn(1, 16, 12), branches="train")
+    assert small.intra_terms is None and small.intra_attn.shape == (2, 1, 4, 16, 16)
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 dot products")

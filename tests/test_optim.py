@@ -76,8 +76,9 @@ def test_reference_semantics_differ_from_per_level_and_move_further(one_thread):
 
 @pytest.mark.parametrize("mode", ["per-level", "reference"])
 def test_train_category_equals_an_independent_loop_bit_for_bit(mode, tiny_configs, tiny_store, tmp_path):
-    """`ed train` (fixture data) with --optimizer MODE gives the exact weights of the oracle's loop run on the same
-    initial model and batches; per-level is the loop of edcli before --optimizer existed."""
+    """`ed train` (fixture data) with --optimizer MODE gives the weights of the oracle's loop run on the same initial
+    model and batches: bit for bit per level (the loop of edcli before --optimizer existed), to float rounding in
+    reference mode (torch's fused Adam there, the loop Adam in the oracle)."""
     from edcli.checkpoint import load_checkpoint
     from edcli.commands.train import run as run_train
     from edcli.engine import seed_everything
@@ -107,7 +108,12 @@ def test_train_category_equals_an_independent_loop_bit_for_bit(mode, tiny_config
     oracle_train(list(model.levels), batches, train.lr, mode, backward)
     for level, sd in zip(model.levels, got.state_dicts):
         for k, v in level.state_dict().items():
-            assert torch.equal(v, sd[k]), k
+            if mode == "per-level":
+                assert torch.equal(v, sd[k]), k
+            elif not k.endswith("key.bias"):  # reference: torch's fused Adam, the same update to float rounding
+                # (a key bias has a true gradient of 0, softmax being shift-invariant: Adam steps its rounding
+                # noise by ±lr, whose sign any reordering of the sums flips)
+                torch.testing.assert_close(sd[k], v, rtol=1e-5, atol=1e-7, msg=k)
 
 
 def test_lr_factor_warmup_then_cosine():

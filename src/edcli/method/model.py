@@ -32,6 +32,10 @@ BRANCH_MODES = ("all", "score", "train")
 # of a 32x32 grid. Measured on CPU (wide_resnet50_2 shapes, 1 thread): 0.76 s/image with all 8 heads at once,
 # 0.67-0.73 s with groups of 2^19..2^21 values (smaller working set; freed buffers reused, not mapped afresh).
 SCORE_GROUP_ELEMENTS = 1 << 20
+# Training ("train") fuses attention and loss terms (edcli.method.fused) for maps of at least this many values
+# (L x S); smaller ones go through the maps path, faster there (measured at 256 x 256: 9 ms against 15-19 ms
+# per attention's forward and backward; at 1024 x 1024 the fused path is the faster by far and keeps no map).
+FUSED_MIN_ELEMENTS = 1 << 18
 
 
 class LevelOutput(NamedTuple):
@@ -357,7 +361,7 @@ class LevelModel(nn.Module):
         """x: (B, L, C) pooled tokens, row-major. branches="all" returns every attention map and sigma (training);
         "score" returns the reconstruction and the scoring branch's KL rows (score_kl) and keeps no map; "train"
         returns the reconstruction and each branch's loss terms (intra_terms, inter_terms) and keeps no map
-        (with dropout > 0 it is "all": the fused path has no dropout on the attention)."""
+        (with dropout > 0, or maps under FUSED_MIN_ELEMENTS, it is "all")."""
         if branches not in BRANCH_MODES:
             raise ConfigError(f"branches must be one of {BRANCH_MODES}, got {branches!r}")
         if x.dim() != 3 or x.shape[1:] != (self.grid[0] * self.grid[1], self.channels):
@@ -374,7 +378,8 @@ class LevelModel(nn.Module):
                 emb, k = layer.score(emb, ref, axes)
                 kl = k if kl is None else kl + k
             return LevelOutput(self.proj(self.norm(emb)), None, None, None, None, kl / len(self.layers))
-        if branches == "train" and not (self.dropout > 0 and self.training):
+        small = self.grid[0] * self.grid[1] * self.ref.shape[1] < FUSED_MIN_ELEMENTS
+        if branches == "train" and not (self.dropout > 0 and self.training) and not small:
             axes = grid_axes(self.dx, self.dy)
             terms = []
             for layer in self.layers:
