@@ -5,7 +5,8 @@
 
 Faithful wide_resnet50_2 / 256 px shapes with random features and reference (timing does not depend on them):
 level 0: C=512 on a 32x32 grid, d_model 256; level 1: C=1024 on 16x16, d_model 512; 8 heads, 3 layers.
-A step is: zero_grad, forward, loss, backward, Adam step. edcli: `ed train`'s step, the fused path
+A step is: zero_grad, forward, loss, backward, Adam step. edcli: `ed train`'s default step (its Adam; one level
+here, where `ed train` steps both levels' parameters at each level's step), the fused path
 (branches="train": attention and loss terms chunk by chunk, no (L, L) map kept) and one backward of
 ed_objective(...).total; oracle (tests/oracle.py, same weights): loss1.backward(retain_graph=True); loss2.backward().
 --precision bf16 autocasts the matrix products (CUDA, or a CPU with AVX512-BF16/AMX); sigma, targets and KL in fp32.
@@ -63,6 +64,10 @@ def _setup(args, impls):
     for impl in impls:
         model = (level if impl == "edcli" else oracle_from_level(level)).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        if impl == "edcli" and fused:  # `ed train`'s optimizer (--optimizer reference: torch's fused Adam)
+            from edcli.engine import make_optimizers
+
+            (opt,) = make_optimizers([model], "reference", 1e-4)
 
         def step(model=model, opt=opt, impl=impl):
             opt.zero_grad(set_to_none=True)
