@@ -64,7 +64,7 @@ def test_reference_semantics_differ_from_per_level_and_move_further(one_thread):
     g = torch.Generator().manual_seed(2)
     for mode in ("reference", "per-level"):
         levels = _levels()
-        start = [torch.nn.utils.parameters_to_vector(m.parameters()).clone() for m in levels]
+        start = [torch.nn.utils.parameters_to_vector(m.parameters()).detach().clone() for m in levels]
         feats = [torch.randn(3, m.grid[0] * m.grid[1], m.channels, generator=g.manual_seed(2), dtype=torch.float64)
                  for m in levels]
         _edcli_run(levels, feats, mode, epochs=2)
