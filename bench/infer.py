@@ -7,7 +7,7 @@ End to end = PNG decode + resize, backbone, both level models, scoring, sigma-4 
 edcli: `ed infer`'s path (FileDataset, extractor, predict_maps with branches="score": only the inter branch's
 targets and KL). oracle (tests/oracle.py): every Gaussian target (with its 1/(2 pi sy sx) prefactor) and both
 branches' KL maps per layer, as the reference's test pass computes them, at batch 1 as the reference.
-The level models have the faithful widths (d_model = C/2 rounded up to 32, >= 64: 256/512 for wide_resnet50_2)
+The level models have the reference's widths (d_model 256 / 512 whatever the backbone)
 and random weights (speed does not depend on them); wide_resnet50_2 is random-init (no hub here), lite0 uses its
 packaged weights. Reports the median over --reps of: ms per image at batch 1 (mean over 4 images) and images
 per second at batch 32 (the oracle over --n32-oracle images: it scores one image at a time anyway).

@@ -33,7 +33,7 @@ _ed() {
         --num-workers) return ;;
       esac ;;
     train)
-      opts="--data-path -p --dataset -d --category -c --store -s --out -o --backbone -b --weights --random-init --image-size --levels --normal-name --test-fraction --epochs --batch-size --lr --seed --arch --intra --no-intra --inter --no-inter --layers --heads --d-model --attn-out-proj --device --precision --eval-every --select --val-fraction --calib-fraction --strategy --jobs -j --resume --overwrite --num-workers --json --quiet -q --help -h"
+      opts="--data-path -p --dataset -d --category -c --store -s --out -o --backbone -b --weights --random-init --image-size --levels --normal-name --test-fraction --epochs --batch-size --lr --seed --arch --intra --no-intra --inter --no-inter --layers --heads --d-model --attn-out-proj --device --precision --eval-every --select --val-fraction --calib-fraction --strategy --jobs -j --optimizer --lr-schedule --warmup-epochs --resume --overwrite --num-workers --json --quiet -q --help -h"
       case "$prev" in
         --data-path|-p) COMPREPLY=( $(compgen -d -- "$cur") ); return ;;
         --dataset|-d) COMPREPLY=( $(compgen -W "mvtec btad mvtec3d folder" -- "$cur") ); return ;;
@@ -62,6 +62,9 @@ _ed() {
         --calib-fraction) return ;;
         --strategy) COMPREPLY=( $(compgen -W "auto categories ddp" -- "$cur") ); return ;;
         --jobs|-j) return ;;
+        --optimizer) COMPREPLY=( $(compgen -W "reference per-level" -- "$cur") ); return ;;
+        --lr-schedule) COMPREPLY=( $(compgen -W "constant cosine" -- "$cur") ); return ;;
+        --warmup-epochs) return ;;
         --num-workers) return ;;
       esac ;;
     eval)

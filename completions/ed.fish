@@ -50,7 +50,7 @@ complete -c ed -n '__fish_seen_subcommand_from train' -l intra -l no-intra -d 'I
 complete -c ed -n '__fish_seen_subcommand_from train' -l inter -l no-inter -d 'Inter-image (prototype cross-attention) branch'
 complete -c ed -n '__fish_seen_subcommand_from train' -l layers -d 'Encoder layers per level' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l heads -d 'Attention heads' -x
-complete -c ed -n '__fish_seen_subcommand_from train' -l d-model -d 'Model width per level, comma separated' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l d-model -d 'Model width per level, comma separated, or auto (C/2 rounded up to 32, >= 64)' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l attn-out-proj -d 'Apply the attention output projection (the reference discards it)'
 complete -c ed -n '__fish_seen_subcommand_from train' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
 complete -c ed -n '__fish_seen_subcommand_from train' -l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'
@@ -60,6 +60,9 @@ complete -c ed -n '__fish_seen_subcommand_from train' -l val-fraction -d '--sele
 complete -c ed -n '__fish_seen_subcommand_from train' -l calib-fraction -d 'Share of normal train images held out for the threshold' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l strategy -d 'Under torchrun: categories (one per rank) or ddp (one category data-parallel)' -x -a 'auto categories ddp'
 complete -c ed -n '__fish_seen_subcommand_from train' -l jobs -s j -d 'Categories trained side by side in worker processes' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l optimizer -d 'reference (one Adam, zero-filled grads: torch 1.13\'s extra momentum step) or per-level' -x -a 'reference per-level'
+complete -c ed -n '__fish_seen_subcommand_from train' -l lr-schedule -d 'constant (the reference) or cosine (per batch, to 0)' -x -a 'constant cosine'
+complete -c ed -n '__fish_seen_subcommand_from train' -l warmup-epochs -d 'Linear learning-rate warm-up over this many epochs' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l resume -d 'Continue from the last completed epoch'
 complete -c ed -n '__fish_seen_subcommand_from train' -l overwrite -d 'Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps'
 complete -c ed -n '__fish_seen_subcommand_from train' -l num-workers -d 'DataLoader worker processes for image decoding' -x

@@ -89,7 +89,7 @@ _ed() {
         '(--inter --no-inter)--no-inter[Inter-image (prototype cross-attention) branch]' \
         '--layers[Encoder layers per level]:layers: ' \
         '--heads[Attention heads]:heads: ' \
-        '--d-model[Model width per level, comma separated]:d-model: ' \
+        '--d-model[Model width per level, comma separated, or auto (C/2 rounded up to 32, >= 64)]:d-model: ' \
         '--attn-out-proj[Apply the attention output projection (the reference discards it)]' \
         '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
         '--precision[Autocast precision on a GPU (the CPU takes fp32)]:precision:(fp32 bf16 fp16)' \
@@ -100,6 +100,9 @@ _ed() {
         '--strategy[Under torchrun\: categories (one per rank) or ddp (one category data-parallel)]:strategy:(auto categories ddp)' \
         '(-j --jobs)-j[Categories trained side by side in worker processes]:jobs: ' \
         '(-j --jobs)--jobs[Categories trained side by side in worker processes]:jobs: ' \
+        '--optimizer[reference (one Adam, zero-filled grads\: torch 1.13'\''s extra momentum step) or per-level]:optimizer:(reference per-level)' \
+        '--lr-schedule[constant (the reference) or cosine (per batch, to 0)]:lr-schedule:(constant cosine)' \
+        '--warmup-epochs[Linear learning-rate warm-up over this many epochs]:warmup-epochs: ' \
         '--resume[Continue from the last completed epoch]' \
         '--overwrite[Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps]' \
         '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \

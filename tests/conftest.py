@@ -86,7 +86,7 @@ def tiny_configs(tiny_data):
 
     data = DataConfig(dataset="mvtec", data_path=str(tiny_data), categories=("brick",), image_size=TINY_SIZE)
     bb = BackboneConfig(name="tf_efficientnet_lite0")
-    model = ModelConfig(layers=2, heads=4)
+    model = ModelConfig(layers=2, heads=4, d_model=(64, 64))  # narrow on purpose: the suite stays fast
     train = TrainConfig(epochs=2, batch_size=2, device="cpu", seed=7)
     return data, bb, model, train
 

@@ -275,3 +275,34 @@ def oracle_backward(model: OracleLevel, x, lambda1=0.5, lambda2=0.5) -> dict:
     loss1.backward(retain_graph=True)
     loss2.backward()
     return {k: (v.detach() if torch.is_tensor(v) else torch.tensor(v)) for k, v in terms.items()}
+
+
+def oracle_two_backward(model: OracleLevel, x, lambda1=0.5, lambda2=0.5) -> None:
+    """The reference's backward passes of one level (gradients accumulate; no zero_grad here)."""
+    loss1, loss2, _ = oracle_losses(model, x, lambda1, lambda2)
+    loss1.backward(retain_graph=True)
+    loss2.backward()
+
+
+def oracle_train(models: list, batches: list, lr: float = 1e-4, mode: str = "reference", backward=None) -> None:
+    """The reference's training loop over `batches` (a list of per-level inputs [x_0, x_1, ...]).
+
+    mode "reference" (torch 1.13.1 as pinned by the seed): ONE torch.optim.Adam over every level's parameters;
+    per batch, for each level in turn: zero_grad(set_to_none=False) -> backward -> step. The zero-filled (not
+    removed) gradients make each step also update the other levels with a zero gradient from the second batch on.
+    mode "per-level" (torch 2 semantics, one Adam per level): zero_grad(set_to_none=True) -> backward -> step.
+    backward(model, x) does the backward pass(es); default oracle_two_backward.
+    """
+    import itertools
+
+    backward = backward or oracle_two_backward
+    if mode == "reference":
+        shared = torch.optim.Adam(itertools.chain(*(m.parameters() for m in models)), lr=lr)
+        opts = [shared] * len(models)
+    else:
+        opts = [torch.optim.Adam(m.parameters(), lr=lr) for m in models]
+    for xs in batches:
+        for model, opt, x in zip(models, opts, xs):
+            opt.zero_grad(set_to_none=mode != "reference")
+            backward(model, x)
+            opt.step()

@@ -193,7 +193,7 @@ def test_train_progress_lines_eval_bar_and_the_overwrite_refusal(tmp_path, tiny_
     out = tmp_path / "run"
     args = ["train", "--data-path", tiny_data, "--store", tiny_store, "--out", out, "--category", "brick",
             "--backbone", "tf_efficientnet_lite0", "--image-size", "64", "--epochs", "2", "--batch-size", "2",
-            "--layers", "2", "--heads", "4", "--seed", "7", "--device", "cpu"]
+            "--layers", "2", "--heads", "4", "--d-model", "auto", "--seed", "7", "--device", "cpu"]
     res = invoke(*args, env={"COLUMNS": "60"})  # not a terminal: plain lines, one per epoch
     assert res.returncode == 0, res.stderr
     lines = res.stderr.splitlines()

@@ -14,7 +14,8 @@ import torch
 from conftest import TINY_SIZE, invoke
 
 COMMON = ["--dataset", "mvtec", "--backbone", "tf_efficientnet_lite0", "--image-size", str(TINY_SIZE),
-          "--epochs", "2", "--batch-size", "2", "--layers", "2", "--heads", "4", "--seed", "11", "--device", "cpu"]
+          "--epochs", "2", "--batch-size", "2", "--layers", "2", "--heads", "4", "--seed", "11", "--device", "cpu",
+          "--d-model", "auto"]
 ENV = {"OMP_NUM_THREADS": "1"}  # torchrun's default; the in-process runs use one thread too (one_thread), so numbers match
 
 

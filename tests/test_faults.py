@@ -292,7 +292,7 @@ def test_train_eval_infer_into_a_read_only_folder_exit_1(tmp_path, monkeypatch, 
     _fail_writes(monkeypatch, 0, errno.EROFS)
     res = invoke("train", "--data-path", tiny_data, "--category", "brick", "--store", tiny_store, "--out",
                  tmp_path / "r", "--backbone", "tf_efficientnet_lite0", "--image-size", TINY_SIZE, "--epochs", "1",
-                 "--layers", "2", "--heads", "4", "--quiet")
+                 "--layers", "2", "--heads", "4", "--d-model", "auto", "--quiet")
     assert "Read-only file system" in _one_error_line(res, "cannot write", code=1)
     ck = tmp_path / "run" / "checkpoints" / "brick.pt"
     ck.parent.mkdir(parents=True)

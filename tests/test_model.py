@@ -288,9 +288,15 @@ def test_wrong_reference_shape_is_a_config_error():
         LevelModel(C, GRID, torch.randn(C, L + 1), D)
 
 
-def test_build_ed_model_uses_d_model_for_by_default():
+def test_build_ed_model_widths_reference_by_default_auto_on_request():
     refs = [torch.randn(100, 16), torch.randn(200, 4)]
-    model = build_ed_model([100, 200], [(4, 4), (2, 2)], refs, ModelConfig(layers=1, heads=4))
+    ref_widths = build_ed_model([100, 200, 300], [(4, 4), (2, 2), (1, 1)], refs + [torch.randn(300, 1)],
+                                ModelConfig(layers=1, heads=4))
+    assert [lvl.d_model for lvl in ref_widths.levels] == [256, 512, 512]  # whatever C, as the reference
+    total = sum(count_trainable(m) for m in ref_widths.levels[:2])
+    assert total == sum(count_trainable(LevelModel(c, g, r, d, heads=4, layers=1))
+                        for c, g, r, d in zip([100, 200], [(4, 4), (2, 2)], refs, [256, 512]))
+    model = build_ed_model([100, 200], [(4, 4), (2, 2)], refs, ModelConfig(layers=1, heads=4, width="auto"))
     assert isinstance(model, EDModel)
     assert [lvl.d_model for lvl in model.levels] == [64, 128]
     outs = model([torch.randn(1, 16, 100), torch.randn(1, 4, 200)])

@@ -147,6 +147,7 @@ def test_eval_writes_metrics_with_protocol(tiny_run):
     proto = saved["protocol"]
     assert proto["reducer"] == "max" and proto["pixel_map"].startswith("raw") and proto["resolution"] == "64x64"
     assert proto["seed"] == 7 and proto["backbone"] == "tf_efficientnet_lite0" and len(proto["weights_sha256"]) == 64
+    assert proto["optimizer"] == "reference" and proto["lr_schedule"] == "constant" and proto["d_model"] == "64/64"
     assert saved["categories"][0]["epoch"] == 2 and saved["categories"][0]["selection"] == "last"
     lines = (tiny_run / "metrics.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 1 + 1 and lines[-1].startswith("mean,")

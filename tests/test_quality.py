@@ -54,7 +54,7 @@ def test_tiny_model_finds_easy_defects(tmp_path):
 
     root = _easy_category(tmp_path / "data")
     data = DataConfig(dataset="mvtec", data_path=str(root), image_size=SIZE)
-    run_train(data, BackboneConfig(name="tf_efficientnet_lite0"), ModelConfig(layers=2, heads=4),
+    run_train(data, BackboneConfig(name="tf_efficientnet_lite0"), ModelConfig(layers=2, heads=4, d_model=(64, 64)),
               TrainConfig(epochs=5, batch_size=2, lr=1e-3, seed=3407, device="cpu", calib_fraction=0.0),
               str(tmp_path / "store"), str(tmp_path / "run"))
     res = run_eval(str(tmp_path / "run"), None, EvalConfig(device="cpu"))

@@ -84,7 +84,7 @@ def test_choice_never_reads_test_labels_and_is_recorded_everywhere(tiny_data, ti
 
     store = _copy_store(tiny_store, tmp_path / "store")
     common = ("--data-path", tiny_data, "--category", "brick", "--backbone", "tf_efficientnet_lite0",
-              "--image-size", 64, "--epochs", 3, "--batch-size", 2, "--layers", 2, "--heads", 4, "--seed", 7,
+              "--image-size", 64, "--epochs", 3, "--batch-size", 2, "--layers", 2, "--heads", 4, "--d-model", "auto", "--seed", 7,
               "--device", "cpu", "--select", "validation", "--val-fraction", 0.25, "--eval-every", 1, "--quiet")
     res = invoke("train", "--store", store, "--out", tmp_path / "a", *common)
     assert res.returncode == 0, res.stderr
@@ -146,8 +146,8 @@ def _train_direct(store: Path, ckpt: Path, cfg, resume: bool = False, validation
         (vpath,) = (store / "validation" / "mvtec" / "brick").glob("*.h5")
         validation = ValidationFile(vpath)
     with FeatureFile.open(fpath) as ff:
-        train_category(ff, "brick", dict(ff.meta), {"model": ModelConfig(layers=2, heads=4).to_dict()},
-                       ModelConfig(layers=2, heads=4), cfg, ckpt, torch.device("cpu"), NullTracker(), resume=resume,
+        train_category(ff, "brick", dict(ff.meta), {"model": ModelConfig(layers=2, heads=4, width="auto").to_dict()},
+                       ModelConfig(layers=2, heads=4, width="auto"), cfg, ckpt, torch.device("cpu"), NullTracker(), resume=resume,
                        validation=validation)
     return load_checkpoint(ckpt)
 

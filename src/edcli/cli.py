@@ -12,6 +12,8 @@ from typer.core import TyperCommand, TyperGroup
 from edcli.config import (
     ARCHS,
     DEFAULT_BACKBONE,
+    LR_SCHEDULES,
+    OPTIMIZERS,
     PIXEL_MAPS,
     PRECISIONS,
     SELECTIONS,
@@ -312,7 +314,7 @@ def train(
     inter: Annotated[bool, typer.Option("--inter/--no-inter", rich_help_panel=MODEL, help="Inter-image (prototype cross-attention) branch.")] = _M.inter,
     layers: Annotated[int, typer.Option("--layers", metavar="N", rich_help_panel=MODEL, help="Encoder layers per level.")] = _M.layers,
     heads: Annotated[int, typer.Option("--heads", metavar="N", rich_help_panel=MODEL, help="Attention heads.")] = _M.heads,
-    d_model: Annotated[Optional[str], typer.Option("--d-model", metavar="W,W", rich_help_panel=MODEL, help="Model width per level, comma separated. Default: C/2 rounded up to 32, >= 64.")] = None,
+    d_model: Annotated[Optional[str], typer.Option("--d-model", metavar="W,W", rich_help_panel=MODEL, help="Model width per level, comma separated, or auto (C/2 rounded up to 32, >= 64). Default: 256,512 (the reference).")] = None,
     attn_out_proj: Annotated[bool, typer.Option("--attn-out-proj", rich_help_panel=MODEL, help="Apply the attention output projection (the reference discards it).")] = _M.attn_out_proj,
     device: Device = _T.device,
     precision: Precision = _T.precision,
@@ -322,6 +324,9 @@ def train(
     calib_fraction: Annotated[float, typer.Option("--calib-fraction", metavar="F", rich_help_panel=EVAL, help="Share of normal train images held out for the threshold.")] = _T.calib_fraction,
     strategy: Annotated[Literal[STRATEGIES], typer.Option("--strategy", rich_help_panel=HARDWARE, help="Under torchrun: categories (one per rank) or ddp (one category data-parallel).")] = _T.strategy,
     jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", rich_help_panel=HARDWARE, help="Categories trained side by side in worker processes.")] = _T.jobs,
+    optimizer: Annotated[Literal[OPTIMIZERS], typer.Option("--optimizer", rich_help_panel=OPTIM, help="reference (one Adam, zero-filled grads: torch 1.13's extra momentum step) or per-level.")] = _T.optimizer,
+    lr_schedule: Annotated[Literal[LR_SCHEDULES], typer.Option("--lr-schedule", rich_help_panel=OPTIM, help="constant (the reference) or cosine (per batch, to 0).")] = _T.lr_schedule,
+    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", metavar="EPOCHS", rich_help_panel=OPTIM, help="Linear learning-rate warm-up over this many epochs.")] = _T.warmup_epochs,
     resume: Annotated[bool, typer.Option("--resume", rich_help_panel=OUTPUT, help="Continue from the last completed epoch.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT, help="Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps.")] = False,
     num_workers: Workers = 0,
@@ -331,15 +336,17 @@ def train(
     """Train one ED model per category from the cached features (computing missing store entries first)."""
     from edcli.commands import train as command
 
-    dm = _int_list(d_model, "--d-model", "256,512") if d_model else ()
+    auto = (d_model or "").strip().lower() == "auto"
+    dm = _int_list(d_model, "--d-model", "256,512") if d_model and not auto else ()
 
     def go():  # the configs validate on construction: inside _run, a bad value is one line, not a traceback
         data = _data(dataset, data_path, category, image_size, normal_name, test_fraction, seed)
         mcfg = ModelConfig(arch=arch, intra=intra, inter=inter, layers=layers, heads=heads, d_model=dm,
-                           attn_out_proj=attn_out_proj)
+                           attn_out_proj=attn_out_proj, width="auto" if auto else _M.width)
         tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
                            eval_every=eval_every, select=select, calib_fraction=calib_fraction, strategy=strategy,
-                           jobs=jobs, val_fraction=val_fraction)
+                           jobs=jobs, val_fraction=val_fraction, optimizer=optimizer, lr_schedule=lr_schedule,
+                           warmup_epochs=warmup_epochs)
         return command.run(data, _bb(backbone, levels, weights, random_init), mcfg, tcfg, str(store), str(out),
                            resume=resume, num_workers=num_workers, track=_tracker(quiet), overwrite=overwrite)
 

@@ -15,6 +15,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SELECTIONS = ("last", "best-image", "best-pixel", "validation")
 PIXEL_MAPS = ("raw", "smoothed")
 STRATEGIES = ("auto", "categories", "ddp")  # under torchrun
+WIDTHS = ("reference", "auto")  # ModelConfig.width when d_model is empty
+REFERENCE_WIDTHS = (256, 512)  # the reference's d_model per level whatever the backbone; later levels take the last
+OPTIMIZERS = ("reference", "per-level")
+LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_BACKBONE = "wide_resnet50_2"
 SEED_LIMIT = 2**32  # numpy's seeds are 0 <= seed < 2**32
 _DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
@@ -140,11 +144,20 @@ class ModelConfig(_Dictable):
     heads: int = 8
     ffn_ratio: int = 4
     dropout: float = 0.0
-    d_model: tuple[int, ...] = ()  # empty: C/2 rounded up to a multiple of 32, at least 64, per level
+    d_model: tuple[int, ...] = ()  # explicit widths per level; empty: chosen by `width`
     attn_out_proj: bool = False  # the reference computes and discards it; off by default
+    width: str = "reference"  # with d_model empty: reference (256, 512) or auto (C/2 rule, d_model_for)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        # Checkpoints from before `width` existed stored d_model=() meaning the C/2 rule.
+        if "width" not in d:
+            d = dict(d, width="auto")
+        return _from_dict(cls, d)
 
     def __post_init__(self) -> None:
         _choice("--arch", self.arch, ARCHS)
+        _choice("width", self.width, WIDTHS)
         _int("--layers", self.layers, 1)
         _int("--heads", self.heads, 1)
         _int("ffn_ratio", self.ffn_ratio, 1)
@@ -174,6 +187,9 @@ class TrainConfig(_Dictable):
     val_fraction: float = 0.1  # --select validation: share of the normal train images held out for validation
     strategy: str = "auto"  # auto|categories|ddp (under torchrun)
     jobs: int = 1
+    optimizer: str = "reference"  # reference: one Adam, grads zero-filled between levels (torch 1.13); per-level
+    lr_schedule: str = "constant"  # constant (the reference) | cosine (to 0 at the last step), per batch
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs, then the schedule
 
     def __post_init__(self) -> None:
         _int("--epochs", self.epochs, 1)
@@ -190,6 +206,9 @@ class TrainConfig(_Dictable):
         _real("--val-fraction", self.val_fraction, 0.0, low_open=True, high=1.0)
         _choice("--strategy", self.strategy, STRATEGIES)
         _int("--jobs", self.jobs, 1)
+        _choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        _real("--warmup-epochs", self.warmup_epochs, 0.0, low_open=False)
 
 
 @dataclass(frozen=True)
@@ -219,6 +238,15 @@ def check_real(option: str, value: Any) -> None:
     """A finite number (e.g. infer's --threshold)."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
         raise _bad(option, value, "use a finite number")
+
+
+def level_widths(channels: list[int], cfg: ModelConfig) -> tuple[int, ...]:
+    """d_model per level: explicit values, else the reference's 256/512, else (width "auto") the C/2 rule."""
+    if cfg.d_model:
+        return tuple(cfg.d_model)
+    if cfg.width == "auto":
+        return tuple(d_model_for(c) for c in channels)
+    return tuple(REFERENCE_WIDTHS[min(k, len(REFERENCE_WIDTHS) - 1)] for k in range(len(channels)))
 
 
 def d_model_for(channels: int) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -41,9 +42,19 @@ def resolve_device(name: str = "auto") -> torch.device:
 def check_precision(precision: str, device: torch.device) -> str:
     if precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"--precision {precision!r}: use fp32, bf16 or fp16")
-    if precision != "fp32" and device.type == "cpu":
-        raise ConfigError(f"--precision {precision} needs a GPU (cuda or mps); on the CPU use fp32")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise ConfigError("--precision bf16 on the CPU needs bf16 dot products (AVX512-BF16 or AMX), which this CPU "
+                          "lacks; use fp32")
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("--precision fp16 needs a GPU (cuda or mps); on the CPU use fp32 (or bf16 where supported)")
     return precision
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 matrix products natively here (AVX512-BF16 or AMX); emulated bf16 is slower."""
+    cpu = torch.cpu
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(f()) for f in checks if f is not None)
 
 
 def autocast(device: torch.device, precision: str):
@@ -146,30 +157,68 @@ def tokens(feat: torch.Tensor) -> torch.Tensor:
 LOSS_KEYS = ("rec", "intra1", "intra2", "intra_ent", "inter1", "inter2", "inter_ent")
 
 
+def make_optimizers(levels: list, mode: str, lr: float) -> list:
+    """`reference`: ONE Adam over every level model (the reference); `per-level`: one Adam per level."""
+    params = [list(unwrap(m).parameters()) for m in levels]
+    if mode == "reference":
+        # torch's fused Adam: the same update in one kernel per tensor list, 4x faster on CPU than the loop over
+        # tensors (every step touches both levels here); per-level keeps the default loop (bit-exact with before)
+        return [torch.optim.Adam([p for ps in params for p in ps], lr=lr, fused=True)]
+    if mode == "per-level":
+        return [torch.optim.Adam(ps, lr=lr) for ps in params]
+    raise ConfigError(f"--optimizer {mode!r}: use reference or per-level")
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of --lr at batch `step` (0-based) of `total`: linear warm-up over `warmup` batches, then
+    constant or a cosine decay that reaches 0 one batch after the last."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return 1.0
+
+
 def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch_size: int, generator: torch.Generator,
                 device: torch.device, precision: str, lambda1: float, lambda2: float,
-                sampler_indices: Optional[torch.Tensor] = None,
+                sampler_indices: Optional[torch.Tensor] = None, optimizer_mode: str = "per-level",
+                lr_at: Optional[Callable[[int], float]] = None, step0: int = 0,
                 on_batch: Optional[Callable[[], None]] = None) -> dict[str, float]:
     """One epoch over cached tokens: per batch, each level in turn gets zero_grad / one backward / step.
 
     levels: the level modules (possibly DDP-wrapped); feats: per level (N, L, C) tensors (float16 on the CPU).
+    optimizer_mode "per-level": optimizers[k] steps level k, gradients removed (set_to_none) before its backward,
+    through the attention maps (the unfused step of before, bit for bit).
+    "reference": optimizers[0] holds every level and gradients are zero-filled, as torch 1.13's zero_grad(): from
+    the second batch on each level's step also gives the other levels a zero-gradient (momentum-only) Adam update.
+    lr_at(step) (if given) sets the learning rate of batch step0 + b before its first step.
     Returns the mean loss terms over batches (summed over levels). Raises FloatingPointError on a non-finite loss
     before the step, so the weights stay the last good ones. `on_batch()` is called after each batch (progress).
     """
     from edcli.method.loss import ed_objective
 
+    shared = optimizer_mode == "reference"
+    # reference: the fused step (attention + loss terms chunk by chunk, no (L, L) map kept; equal to the maps path
+    # within float rounding); per-level: the step edcli had before --optimizer, bit for bit
+    branches = "train" if shared else "all"
     N = feats[0].shape[0]
     order = torch.randperm(N, generator=generator) if sampler_indices is None else sampler_indices
     sums = dict.fromkeys(LOSS_KEYS, 0.0)
     n_batches = 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        for k, (level, opt) in enumerate(zip(levels, optimizers)):
-            x = feats[k][idx].to(device, non_blocking=True).float()  # (B, L, C)
+        if lr_at is not None:
+            lr = lr_at(step0 + n_batches)
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+        for k, level in enumerate(levels):
+            opt = optimizers[0] if shared else optimizers[k]
             module = unwrap(level)
-            opt.zero_grad(set_to_none=True)
+            x = feats[k][idx].to(device, non_blocking=True).to(module.ref.dtype)  # (B, L, C), the model's dtype
+            opt.zero_grad(set_to_none=not shared)
             with autocast(device, precision):
-                out = level(x)
+                out = level(x, branches=branches)
             terms = ed_objective(out, x, module.dx, module.dy, lambda1, lambda2)
             if not torch.isfinite(terms.total.detach()):
                 raise FloatingPointError(f"non-finite loss at level {k}")

@@ -11,7 +11,14 @@ import torch
 
 from edcli.checkpoint import Checkpoint, atomic_torch_save, resume_path, save_checkpoint
 from edcli.config import EvalConfig, ModelConfig, TrainConfig
-from edcli.engine import epoch_generator, seed_everything, train_epoch, unwrap
+from edcli.engine import (
+    epoch_generator,
+    lr_factor,
+    make_optimizers,
+    seed_everything,
+    train_epoch,
+    unwrap,
+)
 from edcli.errors import TrainingError
 from edcli.method.scoring import calibrate, calibration_split
 from edcli.track import NullTask
@@ -22,7 +29,7 @@ def _state(levels) -> list[dict[str, torch.Tensor]]:
 
 
 def _epoch(category: str, epoch: int, levels, optims, feats, fit, cfg: TrainConfig, device, dist, ddp: bool,
-           rpath: Path, on_batch) -> dict[str, float]:
+           rpath: Path, on_batch, lr_at=None, step0: int = 0) -> dict[str, float]:
     """One epoch of every level; a non-finite loss stops training with what was kept."""
     gen = epoch_generator(cfg.seed, epoch)
     order = None
@@ -32,7 +39,8 @@ def _epoch(category: str, epoch: int, levels, optims, feats, fit, cfg: TrainConf
         order = epoch_order(len(fit), dist, cfg.seed, epoch)
     try:
         return train_epoch(levels, optims, feats, cfg.batch_size, gen, device, cfg.precision, cfg.lambda1,
-                           cfg.lambda2, sampler_indices=order, on_batch=on_batch)
+                           cfg.lambda2, sampler_indices=order, optimizer_mode=cfg.optimizer, lr_at=lr_at,
+                           step0=step0, on_batch=on_batch)
     except FloatingPointError as exc:
         keep = f"the last good state (epoch {epoch}) is kept in {rpath}" if rpath.exists() else "no state was kept"
         raise TrainingError(f"{category}: {exc} in epoch {epoch + 1}; training stopped, {keep}. "
@@ -71,15 +79,20 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         levels = [DDP(m, device_ids=[device.index] if device.type == "cuda" else None) for m in levels]
-    optims = [torch.optim.Adam(unwrap(m).parameters(), lr=cfg.lr) for m in levels]
+    optims = make_optimizers(levels, cfg.optimizer, cfg.lr)
+    # The checkpoint records the widths built, so a later default cannot change how it loads.
+    configs = dict(configs, model=dict(configs["model"], d_model=[unwrap(m).d_model for m in levels]))
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     start_epoch = 0
     rpath = resume_path(ckpt)
     if resume and rpath.exists():
         state = torch.load(rpath, map_location="cpu", weights_only=True)
-        same = ("batch_size", "lr", "seed", "lambda1", "lambda2", "calib_fraction")
-        diff = [k for k in same if state["train"].get(k) != cfg.to_dict()[k]]
+        same = ("batch_size", "lr", "seed", "lambda1", "lambda2", "calib_fraction", "optimizer", "lr_schedule",
+                "warmup_epochs", "epochs")
+        legacy = {"optimizer": "per-level", "lr_schedule": "constant", "warmup_epochs": 0.0}  # older resume states
+        diff = [k for k in same if state["train"].get(k, legacy.get(k)) != cfg.to_dict()[k]
+                and (k != "epochs" or cfg.lr_schedule != "constant")]  # a cosine's length is part of it
         if diff:
             was = ", ".join(f"--{k.replace('_', '-')} {state['train'].get(k)}" for k in diff)
             raise TrainingError(f"{category}: cannot resume {rpath}: it was trained with {was}; "
@@ -89,8 +102,15 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
                                 "(--select validation, --val-fraction); use the same options, or drop --resume")
         for m, sd in zip(levels, state["state_dicts"]):
             unwrap(m).load_state_dict(sd)
+        if len(state["optimizers"]) != len(optims):
+            raise TrainingError(f"{category}: {rpath} holds {len(state['optimizers'])} optimizer state(s), this "
+                                f"--optimizer {cfg.optimizer} has {len(optims)}; drop --resume to start again")
         for o, sd in zip(optims, state["optimizers"]):
             o.load_state_dict(sd)
+        if cfg.optimizer == "reference":  # the run kept zero-filled gradients between batches: so does its resume
+            for o in optims:
+                for p in o.state:
+                    p.grad = torch.zeros_like(p)
         start_epoch, history, best = int(state["epoch"]), list(state["history"]), dict(state.get("best", {}))
         track.log(f"{category}: resuming after epoch {start_epoch} from {rpath}")
     elif resume:
@@ -103,7 +123,12 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     terms: dict[str, float] = {}
     epochs = range(start_epoch, cfg.epochs)
     rows_per_epoch = len(fit) if not ddp else -(-len(fit) // dist.world)  # DistributedSampler pads to equal shares
-    batches = -(-rows_per_epoch // cfg.batch_size)
+    batches = -(-rows_per_epoch // cfg.batch_size)  # per epoch (per rank)
+    warmup = round(cfg.warmup_epochs * batches)
+    lr_at = None
+    if cfg.lr_schedule != "constant" or warmup:
+        def lr_at(step: int) -> float:
+            return cfg.lr * lr_factor(step, cfg.epochs * batches, warmup, cfg.lr_schedule)
     if epochs:
         held = f"{len(cal)} held out for the threshold" + (f", {validation.n} for validation" if validation else "")
         track.log(f"{category}: training on {len(fit)} normal images ({held}), "
@@ -115,7 +140,8 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
     with bar_cm as bar:
         for epoch in epochs:
             bar.update(description=f"{category} epoch {epoch + 1}/{cfg.epochs}")
-            terms = _epoch(category, epoch, levels, optims, feats, fit, cfg, device, dist, ddp, rpath, bar.advance)
+            terms = _epoch(category, epoch, levels, optims, feats, fit, cfg, device, dist, ddp, rpath, bar.advance,
+                           lr_at, epoch * batches)
             row: dict[str, Any] = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in terms.items()}}
             if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs) and ff.n_test:
                 model.eval()

@@ -158,6 +158,10 @@ def _protocol(ck, meta: dict, sel: dict, eval_cfg) -> dict[str, Any]:
         "reducer": eval_cfg.reducer, "smoothing_sigma": eval_cfg.sigma,
         "resolution": f"{meta['image_size']}x{meta['image_size']}",
         "seed": ck.config.get("train", {}).get("seed"), "backbone": meta["backbone"],
+        # how the weights were trained (checkpoints from before these options: per-level, constant)
+        "optimizer": ck.config.get("train", {}).get("optimizer", "per-level"),
+        "lr_schedule": ck.config.get("train", {}).get("lr_schedule", "constant"),
+        "d_model": "/".join(str(d) for d in ck.config.get("model", {}).get("d_model") or ()) or "C/2 rule",
         "weights_sha256": meta["weights_sha256"], "random_init": bool(meta.get("random_init", False)),
         "edcli_version": __version__, "aupro_fpr_limit": 0.3, "averaging": "macro (per category, then mean)",
     }

@@ -122,7 +122,7 @@ def start_line(data: DataConfig, bb_cfg: BackboneConfig, cfg, out: str, resume: 
 
 def _check_shapes(shapes, data, bb_cfg, model_cfg, cfg, device) -> None:
     """Before any allocation: grids of at least 2x2, the attention maps within memory, widths that split in heads."""
-    from edcli.config import d_model_for
+    from edcli.config import level_widths
     from edcli.errors import UsageError
     from edcli.features import check_image_size
 
@@ -130,7 +130,7 @@ def _check_shapes(shapes, data, bb_cfg, model_cfg, cfg, device) -> None:
     if model_cfg.d_model and len(model_cfg.d_model) != len(shapes):
         raise UsageError(f"--d-model {','.join(map(str, model_cfg.d_model))}: give one width per level "
                          f"({len(shapes)} levels: --levels {','.join(map(str, bb_cfg.levels))})")
-    for d in model_cfg.d_model or [d_model_for(c) for c, _, _ in shapes]:
+    for d in level_widths([c for c, _, _ in shapes], model_cfg):
         if d % model_cfg.heads:
             raise UsageError(f"--heads {model_cfg.heads}: the model width {d} does not split into {model_cfg.heads} "
                              "heads; use a --heads that divides it (e.g. 8) or set --d-model")
@@ -140,6 +140,8 @@ def _check_train_cfg(model_cfg, cfg) -> None:
     """Combinations of values (each value alone was checked when its config was built)."""
     if cfg.select not in ("last", "validation") and cfg.eval_every < 1:
         raise ConfigError(f"--select {cfg.select} picks an epoch by its test metrics: add --eval-every N")
+    if cfg.warmup_epochs > cfg.epochs:
+        raise ConfigError(f"--warmup-epochs {cfg.warmup_epochs:g}: use 0 to --epochs ({cfg.epochs})")
 
 
 def _selection_rule(cfg) -> dict[str, Any]:

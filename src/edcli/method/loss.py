@@ -134,8 +134,13 @@ def ed_objective(out: LevelOutput, x: Tensor, dx: Tensor, dy: Tensor, lambda1: f
     zero = rec.detach().new_zeros(())
     vals = {}
     axes = None
-    for name, attn, sigma, sign in (("intra", out.intra_attn, out.intra_sigma, 1.0),
-                                    ("inter", out.inter_attn, out.inter_sigma, -1.0)):
+    for name, attn, sigma, fused, sign in (("intra", out.intra_attn, out.intra_sigma, out.intra_terms, 1.0),
+                                           ("inter", out.inter_attn, out.inter_sigma, out.inter_terms, -1.0)):
+        if fused is not None:  # branches="train": the model computed the row terms with its maps (eps = EPS)
+            d_t, d_a, ent = (t.mean() for t in fused)
+            total = total + sign * lambda1 * (d_t - d_a) - sign * lambda2 * ent
+            vals[name] = (d_a.detach(), d_t.detach(), ent.detach())
+            continue
         if attn is None:
             vals[name] = (zero, zero, zero)
             continue

@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edcli.config import ARCHS, ModelConfig, d_model_for
+from edcli.config import ARCHS, ModelConfig, level_widths
 from edcli.errors import ConfigError, DataError
+from edcli.method.fused import attention_correlation
 from edcli.method.prior import (
+    EPS,
     compute_dtype,
     grid_axes,
     grid_distances,
@@ -25,11 +27,15 @@ from edcli.method.prior import (
     sym_kl_rows_,
 )
 
-BRANCH_MODES = ("all", "score")
+BRANCH_MODES = ("all", "score", "train")
 # Attention values per head group in score mode (see DifferenceAwareAttention.scored): 4 MiB of fp32, one head
 # of a 32x32 grid. Measured on CPU (wide_resnet50_2 shapes, 1 thread): 0.76 s/image with all 8 heads at once,
 # 0.67-0.73 s with groups of 2^19..2^21 values (smaller working set; freed buffers reused, not mapped afresh).
 SCORE_GROUP_ELEMENTS = 1 << 20
+# Training ("train") fuses attention and loss terms (edcli.method.fused) for maps of at least this many values
+# (L x S); smaller ones go through the maps path, faster there (measured at 256 x 256: 9 ms against 15-19 ms
+# per attention's forward and backward; at 1024 x 1024 the fused path is the faster by far and keeps no map).
+FUSED_MIN_ELEMENTS = 1 << 18
 
 
 class LevelOutput(NamedTuple):
@@ -41,6 +47,9 @@ class LevelOutput(NamedTuple):
     inter_sigma: Optional[Tensor]
     # score mode only: mean over layers of the scoring branch's head-mean symmetric KL to the target (B, L)
     score_kl: Optional[Tensor] = None
+    # train mode only: per branch (D_t, D_a, H), each (layers, B, heads, L) in fp32 (edcli.method.fused)
+    intra_terms: Optional[tuple] = None
+    inter_terms: Optional[tuple] = None
 
 
 def positional_encoding_2d(d_model: int, grid: tuple[int, int]) -> Tensor:
@@ -143,6 +152,22 @@ class DifferenceAwareAttention(nn.Module):
         attn = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)  # (B*h, L, S)
         out = self._merge(torch.bmm(self.drop(attn), v), B)
         return out, attn.view(B, self.heads, L, -1), self._sigma(q_in)
+
+    def trained(self, q_in: Tensor, kv_in: Tensor, axes: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
+        """Training without maps: the output (B, L, d) and the loss terms (D_t, D_a, H), each (B, heads, L), of
+        each attention row against its Gaussian target (edcli.method.fused; matrix products under the caller's
+        autocast dtype, the rest in fp32)."""
+        B, L, _ = q_in.shape
+        q, k, v = self._project(q_in, kv_in)
+        sigma = self._sigma(q_in)
+        dev = q_in.device.type
+        with torch.autocast(dev, enabled=False):
+            ry, rx = row_factors(sigma, *axes)  # (B, h, L, H), (B, h, L, W)
+        # Under autocast the chunked products run in its dtype on a GPU; on the CPU they stay fp32: with K = d_head
+        # they are too small for bf16 to pay for its casts (measured 2x slower than fp32 per chunk)
+        mm = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) and dev != "cpu" else None
+        out, d_t, d_a, ent = attention_correlation(q, k, v, ry.flatten(0, 1), rx.flatten(0, 1), EPS, mm)
+        return self._merge(out, B), tuple(t.view(B, self.heads, L) for t in (d_t, d_a, ent))
 
     def attend(self, q_in: Tensor, kv_in: Tensor) -> Tensor:
         """Only the output (B, L, d), through the fused attention kernel: no (L, S) map is kept (inference)."""
@@ -258,6 +283,17 @@ class EncoderLayer(nn.Module):
             inter = (p, s)
         return self._finish(u, v), intra, inter
 
+    def trained(self, x: Tensor, ref: Optional[Tensor], axes: tuple[Tensor, Tensor]):
+        """Training without maps: the next x and each branch's (D_t, D_a, H) terms (or None)."""
+        u = v = intra = inter = None
+        if self.intra_attn is not None:
+            a, intra = self.intra_attn.trained(x, x, axes)
+            u = x + self.drop(a)
+        if self.inter_attn is not None:
+            a, inter = self.inter_attn.trained(x, ref, axes)
+            v = x + self.drop(a)
+        return self._finish(u, v), intra, inter
+
     def score(self, x: Tensor, ref: Optional[Tensor], axes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """Inference: the next x and the scoring branch's KL rows (B, L): the inter branch's, or the intra one's
         when the inter branch is off. The other branch runs through the fused kernel and keeps no map."""
@@ -323,7 +359,9 @@ class LevelModel(nn.Module):
 
     def forward(self, x: Tensor, branches: str = "all") -> LevelOutput:
         """x: (B, L, C) pooled tokens, row-major. branches="all" returns every attention map and sigma (training);
-        "score" returns the reconstruction and the scoring branch's KL rows (score_kl) and keeps no map."""
+        "score" returns the reconstruction and the scoring branch's KL rows (score_kl) and keeps no map; "train"
+        returns the reconstruction and each branch's loss terms (intra_terms, inter_terms) and keeps no map
+        (with dropout > 0, or maps under FUSED_MIN_ELEMENTS, it is "all")."""
         if branches not in BRANCH_MODES:
             raise ConfigError(f"branches must be one of {BRANCH_MODES}, got {branches!r}")
         if x.dim() != 3 or x.shape[1:] != (self.grid[0] * self.grid[1], self.channels):
@@ -340,6 +378,16 @@ class LevelModel(nn.Module):
                 emb, k = layer.score(emb, ref, axes)
                 kl = k if kl is None else kl + k
             return LevelOutput(self.proj(self.norm(emb)), None, None, None, None, kl / len(self.layers))
+        small = self.grid[0] * self.grid[1] * self.ref.shape[1] < FUSED_MIN_ELEMENTS
+        if branches == "train" and not (self.dropout > 0 and self.training) and not small:
+            axes = grid_axes(self.dx, self.dy)
+            terms = []
+            for layer in self.layers:
+                emb, a, b = layer.trained(emb, ref, axes)
+                terms.append((a, b))
+            stacked = [None if ts[0] is None else tuple(torch.stack(z) for z in zip(*ts)) for ts in zip(*terms)]
+            return LevelOutput(self.proj(self.norm(emb)), None, None, None, None, intra_terms=stacked[0],
+                               inter_terms=stacked[1])
         intra_p, intra_s, inter_p, inter_s = [], [], [], []
         for layer in self.layers:
             emb, (pa, sa), (pe, se) = layer(emb, ref)
@@ -365,12 +413,12 @@ class EDModel(nn.Module):
 
 
 def build_ed_model(channels: list[int], grids: list[tuple[int, int]], refs: list[Tensor], cfg: ModelConfig) -> EDModel:
-    """One LevelModel per level; cfg.d_model empty -> d_model_for(C) per level."""
+    """One LevelModel per level; widths from config.level_widths (explicit, reference 256/512, or the C/2 rule)."""
     n = len(channels)
     if len(grids) != n or len(refs) != n:
         raise ConfigError(f"{n} channel counts, {len(grids)} grids and {len(refs)} reference maps: "
                           f"one of each per level")
-    d_models = tuple(cfg.d_model) or tuple(d_model_for(c) for c in channels)
+    d_models = level_widths(channels, cfg)
     if len(d_models) != n:
         raise ConfigError(f"--d-model has {len(d_models)} values for {n} feature levels; give one per level or none")
     return EDModel([
