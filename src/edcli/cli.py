@@ -307,7 +307,7 @@ def render_metrics(res: dict) -> None:
 # ------------------------------------------------------------------------------------------- infer
 @app.command()
 def infer(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `ed train`.")],
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `ed train`, or a .onnx file of `ed export`.")],
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders, globs, or - to read paths from stdin.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for predictions and heat maps.")] = Path("predictions"),
     batch_size: BatchSize = 8,
@@ -347,6 +347,32 @@ def infer(
         raise typer.Exit(1)
     if fail_on_anomaly and any(r["label"] == "anomalous" for r in rows):
         raise typer.Exit(3)
+
+
+# ------------------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `ed train`.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The .onnx file. Default: the checkpoint's name with .onnx.")] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version (13..20).")] = 17,
+    batch: Annotated[str, typer.Option("--batch", help="Batch size of the graph: a number, or dynamic.")] = "dynamic",
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Export a checkpoint as one ONNX graph (images -> raw map, smoothed map, score) with its calibration."""
+    from edcli.commands import export as command
+
+    res = _run(lambda: command.run(str(checkpoint), str(out) if out else None, opset=opset, batch=batch,
+                                   track=_tracker(quiet)))
+    if res is None:
+        return
+    from edcli.ui import print_json, print_text
+
+    if json_out:
+        print_json(res)
+    else:
+        print_text(f"wrote {res['path']} ({res['bytes'] / 1e6:.1f} MB, opset {res['opset']}, batch {res['batch']}); "
+                   f"score it with `ed infer {res['path']} IMAGES` or `Detector.load({res['path']!r})`")
 
 
 # ------------------------------------------------------------------------------------------- demo

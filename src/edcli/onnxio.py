@@ -22,6 +22,14 @@ def _missing(what: str, exc: ImportError) -> DependencyError:
                            f"is missing): {INSTALL_HINT}")
 
 
+def require_onnx(what: str) -> None:
+    """DependencyError with the install line when onnx (export) is missing."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as exc:
+        raise _missing(what, exc) from exc
+
+
 def export_graph(graph, path: Path, image_size: int, metadata: dict[str, Any], opset: int = DEFAULT_OPSET,
                  batch: Optional[int] = None) -> dict[str, Any]:
     """Export through the TorchScript exporter (the graph is traced: its loops are over fixed levels and layers),
