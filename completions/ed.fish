@@ -95,6 +95,13 @@ complete -c ed -n '__fish_seen_subcommand_from infer' -l fail-on-anomaly -d 'Exi
 complete -c ed -n '__fish_seen_subcommand_from infer' -l num-workers -d 'DataLoader worker processes for image decoding' -r
 complete -c ed -n '__fish_seen_subcommand_from infer' -l quiet -d 'No progress on stderr'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l help -d 'Show this message and exit'
+complete -c ed -f -n __fish_use_subcommand -a export -d 'Export a checkpoint as one ONNX graph (images -> raw map, smoothed map, score) with its calibration'
+complete -c ed -n '__fish_seen_subcommand_from export' -l out -d 'The .onnx file' -r
+complete -c ed -n '__fish_seen_subcommand_from export' -l opset -d 'ONNX opset version (13..20)' -r
+complete -c ed -n '__fish_seen_subcommand_from export' -l batch -d 'Batch size of the graph: a number, or dynamic' -r
+complete -c ed -n '__fish_seen_subcommand_from export' -l json -d 'Machine-readable JSON on stdout (nothing else)'
+complete -c ed -n '__fish_seen_subcommand_from export' -l quiet -d 'No progress on stderr'
+complete -c ed -n '__fish_seen_subcommand_from export' -l help -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a demo -d 'Make a small MVTec-layout dataset from real textures with injected defects and run the whole pipeline on it'
 complete -c ed -n '__fish_seen_subcommand_from demo' -l out -d 'Demo folder (dataset, store, run, predictions)' -r
 complete -c ed -n '__fish_seen_subcommand_from demo' -l category -d 'Only this category (repeatable)' -r

@@ -8,6 +8,7 @@ _ed() {
     'train:Train one ED model per category from the cached features (computing missing store entries first)'
     'eval:Score the labelled test split; per-category metrics and their mean; writes metrics.json and metrics.csv'
     'infer:Score any images with a checkpoint predictions.csv/.jsonl, heat maps, masks and raw maps'
+    'export:Export a checkpoint as one ONNX graph (images -> raw map, smoothed map, score) with its calibration'
     'demo:Make a small MVTec-layout dataset from real textures with injected defects and run the whole pipeline on it'
   )
   if (( CURRENT == 2 )); then
@@ -117,6 +118,15 @@ _ed() {
         '--threshold[Override the checkpoints calibrated threshold (raw score)]:value:_files' \
         '--fail-on-anomaly[Exit 3 when any image is anomalous]' \
         '--num-workers[DataLoader worker processes for image decoding]:value:_files' \
+        '--quiet[No progress on stderr]' \
+        '--help[Show this message and exit]' \
+        '*:file:_files' ;;
+    export)
+      _arguments -s \
+        '--out[The .onnx file]:value:_files' \
+        '--opset[ONNX opset version (13..20)]:value:_files' \
+        '--batch[Batch size of the graph a number, or dynamic]:value:_files' \
+        '--json[Machine-readable JSON on stdout (nothing else)]' \
         '--quiet[No progress on stderr]' \
         '--help[Show this message and exit]' \
         '*:file:_files' ;;

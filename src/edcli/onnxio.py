@@ -88,6 +88,8 @@ class OnnxScorer:
             import onnxruntime as ort
         except ImportError as exc:
             raise _missing(f"scoring with {path}", exc) from exc
+        if not Path(path).is_file():
+            raise CheckpointError(f"ONNX model {path} does not exist; write one with `ed export CHECKPOINT --out {path}`")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
