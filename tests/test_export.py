@@ -152,7 +152,7 @@ def test_onnx_parity_with_the_torch_path(tiny_run, tiny_data, tmp_path, one_thre
     from edcli import Detector
     from edcli.checkpoint import load_checkpoint
     from edcli.engine import predict_maps
-    from edcli.graph import graph_metadata, score_graph
+    from edcli.graph import ScoreGraph, graph_metadata
     from edcli.method.scoring import score_maps
     from edcli.onnxio import OnnxScorer, export_graph
 
@@ -173,11 +173,12 @@ def test_onnx_parity_with_the_torch_path(tiny_run, tiny_data, tmp_path, one_thre
     images = torch.stack([torch_det.prepare(p)[0] for p in paths])
 
     # 1. the conversion itself, fp32 end to end (no float16 rounding): the spec's 1e-4 tolerances
-    graph = score_graph(ck, quantize=False)
+    scorer = torch_det.scorer  # its backbone and model, built once
+    graph = ScoreGraph(scorer.ctx.extractor, scorer.model, ck.backbone["grids"], 64, 4.0, "max", quantize=False)
     export_graph(graph, tmp_path / "fp32.onnx", 64, graph_metadata(ck), batch=3)  # fixed batch: 8 images pad
     raw, smoothed, scores = OnnxScorer(tmp_path / "fp32.onnx", "cpu")(images.numpy())
     with torch.no_grad():
-        want_raw = predict_maps(torch_det.scorer.model, graph.extractor(images), 64, torch.device("cpu"), "fp32").numpy()
+        want_raw = predict_maps(scorer.model, graph.extractor(images), 64, torch.device("cpu"), "fp32").numpy()
     want_smoothed, want_scores = score_maps(want_raw, 4.0, "max")
     np.testing.assert_allclose(scores, want_scores, rtol=1e-4)
     np.testing.assert_allclose(raw, want_raw, rtol=0, atol=1e-4)
@@ -200,13 +201,28 @@ def test_onnx_parity_with_the_torch_path(tiny_run, tiny_data, tmp_path, one_thre
 
     # 3. ed infer MODEL.onnx: every output of ed infer
     out = tmp_path / "pred"
-    res = invoke("infer", model_path, *paths, "--out", out, "--json", "--device", "cpu", "--num-workers", "0")
-    assert res.returncode == 0, res.stderr
+    res = invoke("infer", model_path, *paths, "--out", out, "--json", "--device", "cpu", "--num-workers", "0",
+                 "--fail-on-anomaly")
     rows = json.loads(res.stdout)
+    assert {r["label"] for r in rows} == {"normal", "anomalous"}  # the tiny model flags some of them
+    assert res.returncode == 3, res.stderr
     np.testing.assert_allclose([r["score"] for r in rows], got_s, rtol=1e-6)
     for sub, ext in (("heatmaps", "png"), ("masks", "png"), ("maps", "npy")):
         assert len(list((out / sub).glob(f"*.{ext}"))) == len(paths)
     assert len((out / "predictions.csv").read_text().splitlines()) == 1 + len(paths)
-    low = invoke("infer", model_path, paths[0], "--threshold", "0", "--fail-on-anomaly", "--no-save-heatmaps",
-                 "--out", tmp_path / "low", "--device", "cpu", "--num-workers", "0")
-    assert low.returncode == 3, low.stderr
+
+
+def test_onnx_providers_follow_the_device():
+    ort = pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+    from edcli.errors import ConfigError
+    from edcli.onnxio import providers
+
+    assert providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(ConfigError, match="auto, cpu or cuda"):
+        providers("mps")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert providers("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(ConfigError, match="onnxruntime-gpu"):
+            providers("cuda:1")
+    else:
+        assert providers("cuda:1")[0] == ("CUDAExecutionProvider", {"device_id": 1})

@@ -62,8 +62,9 @@ def export_graph(graph, path: Path, image_size: int, metadata: dict[str, Any], o
     return {"bytes": len(data), "opset": int(opset), "nodes": len(model.graph.node)}
 
 
-def providers(device: str = "auto") -> list[str]:
-    """ONNX Runtime execution providers for --device: CUDA first where it is available (auto) or asked for (cuda)."""
+def providers(device: str = "auto") -> list:
+    """ONNX Runtime execution providers for --device: CUDA first where it is available (auto) or asked for
+    (cuda, cuda:N), then the CPU."""
     import onnxruntime as ort
 
     have = ort.get_available_providers()
@@ -72,7 +73,10 @@ def providers(device: str = "auto") -> list[str]:
         if "CUDAExecutionProvider" not in have:
             raise ConfigError(f"--device {device}: this onnxruntime has no CUDA provider (have: {', '.join(have)}); "
                               "install onnxruntime-gpu or use --device cpu")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        index = name.partition(":")[2]
+        if index and not index.isdigit():
+            raise ConfigError(f"--device {device}: use cuda or cuda:N")
+        return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
     if name == "auto" and "CUDAExecutionProvider" in have:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if name not in ("auto", "cpu"):

@@ -15,15 +15,16 @@ def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, devic
     import torch
 
     from edcli.data.images import FileDataset, expand_inputs
-    from edcli.detector import Detector
+    from edcli.detector import Detector, is_onnx
     from edcli.distributed import shard
     from edcli.engine import data_loader, init_distributed, rank_device
     from edcli.report import save_infer_maps, write_predictions
 
     track = track or NullTracker()
     dist = init_distributed(device)
-    onnx = str(checkpoint).lower().endswith(".onnx")
-    dev = device if onnx else rank_device(device, dist)  # ONNX Runtime picks its own provider for the device
+    dev = rank_device(device, dist)
+    if is_onnx(checkpoint):  # ONNX Runtime picks its provider from the name; under torchrun each rank its own GPU
+        dev = str(dev) if dist.enabled else device
     det = Detector.load(checkpoint, dev, precision, threshold)
     paths = expand_inputs(list(inputs), recursive=recursive, stdin=stdin)
     if det.warning and threshold is None:
@@ -36,11 +37,10 @@ def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, devic
     rows: list[dict[str, Any]] = []
     for batch in track(loader, total=len(loader), description="infer"):
         errors = list(batch["error"])
-        ok = torch.tensor([not e for e in errors], dtype=torch.bool)
         good = [b for b, e in enumerate(errors) if not e]
         preds = []
         if good:
-            preds = det.predictions(*det.score(batch["image"][ok]),
+            preds = det.predictions(*det.score(batch["image"][torch.tensor(good)]),
                                     [(int(batch["orig_h"][b]), int(batch["orig_w"][b])) for b in good],
                                     [paths[mine[int(batch["index"][b])]] for b in good])
         pred_of = dict(zip(good, preds))
