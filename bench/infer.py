@@ -129,7 +129,7 @@ def bench_backbone(name: str, args) -> dict:
     for which in ("edcli", "onnxruntime") + (() if args.no_oracle else ("oracle",)):
         run(which, 1, 1)  # warm-up
         b1 = [run(which, 1, 4) / 4 * 1000 for _ in range(args.reps)]
-        n32 = args.n32 if which == "edcli" else min(args.n32, args.n32_oracle)  # the oracle is slow: fewer images
+        n32 = min(args.n32, args.n32_oracle) if which == "oracle" else args.n32  # the oracle is slow: fewer images
         b32 = [n32 / run(which, 32, n32) for _ in range(args.reps)]
         out[which] = {"ms_per_image_batch1": round(statistics.median(b1), 1),
                       "images_per_s_batch32": round(statistics.median(b32), 2),

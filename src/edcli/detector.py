@@ -44,7 +44,7 @@ class Prediction:
         return self.anomaly_map > self.threshold
 
 
-Image = Union[str, os.PathLike, Any]  # a path, a PIL image or a uint8 array (H, W, 3) / (H, W)
+ImageLike = Union[str, os.PathLike, Any]  # a path, a PIL image or a uint8 array (H, W, 3) / (H, W)
 
 
 class Detector:
@@ -89,9 +89,9 @@ class Detector:
 
     @property
     def backend(self) -> str:
-        return "onnxruntime" if type(self.scorer).__name__ == "OnnxScorer" else "torch"
+        return "torch" if isinstance(self.scorer, TorchScorer) else "onnxruntime"
 
-    def prepare(self, image: Image):
+    def prepare(self, image: ImageLike):
         """One input -> ((3, S, S) float32 tensor in [0, 1], (h, w), path or None)."""
         from PIL import Image as PILImage
 
