@@ -126,14 +126,21 @@ def bench_backbone(name: str, args) -> dict:
         return time.perf_counter() - start
 
     out = {"grids": grids, "channels": extractor.channels, "d_model": [lv.d_model for lv in model.levels]}
-    for which in ("edcli", "onnxruntime") + (() if args.no_oracle else ("oracle",)):
+    paths_ = ("edcli", "onnxruntime") + (() if args.no_oracle else ("oracle",))
+    b1: dict[str, list] = {w: [] for w in paths_}
+    b32: dict[str, list] = {w: [] for w in paths_}
+    for which in paths_:
         run(which, 1, 1)  # warm-up
-        b1 = [run(which, 1, 4) / 4 * 1000 for _ in range(args.reps)]
-        n32 = min(args.n32, args.n32_oracle) if which == "oracle" else args.n32  # the oracle is slow: fewer images
-        b32 = [n32 / run(which, 32, n32) for _ in range(args.reps)]
-        out[which] = {"ms_per_image_batch1": round(statistics.median(b1), 1),
-                      "images_per_s_batch32": round(statistics.median(b32), 2),
-                      "reps_ms_batch1": [round(v, 1) for v in b1]}
+    for _ in range(args.reps):  # the paths take turns within each repetition, so a change of load hits them alike
+        for which in paths_:
+            b1[which].append(run(which, 1, 4) / 4 * 1000)
+            n32 = min(args.n32, args.n32_oracle) if which == "oracle" else args.n32  # the oracle is slow: fewer
+            b32[which].append(n32 / run(which, 32, n32))
+    for which in paths_:
+        out[which] = {"ms_per_image_batch1": round(statistics.median(b1[which]), 1),
+                      "images_per_s_batch32": round(statistics.median(b32[which]), 2),
+                      "reps_ms_batch1": [round(v, 1) for v in b1[which]],
+                      "reps_images_per_s_batch32": [round(v, 2) for v in b32[which]]}
     if not args.no_oracle:
         out["speedup_batch1"] = round(out["oracle"]["ms_per_image_batch1"] / out["edcli"]["ms_per_image_batch1"], 2)
         out["speedup_batch32"] = round(out["edcli"]["images_per_s_batch32"] / out["oracle"]["images_per_s_batch32"], 2)
