@@ -13,7 +13,8 @@ The level models have the faithful widths (d_model = C/2 rounded up to 32, >= 64
 and random weights (speed does not depend on them); wide_resnet50_2 is random-init (no hub here), lite0 uses its
 packaged weights. Reports the median over --reps of: ms per image at batch 1 (mean over 4 images) and images
 per second at batch 32 (the oracle over --n32-oracle images: it scores one image at a time anyway).
-Prints one JSON object.
+On a busy shared CPU run it with OMP_WAIT_POLICY=PASSIVE, as `ed` sets it (spinning OpenMP threads steal the cores
+the work needs); the JSON records it. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -171,7 +172,8 @@ def main() -> None:
     import onnxruntime
 
     res = {"device": args.device, "precision": args.precision, "size": args.size, "n32": args.n32,
-           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "load_avg_start": os.getloadavg()[0]}
+           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "load_avg_start": os.getloadavg()[0],
+           "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}}
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name in args.backbones:
