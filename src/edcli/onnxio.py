@@ -95,6 +95,8 @@ class OnnxScorer:
         if not Path(path).is_file():
             raise CheckpointError(f"ONNX model {path} does not exist; write one with `ed export CHECKPOINT --out {path}`")
         opts = ort.SessionOptions()
+        # idle pool threads sleep instead of spinning, as ed sets OMP_WAIT_POLICY=PASSIVE for torch (shared CPUs)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
         try:

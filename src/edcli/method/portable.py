@@ -29,15 +29,16 @@ def _scored(attn: DifferenceAwareAttention, q_in: Tensor, kv_in: Tensor, axes: t
     B, L, _ = q_in.shape
     out, p, _ = _attention(attn, q_in, kv_in)
     ry, rx = row_factors(attn._sigma(q_in), *axes)  # (B, h, L, H), (B, h, L, W)
-    t = outer(ry, rx).flatten(0, 1)  # (B*h, L, L)
-    kl = ((t - p) * (torch.log(t + EPS) - torch.log(p + EPS))).sum(-1)  # (B*h, L)
+    te, pe = outer(ry, rx).flatten(0, 1) + EPS, p + EPS  # (B*h, L, L); t - p == te - pe
+    kl = ((te - pe) * torch.log(te / pe)).sum(-1)  # one log of the ratio, as sym_kl_rows_ (B*h, L)
     return out, kl.view(B, attn.heads, L).mean(1)
 
 
 def _lower_median(h: Tensor) -> Tensor:
-    """torch.median over tokens (dim 1, the lower median for even L) as a sort: median has no ONNX operator."""
-    L = h.shape[1]
-    return torch.sort(h, dim=1).values[:, (L - 1) // 2 : (L - 1) // 2 + 1]  # (B, 1, F)
+    """torch.median over tokens (dim 1, the lower median for even L): median has no ONNX operator, so the largest
+    of the (L+1)//2 smallest values (a TopK half the size of a full sort)."""
+    k = (h.shape[1] - 1) // 2 + 1
+    return torch.topk(h, k, dim=1, largest=False).values[:, k - 1 : k]  # (B, 1, F)
 
 
 def _ffn(layer: EncoderLayer, z: Tensor) -> Tensor:
