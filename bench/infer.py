@@ -1,17 +1,20 @@
-"""End-to-end inference speed: edcli's scoring path vs the naive oracle's, for two backbones at 256 px.
+"""End-to-end inference speed: edcli's scoring path (PyTorch and ONNX Runtime) vs the naive oracle's, at 256 px.
 
     python bench/infer.py [--backbones tf_efficientnet_lite0 wide_resnet50_2] [--size 256] [--reps 3]
-                          [--device cpu|cuda] [--precision fp32|bf16] [--threads 2] [--n32 32]
+                          [--device cpu|cuda] [--precision fp32|bf16] [--threads 1 2] [--n32 32] [--no-oracle]
 
 End to end = PNG decode + resize, backbone, both level models, scoring, sigma-4 smoothing, image score.
 edcli: `ed infer`'s path (FileDataset, extractor, predict_maps with branches="score": only the inter branch's
-targets and KL). oracle (tests/oracle.py): every Gaussian target (with its 1/(2 pi sy sx) prefactor) and both
+targets and KL). onnxruntime: the same model exported by `ed export`'s code (edcli.graph, edcli.onnxio) and run
+by ONNX Runtime's CPU provider with as many intra-op threads (smoothing and reducer inside the graph; its largest
+score difference to the torch path on the bench images is reported). oracle (tests/oracle.py): every Gaussian target (with its 1/(2 pi sy sx) prefactor) and both
 branches' KL maps per layer, as the reference's test pass computes them, at batch 1 as the reference.
 The level models have the reference's widths (d_model 256 / 512 whatever the backbone)
 and random weights (speed does not depend on them); wide_resnet50_2 is random-init (no hub here), lite0 uses its
 packaged weights. Reports the median over --reps of: ms per image at batch 1 (mean over 4 images) and images
 per second at batch 32 (the oracle over --n32-oracle images: it scores one image at a time anyway).
-Prints one JSON object.
+On a busy shared CPU run it with OMP_WAIT_POLICY=PASSIVE, as `ed` sets it (spinning OpenMP threads steal the cores
+the work needs); the JSON records it. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -69,6 +72,7 @@ def _oracle_maps(oracles, feats, size: int):
 
 
 def bench_backbone(name: str, args) -> dict:
+    import numpy as np
     import torch
     from oracle import oracle_from_level
 
@@ -89,6 +93,15 @@ def bench_backbone(name: str, args) -> dict:
     oracles = [oracle_from_level(level).eval() for level in model.levels]
     tmp = Path(tempfile.mkdtemp(prefix="ed-bench-"))
     paths = _images(tmp, max(args.n32, 4), args.size)
+    from edcli.graph import ScoreGraph
+    from edcli.onnxio import OnnxScorer, export_graph
+
+    onnx_path = tmp / "model.onnx"
+    export_graph(ScoreGraph(extractor.cpu(), model.cpu(), grids, args.size, 4.0, "max"), onnx_path, args.size,
+                 {"format": "edcli-onnx", "image_size": args.size, "resize_mode": "squash"})
+    extractor, model = extractor.to(dev), model.to(dev)
+    scorer = OnnxScorer(onnx_path, args.device, torch.get_num_threads())
+    scores: dict[str, list] = {"edcli": [], "onnxruntime": []}
 
     def run(which: str, batch: int, n: int) -> float:
         ds = FileDataset(paths[:n], args.size, "squash")
@@ -96,6 +109,9 @@ def bench_backbone(name: str, args) -> dict:
         sync(dev)
         start = time.perf_counter()
         for b in loader:
+            if which == "onnxruntime":
+                scores[which].append(scorer(b["image"].numpy())[2])
+                continue
             with torch.inference_mode():
                 feats = [f.half().float() for f in extractor(b["image"].to(dev))]
                 if which == "edcli":
@@ -104,21 +120,37 @@ def bench_backbone(name: str, args) -> dict:
                     with autocast(dev, args.precision):
                         maps = torch.cat([_oracle_maps(oracles, [f[i:i + 1] for f in feats], args.size)
                                           for i in range(feats[0].shape[0])]).float().cpu().numpy()
-            image_scores(smooth(maps, 4.0), "max")
+            got = image_scores(smooth(maps, 4.0), "max")
+            if which == "edcli":
+                scores[which].append(got)
         sync(dev)
         return time.perf_counter() - start
 
     out = {"grids": grids, "channels": extractor.channels, "d_model": [lv.d_model for lv in model.levels]}
-    for which in ("edcli", "oracle"):
+    paths_ = ("edcli", "onnxruntime") + (() if args.no_oracle else ("oracle",))
+    b1: dict[str, list] = {w: [] for w in paths_}
+    b32: dict[str, list] = {w: [] for w in paths_}
+    for which in paths_:
         run(which, 1, 1)  # warm-up
-        b1 = [run(which, 1, 4) / 4 * 1000 for _ in range(args.reps)]
-        n32 = args.n32 if which == "edcli" else min(args.n32, args.n32_oracle)  # the oracle is slow: fewer images
-        b32 = [n32 / run(which, 32, n32) for _ in range(args.reps)]
-        out[which] = {"ms_per_image_batch1": round(statistics.median(b1), 1),
-                      "images_per_s_batch32": round(statistics.median(b32), 2),
-                      "reps_ms_batch1": [round(v, 1) for v in b1]}
-    out["speedup_batch1"] = round(out["oracle"]["ms_per_image_batch1"] / out["edcli"]["ms_per_image_batch1"], 2)
-    out["speedup_batch32"] = round(out["edcli"]["images_per_s_batch32"] / out["oracle"]["images_per_s_batch32"], 2)
+    for _ in range(args.reps):  # the paths take turns within each repetition, so a change of load hits them alike
+        for which in paths_:
+            b1[which].append(run(which, 1, 4) / 4 * 1000)
+            n32 = min(args.n32, args.n32_oracle) if which == "oracle" else args.n32  # the oracle is slow: fewer
+            b32[which].append(n32 / run(which, 32, n32))
+    for which in paths_:
+        out[which] = {"ms_per_image_batch1": round(statistics.median(b1[which]), 1),
+                      "images_per_s_batch32": round(statistics.median(b32[which]), 2),
+                      "reps_ms_batch1": [round(v, 1) for v in b1[which]],
+                      "reps_images_per_s_batch32": [round(v, 2) for v in b32[which]]}
+    if not args.no_oracle:
+        out["speedup_batch1"] = round(out["oracle"]["ms_per_image_batch1"] / out["edcli"]["ms_per_image_batch1"], 2)
+        out["speedup_batch32"] = round(out["edcli"]["images_per_s_batch32"] / out["oracle"]["images_per_s_batch32"], 2)
+    out["onnxruntime_over_torch_batch1"] = round(out["edcli"]["ms_per_image_batch1"] /
+                                                 out["onnxruntime"]["ms_per_image_batch1"], 2)
+    out["onnxruntime_over_torch_batch32"] = round(out["onnxruntime"]["images_per_s_batch32"] /
+                                                  out["edcli"]["images_per_s_batch32"], 2)
+    a, b = np.concatenate(scores["onnxruntime"]), np.concatenate(scores["edcli"])
+    out["onnxruntime_score_max_rel_diff"] = float(f"{np.abs(a / b - 1).max():.2e}")
     return out
 
 
@@ -131,16 +163,21 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, nargs="+", default=[2], help="intra-op threads; several: one run each")
+    p.add_argument("--no-oracle", action="store_true", help="skip the (slow) naive oracle")
     p.add_argument("--n32", type=int, default=32, help="images in the batch-32 measurement")
     p.add_argument("--n32-oracle", type=int, default=8, help="images in the oracle's batch-32 measurement")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(args.threads)
-    res = {"device": args.device, "precision": args.precision, "size": args.size, "threads": args.threads,
-           "torch": torch.__version__, "load_avg_start": os.getloadavg()[0]}
-    for name in args.backbones:
-        res[name] = bench_backbone(name, args)
+    import onnxruntime
+
+    res = {"device": args.device, "precision": args.precision, "size": args.size, "n32": args.n32,
+           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "load_avg_start": os.getloadavg()[0],
+           "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for name in args.backbones:
+            res[f"{name}, {threads} thread(s)"] = bench_backbone(name, args)
     res["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(res, indent=2))
 

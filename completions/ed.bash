@@ -2,7 +2,7 @@
 _ed() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} opts
   if [ "$COMP_CWORD" -eq 1 ]; then
-    COMPREPLY=( $(compgen -W "distmaps features train eval infer report demo --help --version" -- "$cur") ); return
+    COMPREPLY=( $(compgen -W "distmaps features train eval infer export report demo --help --version" -- "$cur") ); return
   fi
   case "${COMP_WORDS[1]}" in
     distmaps)
@@ -92,6 +92,13 @@ _ed() {
         --precision) COMPREPLY=( $(compgen -W "fp32 bf16 fp16" -- "$cur") ); return ;;
         --threshold) return ;;
         --num-workers) return ;;
+      esac ;;
+    export)
+      opts="--out -o --opset --batch --json --quiet -q --help -h"
+      case "$prev" in
+        --out|-o) return ;;
+        --opset) return ;;
+        --batch) COMPREPLY=( $(compgen -W "dynamic" -- "$cur") ); return ;;
       esac ;;
     report)
       opts="--out -o --json --quiet -q --help -h"

@@ -100,6 +100,13 @@ complete -c ed -n '__fish_seen_subcommand_from infer' -l fail-on-anomaly -d 'Exi
 complete -c ed -n '__fish_seen_subcommand_from infer' -l num-workers -d 'DataLoader worker processes for image decoding' -x
 complete -c ed -n '__fish_seen_subcommand_from infer' -l quiet -s q -d 'No progress on stderr'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l help -s h -d 'Show this message and exit'
+complete -c ed -f -n __fish_use_subcommand -a export -d 'Export a checkpoint as one ONNX graph (images -> raw map, smoothed map, score) with its calibration'
+complete -c ed -n '__fish_seen_subcommand_from export' -l out -s o -d 'The .onnx file' -r -F
+complete -c ed -n '__fish_seen_subcommand_from export' -l opset -d 'ONNX opset version (13..20)' -x
+complete -c ed -n '__fish_seen_subcommand_from export' -l batch -d 'Batch size of the graph: a number, or dynamic' -x -a 'dynamic'
+complete -c ed -n '__fish_seen_subcommand_from export' -l json -d 'Machine-readable JSON on stdout (nothing else)'
+complete -c ed -n '__fish_seen_subcommand_from export' -l quiet -s q -d 'No progress on stderr'
+complete -c ed -n '__fish_seen_subcommand_from export' -l help -s h -d 'Show this message and exit'
 complete -c ed -f -n __fish_use_subcommand -a report -d 'One self-contained HTML page of an evaluated run: protocol, metrics, curves, histograms, losses, worst images'
 complete -c ed -n '__fish_seen_subcommand_from report' -l out -s o -d 'HTML file to write' -r -F
 complete -c ed -n '__fish_seen_subcommand_from report' -l json -d 'Machine-readable JSON on stdout (nothing else)'

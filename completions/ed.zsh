@@ -8,6 +8,7 @@ _ed() {
     'train:Train one ED model per category from the cached features (computing missing store entries first)'
     'eval:Score the labelled test split; per-category metrics and their mean; writes metrics.json and metrics.csv'
     'infer:Score any images with a checkpoint\: predictions.csv/.jsonl, heat maps, masks and raw maps'
+    'export:Export a checkpoint as one ONNX graph (images -> raw map, smoothed map, score) with its calibration'
     'report:One self-contained HTML page of an evaluated run\: protocol, metrics, curves, histograms, losses, worst images'
     'demo:Make a small MVTec-layout dataset from real textures with injected defects and run the whole pipeline on it'
   )
@@ -154,6 +155,18 @@ _ed() {
         '--threshold[Override the checkpoint'\''s calibrated threshold (raw score)]:threshold: ' \
         '--fail-on-anomaly[Exit 3 when any image is anomalous]' \
         '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \
+        '(-q --quiet)-q[No progress on stderr]' \
+        '(-q --quiet)--quiet[No progress on stderr]' \
+        '(-h --help)-h[Show this message and exit]' \
+        '(-h --help)--help[Show this message and exit]' \
+        '*:file:_files' ;;
+    export)
+      _arguments -s \
+        '(-o --out)-o[The .onnx file]:out:_files' \
+        '(-o --out)--out[The .onnx file]:out:_files' \
+        '--opset[ONNX opset version (13..20)]:opset: ' \
+        '--batch[Batch size of the graph\: a number, or dynamic]:batch:(dynamic)' \
+        '--json[Machine-readable JSON on stdout (nothing else)]' \
         '(-q --quiet)-q[No progress on stderr]' \
         '(-q --quiet)--quiet[No progress on stderr]' \
         '(-h --help)-h[Show this message and exit]' \

@@ -16,12 +16,13 @@ LAYERS = [
     {"edcli.cli", "edcli.ui", "edcli.completions"},
     {"edcli.commands"},
     {"edcli.features", "edcli.training", "edcli.validation", "edcli.evaluate", "edcli.distributed", "edcli.report",
-     "edcli.html_report"},
+     "edcli.html_report", "edcli.detector", "edcli.graph", "edcli.onnxio"},
     {"edcli.engine", "edcli.backbone", "edcli.store", "edcli.checkpoint", "edcli.metrics", "edcli.data"},
     {"edcli.method"},
     {"edcli.config", "edcli.errors", "edcli.track", "edcli.files", "edcli.version"},
 ]
-ONLY_IMPORTER = {"typer": "edcli.cli", "rich": "edcli.ui", "h5py": "edcli.store", "timm": "edcli.backbone"}
+ONLY_IMPORTER = {"typer": "edcli.cli", "rich": "edcli.ui", "h5py": "edcli.store", "timm": "edcli.backbone",
+                 "onnx": "edcli.onnxio", "onnxruntime": "edcli.onnxio"}
 FORBIDDEN_IN_METHOD = ("h5py", "timm", "typer", "rich", "PIL", "edcli.store", "edcli.backbone", "edcli.data",
                        "edcli.cli", "edcli.ui", "edcli.files")
 

@@ -432,7 +432,7 @@ def render_metrics(res: dict) -> None:
 @_command(examples=("ed infer runs/ed/checkpoints/bottle.pt new_images/ --out predictions",
                      "find shots -name '*.jpg' | ed infer runs/ed/checkpoints/bottle.pt - --csv --fail-on-anomaly"))
 def infer(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `ed train`.")],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `ed train`, or a .onnx file of `ed export`.")],
     inputs: Annotated[list[str], typer.Argument(metavar="INPUTS...", help="Image files, folders, globs, or - to read paths from stdin.")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", rich_help_panel=OUTPUT, help="Output folder for predictions and heat maps.")] = Path("predictions"),
     batch_size: BatchSize = 8,
@@ -476,11 +476,38 @@ def infer(
         raise typer.Exit(3)
 
 
+# ------------------------------------------------------------------------------------------- export
+@_command(examples=("ed export runs/ed/checkpoints/bottle.pt --out bottle.onnx",
+                    "ed export runs/ed/checkpoints/bottle.pt --batch 1 --opset 17 && ed infer bottle.onnx images/"))
+def export(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `ed train`.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", rich_help_panel=OUTPUT, help="The .onnx file. Default: the checkpoint's name with .onnx.")] = None,
+    opset: Annotated[int, typer.Option("--opset", metavar="N", rich_help_panel=OUTPUT, help="ONNX opset version (13..20).")] = 17,
+    batch: Annotated[str, typer.Option("--batch", metavar="N|dynamic", rich_help_panel=OUTPUT, help="Batch size of the graph: a number, or dynamic.")] = "dynamic",
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Export a checkpoint as one ONNX graph (images -> raw map, smoothed map, score) with its calibration."""
+    from edcli.commands import export as command
+
+    res = _run(lambda: command.run(str(checkpoint), str(out) if out else None, opset=opset, batch=batch,
+                                   track=_tracker(quiet)))
+    if res is None:
+        return
+    from edcli.ui import print_json, print_text
+
+    if json_out:
+        print_json(res)
+    else:
+        print_text(f"wrote {res['path']} ({res['bytes'] / 1e6:.1f} MB, opset {res['opset']}, batch {res['batch']}); "
+                   f"score it with `ed infer {res['path']} IMAGES` or `Detector.load({res['path']!r})`")
+
+
 # ------------------------------------------------------------------------------------------- report
-@app.command()
+@_command(examples=("ed eval --run runs/ed && ed report runs/ed", "ed report runs/ed --out /tmp/ed-report.html"))
 def report(
-    run: Annotated[Path, typer.Argument(help="Run folder evaluated by `ed eval --run`.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write. Default: RUN/report.html.")] = None,
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder evaluated by `ed eval --run`.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", rich_help_panel=OUTPUT, help="HTML file to write. Default: RUN/report.html.")] = None,
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:

@@ -43,3 +43,7 @@ class TrainingError(EdError):
 
 class DistributedError(EdError):
     """A failure on another rank of a torchrun job."""
+
+
+class DependencyError(EdError):
+    """An optional package that a command needs is not installed."""

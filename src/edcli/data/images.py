@@ -100,6 +100,16 @@ def _image_size(path: str) -> tuple[int, int]:
         raise DataError(f"could not decode image {path}: {_reason(err)}") from err
 
 
+def decode_rgb(path: str) -> Image.Image:
+    """The fully decoded file as an RGB PIL image, as `ed infer` reads it (DataError naming the file)."""
+    return _decode_rgb(path)
+
+
+def prepare_image(img: Image.Image, size: int, mode: str) -> torch.Tensor:
+    """A PIL image -> (3, S, S) float32 in [0, 1], unnormalised: the colour rules, resize and crop of `ed infer`."""
+    return _pil_to_tensor(_geometry(_to_rgb(img), size, mode, Image.LANCZOS))
+
+
 def _binary_mask(path: str, dataset: str) -> Image.Image:
     """The mask at full size as an L image of 0/255.
 

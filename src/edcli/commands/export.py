@@ -1,0 +1,43 @@
+"""`ed export`: a checkpoint as one ONNX graph (images -> raw map, smoothed map, score) with its calibration."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from edcli.errors import ConfigError
+
+
+def parse_batch(batch: str) -> Optional[int]:
+    """--batch: "dynamic" (None) or a positive integer."""
+    if str(batch).lower() == "dynamic":
+        return None
+    try:
+        n = int(batch)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"--batch {batch!r}: use a positive integer or 'dynamic'")
+    return n
+
+
+def run(checkpoint: str, out: Optional[str] = None, opset: int = 17, batch: str = "dynamic", track=None) -> dict[str, Any]:
+    """Export CHECKPOINT to --out (default: beside it, .onnx); the optional packages are checked before any work."""
+    from edcli.onnxio import DEFAULT_OPSET, export_graph, require_onnx
+
+    require_onnx("ed export")
+    from edcli.checkpoint import load_checkpoint
+    from edcli.graph import graph_metadata, score_graph
+
+    n = parse_batch(batch)
+    if not 13 <= int(opset) <= 20:
+        raise ConfigError(f"--opset {opset}: use 13..20 (default {DEFAULT_OPSET})")
+    ck = load_checkpoint(checkpoint)
+    path = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
+    if path.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {path}: the file name must end in .onnx (ed infer recognises models by it)")
+    if track is not None:
+        track.log(f"exporting {checkpoint} ({ck.backbone['backbone']}, {ck.backbone['image_size']} px) to {path}")
+    meta = graph_metadata(ck)
+    info = export_graph(score_graph(ck), path, int(ck.backbone["image_size"]), meta, int(opset), n)
+    return {"path": str(path), "checkpoint": str(checkpoint), "batch": n or "dynamic", **info,
+            "threshold": (meta["calibration"] or {}).get("threshold"), "image_size": meta["image_size"]}

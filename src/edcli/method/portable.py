@@ -1,0 +1,147 @@
+"""The score mode of a LevelModel in plain functional ops, for graph export (ONNX).
+
+The fast path (LevelModel(branches="score")) softmaxes in place (`out=`), consumes each attention map in place and
+loops over head groups sized at run time; exporters reject or mis-trace those. This path does the same maths with
+out-of-place ops on whole batches, with the grid axes computed once outside the graph. tests/test_export.py checks
+it equals the fast path.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from edcli.method.model import DifferenceAwareAttention, EncoderLayer, LevelModel
+from edcli.method.prior import EPS, outer, row_factors
+from edcli.method.scoring import combine_levels, peak_gap, reconstruction_score
+
+
+def _attention(attn: DifferenceAwareAttention, q_in: Tensor, kv_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Output (B, L, d), softmax attention (B*h, L, S) and the projected q (for the batch size)."""
+    q, k, v = attn._project(q_in, kv_in)
+    p = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)  # (B*h, L, S)
+    return attn._merge(torch.bmm(p, v), q_in.shape[0]), p, q
+
+
+def _scored(attn: DifferenceAwareAttention, q_in: Tensor, kv_in: Tensor, axes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """As DifferenceAwareAttention.scored: output and Σ_j (t − p)(log(t+ε) − log(p+ε)) averaged over heads (B, L)."""
+    B, L, _ = q_in.shape
+    out, p, _ = _attention(attn, q_in, kv_in)
+    ry, rx = row_factors(attn._sigma(q_in), *axes)  # (B, h, L, H), (B, h, L, W)
+    te, pe = outer(ry, rx).flatten(0, 1) + EPS, p + EPS  # (B*h, L, L); t - p == te - pe
+    kl = ((te - pe) * torch.log(te / pe)).sum(-1)  # one log of the ratio, as sym_kl_rows_ (B*h, L)
+    return out, kl.view(B, attn.heads, L).mean(1)
+
+
+def _lower_median(h: Tensor) -> Tensor:
+    """torch.median over tokens (dim 1, the lower median for even L): median has no ONNX operator, so the largest
+    of the (L+1)//2 smallest values (a TopK half the size of a full sort)."""
+    k = (h.shape[1] - 1) // 2 + 1
+    return torch.topk(h, k, dim=1, largest=False).values[:, k - 1 : k]  # (B, 1, F)
+
+
+def _ffn(layer: EncoderLayer, z: Tensor) -> Tensor:
+    ffn = layer.ffn
+    if not hasattr(ffn, "dwconv"):  # FOD's plain MLP exports as it is
+        return ffn(z)
+    B, L, _ = z.shape
+    H, W = ffn.grid
+    h = ffn.fc1(z)
+    h = ffn.dwconv(h.transpose(1, 2).reshape(B, h.shape[-1], H, W))
+    h = torch.nn.functional.gelu(h.flatten(2).transpose(1, 2))
+    return ffn.fc2(h + ffn.g * _lower_median(h))
+
+
+def _layer(layer: EncoderLayer, x: Tensor, ref: Optional[Tensor], axes) -> tuple[Tensor, Tensor]:
+    """As EncoderLayer.score (eval mode: dropout is the identity)."""
+    u = v = kl = None
+    if layer.intra_attn is not None:
+        if layer.inter_attn is None:
+            a, kl = _scored(layer.intra_attn, x, x, axes)
+        else:
+            a = _attention(layer.intra_attn, x, x)[0]
+        u = x + a
+    if layer.inter_attn is not None:
+        a, kl = _scored(layer.inter_attn, x, ref, axes)
+        v = x + a
+    if u is not None and v is not None:
+        z = layer.fusion(u, v) if layer.fusion is not None else u - v
+    else:
+        z = u if u is not None else v
+    z = layer.norm1(z)
+    return layer.norm2(z + _ffn(layer, z)), kl
+
+
+def level_score(level: LevelModel, x: Tensor, axes: tuple[Tensor, Tensor]) -> Tensor:
+    """The ED score per token (B, L) of pooled tokens x (B, L, C): scoring.level_score of the fast score mode."""
+    emb = level.embed(x)
+    ref = level.ref_embed(level.ref.t().unsqueeze(0)) if level.inter else None
+    kl = 0.0
+    for layer in level.layers:
+        emb, k = _layer(layer, emb, ref, axes)
+        kl = kl + k
+    recon = level.proj(level.norm(emb))
+    return reconstruction_score(recon, x) * peak_gap(kl / len(level.layers))
+
+
+# ---------------------------------------------------------------------------------------------- smoothing, reducer
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
+    """scipy.ndimage's kernel: exp(-x²/(2σ²)) on x in [-r, r], r = int(truncate·σ + 0.5), normalised (float64)."""
+    r = int(truncate * float(sigma) + 0.5)
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    phi = torch.exp(-0.5 / float(sigma) ** 2 * x * x)
+    return phi / phi.sum()
+
+
+def reflect_index(n: int, r: int) -> Tensor:
+    """Indices that pad a length-n axis by r on both sides as scipy's mode 'reflect' (d c b a | a b c d | d c b a),
+    any r: the pattern repeats with period 2n."""
+    i = torch.arange(-r, n + r)
+    m = torch.remainder(i, 2 * n)
+    return torch.where(m < n, m, 2 * n - 1 - m)
+
+
+class GaussianSmooth(nn.Module):
+    """scipy.ndimage.gaussian_filter(m, sigma, truncate=4, mode='reflect') of (B, S, S) maps as two 1-D convolutions,
+    the borders padded by index gathers (exportable, unlike reflect padding wider than the map)."""
+
+    def __init__(self, size: int, sigma: float):
+        super().__init__()
+        self.identity = sigma <= 0
+        k = gaussian_kernel1d(sigma if sigma > 0 else 1.0).float()
+        self.r = (len(k) - 1) // 2
+        self.register_buffer("kernel_w", k.view(1, 1, 1, -1), persistent=False)
+        self.register_buffer("kernel_h", k.view(1, 1, -1, 1), persistent=False)
+        self.register_buffer("index", reflect_index(size, self.r), persistent=False)
+
+    def forward(self, maps: Tensor) -> Tensor:
+        if self.identity:
+            return maps
+        x = maps.unsqueeze(1)  # (B, 1, S, S)
+        x = torch.nn.functional.conv2d(torch.index_select(x, 3, self.index), self.kernel_w)  # along columns
+        x = torch.nn.functional.conv2d(torch.index_select(x, 2, self.index), self.kernel_h)  # along rows
+        return x[:, 0]
+
+
+def reduce_maps(smoothed: Tensor, reducer: str) -> Tensor:
+    """scoring.image_scores in torch (B,): max, mean or the mean of the top ratio of pixels."""
+    from edcli.method.scoring import parse_reducer
+
+    kind, ratio = parse_reducer(reducer)
+    flat = smoothed.flatten(1)
+    if kind == "max":
+        return flat.max(dim=1).values
+    if kind == "mean":
+        return flat.mean(dim=1)
+    k = max(1, int(round(ratio * flat.shape[1])))
+    return torch.topk(flat, k, dim=1).values.mean(dim=1)
+
+
+def maps_from_levels(levels, feats: list[Tensor], axes: list, grids: list[tuple[int, int]], size: int) -> Tensor:
+    """Raw anomaly maps (B, S, S) from pooled features per level, as engine.predict_maps in fp32."""
+    scores = [level_score(level, f.flatten(2).transpose(1, 2), a) for level, f, a in zip(levels, feats, axes)]
+    return combine_levels(scores, grids, size)
+
