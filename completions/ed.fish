@@ -86,7 +86,7 @@ complete -c ed -n '__fish_seen_subcommand_from eval' -l num-workers -d 'DataLoad
 complete -c ed -n '__fish_seen_subcommand_from eval' -l json -d 'Machine-readable JSON on stdout (nothing else)'
 complete -c ed -n '__fish_seen_subcommand_from eval' -l quiet -s q -d 'No progress on stderr'
 complete -c ed -n '__fish_seen_subcommand_from eval' -l help -s h -d 'Show this message and exit'
-complete -c ed -f -n __fish_use_subcommand -a infer -d 'Score any images with a checkpoint: predictions.csv/.jsonl, heat maps, masks and raw maps'
+complete -c ed -f -n __fish_use_subcommand -a infer -d 'Score any images with a checkpoint or an exported .onnx model: predictions.csv/.jsonl, heat maps, masks, raw maps'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l out -s o -d 'Output folder for predictions and heat maps' -x -a '(__fish_complete_directories)'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l batch-size -d 'Images per batch' -x
 complete -c ed -n '__fish_seen_subcommand_from infer' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'

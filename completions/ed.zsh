@@ -7,7 +7,7 @@ _ed() {
     'features:Run the frozen backbone once per category\: prototypes and cached pooled features of train and test images'
     'train:Train one ED model per category from the cached features (computing missing store entries first)'
     'eval:Score the labelled test split; per-category metrics and their mean; writes metrics.json and metrics.csv'
-    'infer:Score any images with a checkpoint\: predictions.csv/.jsonl, heat maps, masks and raw maps'
+    'infer:Score any images with a checkpoint or an exported .onnx model\: predictions.csv/.jsonl, heat maps, masks, raw maps'
     'export:Export a checkpoint as one ONNX graph (images -> raw map, smoothed map, score) with its calibration'
     'report:One self-contained HTML page of an evaluated run\: protocol, metrics, curves, histograms, losses, worst images'
     'demo:Make a small MVTec-layout dataset from real textures with injected defects and run the whole pipeline on it'

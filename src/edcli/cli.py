@@ -447,7 +447,7 @@ def infer(
     num_workers: Workers = 2,
     quiet: Quiet = False,
 ) -> None:
-    """Score any images with a checkpoint: predictions.csv/.jsonl, heat maps, masks and raw maps."""
+    """Score any images with a checkpoint or an exported .onnx model: predictions.csv/.jsonl, heat maps, masks, raw maps."""
     from edcli.commands import infer as command
 
     res = _run(lambda: command.run(str(checkpoint), inputs, str(out), batch_size=batch_size, device=device,
