@@ -263,14 +263,19 @@ def _hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     return _blend(image, image.astype(np.float32) * dark, alpha), alpha >= 0.5
 
 
-def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A smooth irregular blob (blurred union of discs) tinted toward a colour or made darker/brighter."""
-    S = image.shape[0]
+def _disc_union(rng: np.random.Generator, S: int) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """(r0, disc offsets, disc radii, blur sigma) of a blob of radius 6-9 % of the side; the draws in this order."""
     r0 = rng.uniform(0.06, 0.09) * S
     k = int(rng.integers(3, 6))
     offsets = rng.uniform(-0.6, 0.6, (k, 2)) * r0
     radii = rng.uniform(0.5, 0.9, k) * r0
-    sigma = 0.3 * r0
+    return r0, offsets, radii, 0.3 * r0
+
+
+def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth irregular blob (blurred union of discs) tinted toward a colour or made darker/brighter."""
+    S = image.shape[0]
+    r0, offsets, radii, sigma = _disc_union(rng, S)
     mode = int(rng.integers(0, 3))  # 0, 1: colour tint; 2: brightness
     colour = np.array(STAIN_COLOURS[int(rng.integers(0, len(STAIN_COLOURS)))], np.float32)
     tint = rng.uniform(0.35, 0.55)
@@ -382,11 +387,7 @@ def _blob(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.n
     of the validation kinds below. It goes to the most structured of a few random places inside the margins, as a
     distortion does: blurring or erasing a flat brick face changes nothing."""
     S = image.shape[0]
-    r0 = rng.uniform(0.06, 0.09) * S
-    k = int(rng.integers(3, 6))
-    offsets = rng.uniform(-0.6, 0.6, (k, 2)) * r0
-    radii = rng.uniform(0.5, 0.9, k) * r0
-    sigma = 0.3 * r0
+    r0, offsets, radii, sigma = _disc_union(rng, S)
     reach = float((np.hypot(*offsets.T) + radii).max() + 1.5 * sigma)  # alpha > 0 needs field > 0.3
     candidates = np.stack([_place(rng, S, np.full(2, -reach), np.full(2, reach)) for _ in range(6)])
     grey = image.astype(np.float32).mean(axis=-1)
