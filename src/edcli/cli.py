@@ -553,7 +553,14 @@ def main() -> None:
     # idle OpenMP threads sleep instead of spinning: on a shared or small CPU (and beside DataLoader workers) spinning
     # threads steal the cores the work needs. Set before torch is imported; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    app(prog_name="ed")
+    import signal
+
+    try:
+        app(prog_name="ed")
+    finally:
+        # the command has finished and said so: a Ctrl-C from here on (interpreter shutdown, h5py and torch
+        # finalisers) must not turn its exit code into a signal death or print a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 
