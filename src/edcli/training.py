@@ -179,17 +179,16 @@ def train_category(ff, category: str, meta: dict[str, Any], configs: dict[str, d
         from edcli.validation import selection as val_selection
 
         final_states = best[KEY]["state"]
-        for m, sd in zip(model.levels, final_states):
-            m.load_state_dict(sd)
         selection = val_selection(validation, best)
     elif cfg.select != "last":
         if cfg.select not in best:
             raise TrainingError(f"--select {cfg.select} needs test metrics during training: add --eval-every N")
         pick = best[cfg.select]
         final_states = pick["state"]
+        selection.update(epoch=pick["epoch"], how=f"{cfg.select}: best epoch on the TEST set (test-selected)")
+    if cfg.select != "last":  # the chosen epoch's weights are what gets calibrated and saved
         for m, sd in zip(model.levels, final_states):
             m.load_state_dict(sd)
-        selection.update(epoch=pick["epoch"], how=f"{cfg.select}: best epoch on the TEST set (test-selected)")
     # calibration on normal data only: held-out images, else the training images themselves
     cal_idx, source = (cal, "held-out") if len(cal) else (fit, "train")
     split = score_cached(model, read_from(ff, "train"), n, meta["image_size"], device, cfg.precision, eval_cfg,

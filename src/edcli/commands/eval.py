@@ -27,7 +27,7 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
         score_cached,
     )
     from edcli.features import context_for_checkpoint, ensure_features
-    from edcli.method.scoring import normalize, parse_reducer
+    from edcli.method.scoring import normalize
     from edcli.metrics import macro_mean, threshold_counts
     from edcli.report import (
         hardest,
@@ -39,7 +39,6 @@ def run(run_dir: Optional[str], checkpoint: Optional[str], eval_cfg, data_path: 
 
     track = track or NullTracker()
     check_count("--num-workers", num_workers, 0)
-    parse_reducer(eval_cfg.reducer)
     device = resolve_device(eval_cfg.device)
     check_precision(eval_cfg.precision, device)
     paths = find_checkpoints(run_dir, checkpoint, categories)
