@@ -160,8 +160,10 @@ def _run(fn: Callable[[], Any], quiet: bool = False) -> Any:
 
     # the command whose body built `fn` ("features.<locals>.<lambda>", "eval_.<locals>.go"): messages name it
     name = f"ed {fn.__qualname__.split('.')[0].rstrip('_')}" if ".<locals>." in fn.__qualname__ else "ed"
+    finished = False
     try:
         result = fn()
+        finished = True
         return result if os.environ.get("RANK", "0") == "0" else None
     except EdError as exc:
         print_error(str(exc))
@@ -178,7 +180,7 @@ def _run(fn: Callable[[], Any], quiet: bool = False) -> Any:
         if "torch.distributed" in sys.modules:  # only under torchrun; --help never imports torch
             from edcli.engine import shutdown_distributed
 
-            shutdown_distributed()
+            shutdown_distributed(finished)
 
 
 def _int_list(text: str, option: str, example: str) -> tuple[int, ...]:

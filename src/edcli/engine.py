@@ -119,13 +119,23 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world=world, local_rank=local)
 
 
-def shutdown_distributed() -> None:
-    """Destroy the process group, if any, before the interpreter exits: left to exit, gloo's threads can abort a
-    rank ("terminate called without an active exception") after its work is done."""
+def shutdown_distributed(finished: bool = True) -> None:
+    """Destroy the process group, if any, while the interpreter is still whole: left to exit, gloo's threads can
+    abort a rank ("terminate called without an active exception") after its work is done.
+
+    `finished`: every rank got here after the last collective (the rows were gathered), so they can meet at a barrier
+    first and no rank tears its connections down while a peer still reads from them. After a failure the peers may
+    be elsewhere: no barrier then, torchrun ends the job.
+    """
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
+        gc.collect()  # the group's C++ side (its threads) goes now, not in the interpreter's teardown
 
 
 def rank_device(device_name: str, info: DistInfo) -> torch.device:
