@@ -1,9 +1,10 @@
 """Mean image / pixel AUROC against epochs on the demo data, for a list of training settings, over seeds.
 
     python bench/demo_quality.py [--settings JSON] [--seeds 3407 1 2] [--eval-every 2] [--out DIR] [--jobs 3]
+                                 [--image-size 128]
 
-The data are `ed demo`'s (three texture categories, 128 px, tf_efficientnet_lite0 packaged weights), made once
-under --out and reused. A setting is a dict of `TrainConfig` fields (epochs, lr, optimizer, lr_schedule,
+The data are `ed demo`'s (three texture categories, tf_efficientnet_lite0 packaged weights) at --image-size (the
+demo's by default; the images are made at that size, as the demo makes them), made once under --out and reused. A setting is a dict of `TrainConfig` fields (epochs, lr, optimizer, lr_schedule,
 warmup_epochs, batch_size) plus `d_model` ([w0, w1], or "auto" for the C/2 rule; default the reference 256/512).
 Each (setting, seed) trains the three categories as the demo does (`--jobs` worker processes of one thread) with
 a test pass every --eval-every epochs and after the last; the category mean per evaluated epoch is then averaged
@@ -29,21 +30,21 @@ DEFAULT_SETTINGS = [
 ]
 
 
-def _prepare(out: Path):
+def _prepare(out: Path, size: int):
     from edcli.commands import distmaps, features
     from edcli.commands.demo import DEMO
     from edcli.config import DEMO_BACKBONE, BackboneConfig, DataConfig
     from edcli.data.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
 
-    data_root, store = out / "data", out / "store"
+    data_root, store = out / f"data-{size}", out / f"store-{size}"
     spec = SynthSpec(n_train=DEMO["n_train"], n_test_good=DEMO["n_test_good"], n_per_defect=DEMO["n_per_defect"],
-                     size=DEMO["image_size"], seed=0)
+                     size=size, seed=0)
     if not data_root.exists():
         make_dataset(data_root, DEMO_CATEGORIES, spec)
     data = DataConfig(dataset="mvtec", data_path=str(data_root), categories=DEMO_CATEGORIES,
-                      image_size=DEMO["image_size"])
+                      image_size=size)
     bb = BackboneConfig(name=DEMO_BACKBONE)
-    distmaps.run(str(store), DEMO_BACKBONE, DEMO["image_size"], bb.levels)
+    distmaps.run(str(store), DEMO_BACKBONE, size, bb.levels)
     features.run(data, bb, str(store), "cpu", batch_size=16)
     return data, bb, store
 
@@ -84,12 +85,16 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "ed-demo-quality"))
+    ap.add_argument("--image-size", type=int, default=None, help="default: the demo's")
     args = ap.parse_args()
+    from edcli.commands.demo import DEMO
+
+    size = args.image_size or DEMO["image_size"]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data, bb, store = _prepare(out)
-    result = {"seeds": args.seeds, "eval_every": args.eval_every, "categories": list(data.categories),
+    data, bb, store = _prepare(out, size)
+    result = {"image_size": size, "seeds": args.seeds, "eval_every": args.eval_every, "categories": list(data.categories),
               "settings": []}
     for setting in json.loads(args.settings):
         runs = [_one(data, bb, store, setting, seed, args.eval_every, args.jobs, out) for seed in args.seeds]

@@ -17,7 +17,7 @@ from edcli.track import NullTracker
 # 0.942 / 0.941 against 0.938 / 0.916 at the same cost; lr 2e-3, 5e-4, cosine and 30 epochs measured lower (README).
 # On a CPU the categories train in parallel processes of one thread each (`ed train --jobs`): at these sizes a step
 # is many small operations that do not use two threads well.
-DEMO = {"image_size": 128, "epochs": 25, "batch_size": 1, "lr": 1e-3, "lr_schedule": "constant", "warmup_epochs": 0,
+DEMO = {"image_size": 160, "epochs": 22, "batch_size": 1, "lr": 1e-3, "lr_schedule": "constant", "warmup_epochs": 0,
         "optimizer": "per-level", "d_model": (64, 64), "n_train": 20, "n_test_good": 10, "n_per_defect": 3}
 DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "lr_schedule": "constant", "warmup_epochs": 0,
               "optimizer": "reference", "d_model": (64, 64), "n_train": 8, "n_test_good": 3, "n_per_defect": 1}
