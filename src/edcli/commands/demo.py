@@ -8,15 +8,14 @@ from edcli.config import BackboneConfig, DataConfig
 from edcli.track import NullTracker
 
 # Demo settings, chosen so that the whole run fits in a few minutes on 2 CPU cores (see README "ed demo").
-# 128 px keeps the token grids at 16x16 and 8x8: training cost grows with the square of the token count, so
-# 256 px would cost ~16x more per image. The width is 64/64, not the reference's 256/512: at 256/512 a step costs
-# about 8x more, and within the same time (4 epochs, lr 3e-4 cosine) the demo measured mean image / pixel AUROC
-# 0.896 / 0.884 against 0.92 / 0.92 for 25 epochs at 64/64 (bench/demo_quality.py, README "ed demo"). lr is 10x the
-# reference's 1e-4 because the demo trains 25 epochs, not 100. The optimizer is `--optimizer per-level` (one Adam
-# per level, one update per batch), not `ed train`'s default (reference): on this data, seed 3407, it measured
-# 0.942 / 0.941 against 0.938 / 0.916 at the same cost; lr 2e-3, 5e-4, cosine and 30 epochs measured lower (README).
-# On a CPU the categories train in parallel processes of one thread each (`ed train --jobs`): at these sizes a step
-# is many small operations that do not use two threads well.
+# 160 px keeps the token grids at 20x20 and 10x10: training cost grows with the square of the token count (256 px
+# would cost ~6x more per image than 160 px). Over three seeds 160 px measured mean image / pixel AUROC 0.947 / 0.958
+# after 22 epochs where 128 px gave 0.897 / 0.911 after 25 (bench/demo_quality.py, README "ed demo"). The width is
+# 64/64, not the reference's 256/512: at 256/512 a step costs about 8x more and in the same time it reached less.
+# lr is 10x the reference's 1e-4 because the demo trains 22 epochs, not 100. The optimizer is `--optimizer
+# per-level` (one Adam per level, one update per batch), not `ed train`'s default (reference): at 128 px it measured
+# higher at the same cost. On a CPU the categories train in parallel processes of one thread each
+# (`ed train --jobs`): at these sizes a step is many small operations that do not use two threads well.
 DEMO = {"image_size": 160, "epochs": 22, "batch_size": 1, "lr": 1e-3, "lr_schedule": "constant", "warmup_epochs": 0,
         "optimizer": "per-level", "d_model": (64, 64), "n_train": 20, "n_test_good": 10, "n_per_defect": 3}
 DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "lr_schedule": "constant", "warmup_epochs": 0,
