@@ -444,9 +444,15 @@ def test_ctrl_c_inside_hdf5_is_raised_not_swallowed(tmp_path, monkeypatch):
         return real(self, data)
 
     monkeypatch.setattr(files.GuardedFile, "write", write)
+    # Python's own Ctrl-C handler, as in a terminal: a process started in the background by a non-interactive shell
+    # (`cmd &`) inherits SIGINT ignored, and then there is nothing to raise
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     meta = dict(backbone="b", weights_sha256="x", levels=[2], image_size=8, resize_mode="squash")
-    with pytest.raises(KeyboardInterrupt):
-        with FeatureWriter(tmp_path / "f.h5", meta, [(4, 2, 2)], 2, 0, 8) as w:
-            w.write_train(0, [np.ones((2, 4, 2, 2))], ["a", "b"])
-            w.write_ref(0, np.ones((4, 4), np.float32))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with FeatureWriter(tmp_path / "f.h5", meta, [(4, 2, 2)], 2, 0, 8) as w:
+                w.write_train(0, [np.ones((2, 4, 2, 2))], ["a", "b"])
+                w.write_ref(0, np.ones((4, 4), np.float32))
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert sent and _temps(tmp_path) == [] and not (tmp_path / "f.h5").exists()
