@@ -4,8 +4,8 @@
                                  [--image-size 128]
 
 The data are `ed demo`'s (three texture categories, tf_efficientnet_lite0 packaged weights) at --image-size (the
-demo's by default; the images are made at that size, as the demo makes them), made once under --out and reused. A setting is a dict of `TrainConfig` fields (epochs, lr, optimizer, lr_schedule,
-warmup_epochs, batch_size) plus `d_model` ([w0, w1], or "auto" for the C/2 rule; default the reference 256/512).
+demo's by default; the images are made at that size, as the demo makes them), made once under --out and reused.
+A setting is a dict of `TrainConfig` fields (epochs, lr, optimizer, lr_schedule, warmup_epochs, batch_size) plus `d_model` ([w0, w1], or "auto" for the C/2 rule; default the reference 256/512).
 Each (setting, seed) trains the three categories as the demo does (`--jobs` worker processes of one thread) with
 a test pass every --eval-every epochs and after the last; the category mean per evaluated epoch is then averaged
 over the seeds (the min and max over seeds are given too). Also reported: training seconds (the slowest
@@ -94,8 +94,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data, bb, store = _prepare(out, size)
-    result = {"image_size": size, "seeds": args.seeds, "eval_every": args.eval_every, "categories": list(data.categories),
-              "settings": []}
+    result = {"image_size": size, "seeds": args.seeds, "eval_every": args.eval_every,
+              "categories": list(data.categories), "settings": []}
     for setting in json.loads(args.settings):
         runs = [_one(data, bb, store, setting, seed, args.eval_every, args.jobs, out) for seed in args.seeds]
         row = {"setting": setting, "epochs": runs[0]["epochs"], "image_auroc": _spread(runs, "image"),
