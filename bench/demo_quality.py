@@ -1,7 +1,7 @@
 """Mean image / pixel AUROC against epochs on the demo data, for a list of training settings, over seeds.
 
     python bench/demo_quality.py [--settings JSON] [--seeds 3407 1 2] [--eval-every 2] [--out DIR] [--jobs 3]
-                                 [--image-size 128]
+                                 [--image-size N]
 
 The data are `ed demo`'s (three texture categories, tf_efficientnet_lite0 packaged weights) at --image-size (the
 demo's by default; the images are made at that size, as the demo makes them), made once under --out and reused.
@@ -30,14 +30,13 @@ DEFAULT_SETTINGS = [
 ]
 
 
-def _prepare(out: Path, size: int):
+def _prepare(out: Path, size: int, demo: dict):
     from edcli.commands import distmaps, features
-    from edcli.commands.demo import DEMO
     from edcli.config import DEMO_BACKBONE, BackboneConfig, DataConfig
     from edcli.data.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
 
     data_root, store = out / f"data-{size}", out / f"store-{size}"
-    spec = SynthSpec(n_train=DEMO["n_train"], n_test_good=DEMO["n_test_good"], n_per_defect=DEMO["n_per_defect"],
+    spec = SynthSpec(n_train=demo["n_train"], n_test_good=demo["n_test_good"], n_per_defect=demo["n_per_defect"],
                      size=size, seed=0)
     if not data_root.exists():
         make_dataset(data_root, DEMO_CATEGORIES, spec)
@@ -93,7 +92,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data, bb, store = _prepare(out, size)
+    data, bb, store = _prepare(out, size, DEMO)
     result = {"image_size": size, "seeds": args.seeds, "eval_every": args.eval_every,
               "categories": list(data.categories), "settings": []}
     for setting in json.loads(args.settings):
