@@ -284,20 +284,22 @@ def oracle_two_backward(model: OracleLevel, x, lambda1=0.5, lambda2=0.5) -> None
     loss2.backward()
 
 
-def oracle_train(models: list, batches: list, lr: float = 1e-4, mode: str = "reference", backward=None) -> None:
+def oracle_train(models: list, batches: list, lr: float = 1e-4, mode: str = "reference", backward=None,
+                 fused: bool = False) -> None:
     """The reference's training loop over `batches` (a list of per-level inputs [x_0, x_1, ...]).
 
     mode "reference" (torch 1.13.1 as pinned by the seed): ONE torch.optim.Adam over every level's parameters;
     per batch, for each level in turn: zero_grad(set_to_none=False) -> backward -> step. The zero-filled (not
     removed) gradients make each step also update the other levels with a zero gradient from the second batch on.
     mode "per-level" (torch 2 semantics, one Adam per level): zero_grad(set_to_none=True) -> backward -> step.
-    backward(model, x) does the backward pass(es); default oracle_two_backward.
+    backward(model, x) does the backward pass(es); default oracle_two_backward. fused: torch's one-kernel Adam
+    (the same update; edcli's choice in reference mode) instead of the loop over tensors.
     """
     import itertools
 
     backward = backward or oracle_two_backward
     if mode == "reference":
-        shared = torch.optim.Adam(itertools.chain(*(m.parameters() for m in models)), lr=lr)
+        shared = torch.optim.Adam(itertools.chain(*(m.parameters() for m in models)), lr=lr, fused=fused or None)
         opts = [shared] * len(models)
     else:
         opts = [torch.optim.Adam(m.parameters(), lr=lr) for m in models]

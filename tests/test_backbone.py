@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import socket
-import time
 
 import pytest
 import torch
@@ -143,10 +142,8 @@ def test_offline_hub_is_never_contacted(monkeypatch):
         return real_create(name, *args, pretrained=False, **kwargs)
 
     monkeypatch.setattr(backbone._timm(), "create_model", create_model)
-    start = time.perf_counter()
     with pytest.raises(WeightsError) as err:
         build_backbone(BackboneConfig(name="wide_resnet50_2"))
-    assert time.perf_counter() - start < 5
     message = str(err.value)
     for option in ("--weights", "tf_efficientnet_lite0", "--random-init", "wide_resnet50_2.racm_in1k"):
         assert option in message

@@ -1,5 +1,6 @@
 """The `ed` app as users run it: in-process through Typer's CliRunner (exit codes, stdout/stderr, JSON), plus a few
-subprocess smoke tests of `python -m edcli` itself (start-up time, exit codes of a real process)."""
+subprocess smoke tests of `python -m edcli` itself (exit codes of a real process). Start-up time is measured by
+bench/timings.py, not asserted here: a shared CPU under load makes any time bound flaky."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,18 +16,10 @@ from conftest import invoke, run_ed
 COMMANDS = ("distmaps", "features", "train", "eval", "infer", "report", "demo")
 
 
-def test_help_is_fast_and_lists_every_command():
-    best = min(_timed_help() for _ in range(3))
+def test_help_lists_every_command():
     out = run_ed("--help").stdout
     for cmd in COMMANDS:
         assert cmd in out
-    assert best < 1.0, f"ed --help took {best:.2f} s"
-
-
-def _timed_help() -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "edcli", "--help"], capture_output=True, check=True)
-    return time.perf_counter() - start
 
 
 def test_help_does_not_import_heavy_libraries():
@@ -53,9 +45,7 @@ def test_wrong_data_path_is_one_line_exit_1(tmp_path):
 
 
 def test_missing_weights_offline_names_the_options(tmp_path, tiny_data):
-    start = time.perf_counter()
     res = invoke("features", "--data-path", tiny_data, "--store", tmp_path / "s", "--backbone", "wide_resnet50_2")
-    assert time.perf_counter() - start < 10
     assert res.returncode == 1
     assert "--weights" in res.stderr and "tf_efficientnet_lite0" in res.stderr and "--random-init" in res.stderr
 

@@ -1,7 +1,6 @@
 """Metrics against hand-computed cases and a brute-force AUPRO (a threshold loop over every distinct score)."""
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -194,29 +193,6 @@ def test_aupro_constant_map_is_the_diagonal():
     masks, _ = random_case(0)
     # A constant map has one threshold: the curve is (0,0) -> (1,1); area to .3 is .045 -> .15.
     assert aupro(masks, np.full(masks.shape, 0.7, np.float32)) == pytest.approx(0.15, abs=1e-12)
-
-
-def _blob_masks(rng, n: int, size: int) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size]
-    masks = np.zeros((n, size, size), bool)
-    for i in range(int(n * 0.8)):  # the last 20 % stay normal
-        for _ in range(rng.integers(1, 4)):
-            cy, cx = rng.integers(0, size, 2)
-            ry, rx = rng.integers(3, 30, 2)
-            masks[i] |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-    return masks
-
-
-def test_aupro_speed_100_maps_256():
-    rng = np.random.default_rng(0)
-    masks = _blob_masks(rng, 100, 256)
-    maps = (rng.random(masks.shape, dtype=np.float32) + 0.3 * masks).astype(np.float32)
-    t0 = time.perf_counter()
-    value = aupro(masks, maps)
-    elapsed = time.perf_counter() - t0
-    print(f"aupro on 100x256x256: {elapsed:.3f} s -> {value:.4f}")
-    assert 0.0 < value < 1.0
-    assert elapsed < 5.0
 
 
 # ---------------------------------------------------------------------------------------------- aggregation

@@ -76,9 +76,14 @@ def test_reference_semantics_differ_from_per_level_and_move_further(one_thread):
 
 @pytest.mark.parametrize("mode", ["per-level", "reference"])
 def test_train_category_equals_an_independent_loop_bit_for_bit(mode, tiny_configs, tiny_store, tmp_path):
-    """`ed train` (fixture data) with --optimizer MODE gives the weights of the oracle's loop run on the same initial
-    model and batches: bit for bit per level (the loop of edcli before --optimizer existed), to float rounding in
-    reference mode (torch's fused Adam there, the loop Adam in the oracle)."""
+    """`ed train` (fixture data) with --optimizer MODE gives, bit for bit, the weights of the oracle's loop run on the
+    same initial model and batches with the same kernels: the maps-path step and the loop Adam per level (edcli's
+    loop before --optimizer existed), the fused step and torch's fused Adam in reference mode. Bit-exact holds on
+    any CPU because both sides run the same float32 operations in the same order; that the fused Adam and the
+    reference's loop Adam are the same maths is shown in float64 (test_training_loop_equals_the_oracles_fp64), not
+    here: after several float32 Adam steps a near-zero gradient's rounding noise becomes a step of about +-lr
+    whose sign depends on the CPU's kernels (AVX-512 against AVX2), so trained float32 weights of two different
+    Adam implementations have no tolerance that holds on every CPU."""
     from edcli.checkpoint import load_checkpoint
     from edcli.commands.train import run as run_train
     from edcli.engine import seed_everything
@@ -105,15 +110,10 @@ def test_train_category_equals_an_independent_loop_bit_for_bit(mode, tiny_config
     def backward(m, x):  # reference: the fused step; per-level: the maps path (edcli's step before the option)
         ed_objective(m(x, branches="train" if mode == "reference" else "all"), x, m.dx, m.dy).total.backward()
 
-    oracle_train(list(model.levels), batches, train.lr, mode, backward)
+    oracle_train(list(model.levels), batches, train.lr, mode, backward, fused=mode == "reference")
     for level, sd in zip(model.levels, got.state_dicts):
         for k, v in level.state_dict().items():
-            if mode == "per-level":
-                assert torch.equal(v, sd[k]), k
-            elif not k.endswith("key.bias"):  # reference: torch's fused Adam, the same update to float rounding
-                # (a key bias has a true gradient of 0, softmax being shift-invariant: Adam steps its rounding
-                # noise by ±lr, whose sign any reordering of the sums flips)
-                torch.testing.assert_close(sd[k], v, rtol=1e-5, atol=1e-7, msg=k)
+            assert torch.equal(v, sd[k]), k
 
 
 def test_lr_factor_warmup_then_cosine():

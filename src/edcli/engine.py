@@ -50,8 +50,15 @@ def check_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below which it has no bf16 dot products, whatever the CPU has
+_ISA_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bf16 matrix products natively here (AVX512-BF16 or AMX); emulated bf16 is slower."""
+    """Whether oneDNN runs bf16 matrix products natively here (AVX512-BF16 or AMX); emulated bf16 is slower.
+    A cap of oneDNN's ISA below bf16 (ONEDNN_MAX_CPU_ISA=AVX2, as on an AVX2-only CPU) counts as none."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ISA_WITHOUT_BF16:
+        return False
     cpu = torch.cpu
     checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(bool(f()) for f in checks if f is not None)
