@@ -13,6 +13,7 @@ category of a run, i.e. the wall time of the parallel training), median over see
 Prints one JSON object: {"settings": [{"setting": ..., "epochs": [...], "image_auroc": {"mean", "min", "max"},
 "pixel_auroc": {...}, "train_seconds": ...}, ...]}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,12 @@ def _prepare(out: Path, size: int, demo: dict):
     from edcli.data.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
 
     data_root, store = out / f"data-{size}", out / f"store-{size}"
-    spec = SynthSpec(n_train=demo["n_train"], n_test_good=demo["n_test_good"], n_per_defect=demo["n_per_defect"],
-                     size=size, seed=0)
+    spec = SynthSpec(
+        n_train=demo["n_train"], n_test_good=demo["n_test_good"], n_per_defect=demo["n_per_defect"], size=size, seed=0
+    )
     if not data_root.exists():
         make_dataset(data_root, DEMO_CATEGORIES, spec)
-    data = DataConfig(dataset="mvtec", data_path=str(data_root), categories=DEMO_CATEGORIES,
-                      image_size=size)
+    data = DataConfig(dataset="mvtec", data_path=str(data_root), categories=DEMO_CATEGORIES, image_size=size)
     bb = BackboneConfig(name=DEMO_BACKBONE)
     distmaps.run(str(store), DEMO_BACKBONE, size, bb.levels)
     features.run(data, bb, str(store), "cpu", batch_size=16)
@@ -65,16 +66,21 @@ def _one(data, bb, store: Path, setting: dict, seed: int, eval_every: int, jobs:
             if h.get("image_auroc") is not None:
                 per_epoch.setdefault(h["epoch"], []).append((h["image_auroc"], h["pixel_auroc"]))
     epochs = sorted(per_epoch)
-    return {"epochs": epochs,
-            "image": [statistics.fmean(a for a, _ in per_epoch[e]) for e in epochs],
-            "pixel": [statistics.fmean(b for _, b in per_epoch[e]) for e in epochs],
-            "seconds": max(r["seconds"] for r in rows)}
+    return {
+        "epochs": epochs,
+        "image": [statistics.fmean(a for a, _ in per_epoch[e]) for e in epochs],
+        "pixel": [statistics.fmean(b for _, b in per_epoch[e]) for e in epochs],
+        "seconds": max(r["seconds"] for r in rows),
+    }
 
 
 def _spread(runs: list[dict], key: str) -> dict:
     cols = list(zip(*(r[key] for r in runs)))
-    return {"mean": [round(statistics.fmean(c), 4) for c in cols], "min": [round(min(c), 4) for c in cols],
-            "max": [round(max(c), 4) for c in cols]}
+    return {
+        "mean": [round(statistics.fmean(c), 4) for c in cols],
+        "min": [round(min(c), 4) for c in cols],
+        "max": [round(max(c), 4) for c in cols],
+    }
 
 
 def main() -> None:
@@ -93,13 +99,22 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data, bb, store = _prepare(out, size, DEMO)
-    result = {"image_size": size, "seeds": args.seeds, "eval_every": args.eval_every,
-              "categories": list(data.categories), "settings": []}
+    result = {
+        "image_size": size,
+        "seeds": args.seeds,
+        "eval_every": args.eval_every,
+        "categories": list(data.categories),
+        "settings": [],
+    }
     for setting in json.loads(args.settings):
         runs = [_one(data, bb, store, setting, seed, args.eval_every, args.jobs, out) for seed in args.seeds]
-        row = {"setting": setting, "epochs": runs[0]["epochs"], "image_auroc": _spread(runs, "image"),
-               "pixel_auroc": _spread(runs, "pixel"),
-               "train_seconds": round(statistics.median(r["seconds"] for r in runs), 1)}
+        row = {
+            "setting": setting,
+            "epochs": runs[0]["epochs"],
+            "image_auroc": _spread(runs, "image"),
+            "pixel_auroc": _spread(runs, "pixel"),
+            "train_seconds": round(statistics.median(r["seconds"] for r in runs), 1),
+        }
         result["settings"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)  # progress: one line per finished setting
     print(json.dumps(result, indent=1))

@@ -6,6 +6,7 @@ Writes a demo category (brick) of --images train images at --size, runs `run_fea
 pooling, HDF5 write) once per backbone into a fresh store, and prints JSON: seconds per image (train + test
 images), file bytes per image. wide_resnet50_2 uses --random-init (timing only: no hub here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,9 @@ def main() -> None:
     from edcli.data.synth import SynthSpec, make_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="ed-bench-features-"))
-    make_dataset(tmp / "data", ("brick",), SynthSpec(n_train=args.images, n_test_good=4, n_per_defect=1, size=args.size))
+    make_dataset(
+        tmp / "data", ("brick",), SynthSpec(n_train=args.images, n_test_good=4, n_per_defect=1, size=args.size)
+    )
     data = DataConfig(dataset="mvtec", data_path=str(tmp / "data"), image_size=args.size)
     res = {"size": args.size, "load_avg_start": os.getloadavg()[0]}
     for name in args.backbones:
@@ -38,10 +41,14 @@ def main() -> None:
         rows = run_features(data, bb, str(tmp / f"store-{name}"), device="cpu", batch_size=args.batch_size)
         total = time.perf_counter() - start  # includes building the backbone once
         n = rows[0]["train"] + rows[0]["test"]
-        res[name] = {"images": n, "seconds_per_image": round(rows[0]["seconds"] / n, 4),
-                     "seconds_per_image_incl_backbone_build": round(total / n, 4),
-                     "bytes_per_image": int(rows[0]["bytes"] / n), "random_init": bb.random_init,
-                     "shapes": rows[0]["shapes"]}
+        res[name] = {
+            "images": n,
+            "seconds_per_image": round(rows[0]["seconds"] / n, 4),
+            "seconds_per_image_incl_backbone_build": round(total / n, 4),
+            "bytes_per_image": int(rows[0]["bytes"] / n),
+            "random_init": bb.random_init,
+            "shapes": rows[0]["shapes"],
+        }
     res["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(res, indent=2))
 

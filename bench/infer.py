@@ -16,6 +16,7 @@ per second at batch 32 (the oracle over --n32-oracle images: it scores one image
 On a busy shared CPU run it with OMP_WAIT_POLICY=PASSIVE, as `ed` sets it (spinning OpenMP threads steal the cores
 the work needs); the JSON records it. Prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ def _images(folder: Path, n: int, size: int) -> list[str]:
     for i in range(n):
         y, x = rng.integers(0, photo.shape[0] - side, size=2)
         p = folder / f"{i:03d}.png"
-        Image.fromarray(photo[y:y + side, x:x + side]).save(p)
+        Image.fromarray(photo[y : y + side, x : x + side]).save(p)
         paths.append(str(p))
     return paths
 
@@ -65,9 +66,14 @@ def _oracle_maps(oracles, feats, size: int):
         for P, T in ((out.P_inter, out.T_inter), (out.P_intra, out.T_intra)):
             d = sum(kl(p, t) + kl(t, p) for p, t in zip(P, T)) / len(P)
             s = torch.softmax(-d, dim=-1)
-            scores.append(s.max(-1, keepdim=True).values - s)  # the intra one is computed and not used, as the reference
-        maps.append(F.interpolate((rec * scores[0]).reshape(B, 1, H, W), size=(size, size), mode="bilinear",
-                                  align_corners=True)[:, 0])
+            scores.append(
+                s.max(-1, keepdim=True).values - s
+            )  # the intra one is computed and not used, as the reference
+        maps.append(
+            F.interpolate(
+                (rec * scores[0]).reshape(B, 1, H, W), size=(size, size), mode="bilinear", align_corners=True
+            )[:, 0]
+        )
     return torch.stack(maps).mean(0)
 
 
@@ -88,8 +94,16 @@ def bench_backbone(name: str, args) -> dict:
     extractor = extractor.to(dev)
     grids = extractor.grids(args.size)
     torch.manual_seed(0)
-    model = build_ed_model(extractor.channels, grids, [torch.randn(c, h * w) for c, (h, w) in
-                                                      zip(extractor.channels, grids)], ModelConfig()).to(dev).eval()
+    model = (
+        build_ed_model(
+            extractor.channels,
+            grids,
+            [torch.randn(c, h * w) for c, (h, w) in zip(extractor.channels, grids)],
+            ModelConfig(),
+        )
+        .to(dev)
+        .eval()
+    )
     oracles = [oracle_from_level(level).eval() for level in model.levels]
     tmp = Path(tempfile.mkdtemp(prefix="ed-bench-"))
     paths = _images(tmp, max(args.n32, 4), args.size)
@@ -97,8 +111,12 @@ def bench_backbone(name: str, args) -> dict:
     from edcli.onnxio import OnnxScorer, export_graph
 
     onnx_path = tmp / "model.onnx"
-    export_graph(ScoreGraph(extractor.cpu(), model.cpu(), grids, args.size, 4.0, "max"), onnx_path, args.size,
-                 {"format": "edcli-onnx", "image_size": args.size, "resize_mode": "squash"})
+    export_graph(
+        ScoreGraph(extractor.cpu(), model.cpu(), grids, args.size, 4.0, "max"),
+        onnx_path,
+        args.size,
+        {"format": "edcli-onnx", "image_size": args.size, "resize_mode": "squash"},
+    )
     extractor, model = extractor.to(dev), model.to(dev)
     scorer = OnnxScorer(onnx_path, args.device, torch.get_num_threads())
     scores: dict[str, list] = {"edcli": [], "onnxruntime": []}
@@ -118,8 +136,17 @@ def bench_backbone(name: str, args) -> dict:
                     maps = predict_maps(model, feats, args.size, dev, args.precision).numpy()
                 else:
                     with autocast(dev, args.precision):
-                        maps = torch.cat([_oracle_maps(oracles, [f[i:i + 1] for f in feats], args.size)
-                                          for i in range(feats[0].shape[0])]).float().cpu().numpy()
+                        maps = (
+                            torch.cat(
+                                [
+                                    _oracle_maps(oracles, [f[i : i + 1] for f in feats], args.size)
+                                    for i in range(feats[0].shape[0])
+                                ]
+                            )
+                            .float()
+                            .cpu()
+                            .numpy()
+                        )
             got = image_scores(smooth(maps, 4.0), "max")
             if which == "edcli":
                 scores[which].append(got)
@@ -138,17 +165,21 @@ def bench_backbone(name: str, args) -> dict:
             n32 = min(args.n32, args.n32_oracle) if which == "oracle" else args.n32  # the oracle is slow: fewer
             b32[which].append(n32 / run(which, 32, n32))
     for which in paths_:
-        out[which] = {"ms_per_image_batch1": round(statistics.median(b1[which]), 1),
-                      "images_per_s_batch32": round(statistics.median(b32[which]), 2),
-                      "reps_ms_batch1": [round(v, 1) for v in b1[which]],
-                      "reps_images_per_s_batch32": [round(v, 2) for v in b32[which]]}
+        out[which] = {
+            "ms_per_image_batch1": round(statistics.median(b1[which]), 1),
+            "images_per_s_batch32": round(statistics.median(b32[which]), 2),
+            "reps_ms_batch1": [round(v, 1) for v in b1[which]],
+            "reps_images_per_s_batch32": [round(v, 2) for v in b32[which]],
+        }
     if not args.no_oracle:
         out["speedup_batch1"] = round(out["oracle"]["ms_per_image_batch1"] / out["edcli"]["ms_per_image_batch1"], 2)
         out["speedup_batch32"] = round(out["edcli"]["images_per_s_batch32"] / out["oracle"]["images_per_s_batch32"], 2)
-    out["onnxruntime_over_torch_batch1"] = round(out["edcli"]["ms_per_image_batch1"] /
-                                                 out["onnxruntime"]["ms_per_image_batch1"], 2)
-    out["onnxruntime_over_torch_batch32"] = round(out["onnxruntime"]["images_per_s_batch32"] /
-                                                  out["edcli"]["images_per_s_batch32"], 2)
+    out["onnxruntime_over_torch_batch1"] = round(
+        out["edcli"]["ms_per_image_batch1"] / out["onnxruntime"]["ms_per_image_batch1"], 2
+    )
+    out["onnxruntime_over_torch_batch32"] = round(
+        out["onnxruntime"]["images_per_s_batch32"] / out["edcli"]["images_per_s_batch32"], 2
+    )
     a, b = np.concatenate(scores["onnxruntime"]), np.concatenate(scores["edcli"])
     out["onnxruntime_score_max_rel_diff"] = float(f"{np.abs(a / b - 1).max():.2e}")
     return out
@@ -171,9 +202,16 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import onnxruntime
 
-    res = {"device": args.device, "precision": args.precision, "size": args.size, "n32": args.n32,
-           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "load_avg_start": os.getloadavg()[0],
-           "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}}
+    res = {
+        "device": args.device,
+        "precision": args.precision,
+        "size": args.size,
+        "n32": args.n32,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "load_avg_start": os.getloadavg()[0],
+        "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")},
+    }
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name in args.backbones:

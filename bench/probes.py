@@ -8,6 +8,7 @@ changed (unless the probe is meant to change it) and that no temp file is left. 
 Read-only folders are a read-only tmpfs when run as root (root ignores chmod), else chmod 0555; the full disk is a
 1 MiB tmpfs (root only; skipped otherwise).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="200")
 BB = ("--backbone", "tf_efficientnet_lite0", "--image-size", "64")
@@ -35,8 +36,8 @@ class Probe:
     args: list[str]
     expect: int
     may_change: tuple[str, ...] = ()  # path prefixes (relative to the work folder) the probe may write
-    check: Optional[Callable[["Outcome"], str]] = None  # '' when fine, else what is wrong
-    run: Optional[Callable[["Probe"], "Outcome"]] = None  # a custom runner (signals)
+    check: Callable[[Outcome], str] | None = None  # '' when fine, else what is wrong
+    run: Callable[[Probe], Outcome] | None = None  # a custom runner (signals)
     skip: str = ""
 
 
@@ -49,8 +50,9 @@ class Outcome:
 
 
 def ed(args: list[str], timeout: float = 600, **kw) -> Outcome:
-    p = subprocess.run([sys.executable, "-m", "edcli", *map(str, args)], capture_output=True, text=True, env=ENV,
-                       timeout=timeout, **kw)
+    p = subprocess.run(
+        [sys.executable, "-m", "edcli", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout, **kw
+    )
     return Outcome(p.returncode, p.stdout, p.stderr)
 
 
@@ -81,8 +83,12 @@ def mount_tmpfs(folder: Path, size: str = "1m", ro: bool = False) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return False
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                        capture_output=True).returncode == 0
+    ok = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        == 0
+    )
     return ok
 
 
@@ -120,8 +126,10 @@ def main() -> None:
         print(f"| {i} | `{cmd}` | {r['expect']} | {r['rc']} | {msg} | {r['damage']} | {r['verdict']} |")
     ran = [r for r in rows if r["verdict"] != "skipped"]
     bad = [r for r in ran if r["verdict"] != "ok"]
-    print(f"\n{len(ran)} probes run ({len(rows) - len(ran)} skipped): {len(ran) - len(bad)} clean, {len(bad)} not clean"
-          + (" (" + ", ".join(f"#{rows.index(r) + 1}" for r in bad) + ")" if bad else ""))
+    print(
+        f"\n{len(ran)} probes run ({len(rows) - len(ran)} skipped): {len(ran) - len(bad)} clean, {len(bad)} not clean"
+        + (" (" + ", ".join(f"#{rows.index(r) + 1}" for r in bad) + ")" if bad else "")
+    )
     if work.exists():
         print(f"work folder kept: {work}")
     sys.exit(1 if bad else 0)
@@ -154,7 +162,9 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
 
     rng = np.random.default_rng(0)
     corrupt = broken("corrupt", lambda c: (c / "train/good/001.png").write_bytes(rng.bytes(300)))
-    trunc = broken("trunc", lambda c: (c / "train/good/001.png").write_bytes((c / "train/good/001.png").read_bytes()[:200]))
+    trunc = broken(
+        "trunc", lambda c: (c / "train/good/001.png").write_bytes((c / "train/good/001.png").read_bytes()[:200])
+    )
 
     def resize_mask(c: Path) -> None:
         m = next((c / "ground_truth").rglob("*.png"))
@@ -227,6 +237,7 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
             if r["test_images"] != n or r["data_path"] != str(root_.resolve()):
                 return f"scored {r['test_images']} images of {r['data_path']}, expected {n} of {root_}"
             return ""
+
         return check
 
     n_other = sum(1 for _ in (other / "brick" / "test").rglob("*.png"))
@@ -238,11 +249,16 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
         o.notes.append(f"first run exit {first.rc}, then one image added")
         return o
 
-    def kill_during(what: str, sig: int, glob: str, then: Optional[list[str]] = None) -> Callable[[Probe], Outcome]:
+    def kill_during(what: str, sig: int, glob: str, then: list[str] | None = None) -> Callable[[Probe], Outcome]:
         def go(p: Probe) -> Outcome:
             folder = w / f"kill-{what}-{sig}"
-            proc = subprocess.Popen([sys.executable, "-m", "edcli", *p.args], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=ENV)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edcli", *p.args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=ENV,
+            )
             hit = until(lambda: any(folder.rglob(glob)), 240)
             if hit:
                 proc.send_signal(sig)
@@ -258,18 +274,30 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
                         o.notes.append("rerun failed: " + message(again))
                     o.stderr += again.stderr
             return o
+
         return go
 
     def concurrent(p: Probe) -> Outcome:
-        procs = [subprocess.Popen([sys.executable, "-m", "edcli", *p.args], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "edcli", *p.args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=ENV,
+            )
+            for _ in range(2)
+        ]
         outs = [pr.communicate(timeout=300) for pr in procs]
         rc = max(pr.returncode for pr in procs)
         return Outcome(rc, outs[0][0], outs[0][1] + outs[1][1])
 
     def modes(o: Outcome) -> str:
-        bad = [str(p.relative_to(w)) for p in list(run.rglob("*")) + list(store.rglob("*"))
-               if p.is_file() and (p.stat().st_mode & 0o777) != (0o666 & ~0o022)]
+        bad = [
+            str(p.relative_to(w))
+            for p in list(run.rglob("*")) + list(store.rglob("*"))
+            if p.is_file() and (p.stat().st_mode & 0o777) != (0o666 & ~0o022)
+        ]
         return f"modes not 0644: {bad[:3]}" if bad else ""
 
     kf, ks = w / "kill-features-9", w / "kill-train-9"
@@ -307,57 +335,128 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
         Probe("unknown option", ["train", "--epoch", "3"], 2),
         # ------------------------------------------------------------------ bad data and files: exit 1
         Probe("data path missing", ["features", "--data-path", w / "nope", "--store", store, *BB], 1),
-        Probe("corrupt train image", ["features", "--data-path", corrupt, "--store", w / "s2", *BB], 1,
-              ("s2",), has("001.png")),
-        Probe("truncated train image", ["features", "--data-path", trunc, "--store", w / "s2", *BB], 1,
-              ("s2",), has("001.png")),
-        Probe("mask of another size", ["features", "--data-path", badmask, "--store", w / "s2", *BB], 1,
-              ("s2",), has("40x30")),
+        Probe(
+            "corrupt train image",
+            ["features", "--data-path", corrupt, "--store", w / "s2", *BB],
+            1,
+            ("s2",),
+            has("001.png"),
+        ),
+        Probe(
+            "truncated train image",
+            ["features", "--data-path", trunc, "--store", w / "s2", *BB],
+            1,
+            ("s2",),
+            has("001.png"),
+        ),
+        Probe(
+            "mask of another size",
+            ["features", "--data-path", badmask, "--store", w / "s2", *BB],
+            1,
+            ("s2",),
+            has("40x30"),
+        ),
         Probe("missing mask", ["features", "--data-path", nomask, "--store", w / "s2", *BB], 1, ("s2",)),
         Probe("grey train images", ["features", "--data-path", grey, "--store", w / "s3", *BB], 0, ("s3",)),
         Probe("garbage checkpoint", ["eval", "--checkpoint", cks / "garbage.pt"], 1),
         Probe("truncated checkpoint", ["infer", cks / "trunc.pt", img, "--out", w / "p1"], 1),
         Probe("empty checkpoint", ["infer", cks / "empty.pt", img, "--out", w / "p1"], 1),
         Probe("pickled object in checkpoint", ["eval", "--checkpoint", cks / "evil.pt"], 1, check=nothing_pwned),
-        Probe("corrupt store file", ["train", "--data-path", data, "--store", badstore, "--out", w / "r2", *BB,
-                                     *SMALL], 1, ("r2",), has("not a valid HDF5")),
-        Probe("infer: a non-image among images", ["infer", ck, mixed, "--out", w / "p2", "--no-save-heatmaps"], 1,
-              ("p2",)),
+        Probe(
+            "corrupt store file",
+            ["train", "--data-path", data, "--store", badstore, "--out", w / "r2", *BB, *SMALL],
+            1,
+            ("r2",),
+            has("not a valid HDF5"),
+        ),
+        Probe(
+            "infer: a non-image among images", ["infer", ck, mixed, "--out", w / "p2", "--no-save-heatmaps"], 1, ("p2",)
+        ),
         Probe("infer: input missing", ["infer", ck, w / "nope.png", "--out", w / "p1"], 1),
         Probe("eval: run missing", ["eval", "--run", w / "nope"], 1),
         # ------------------------------------------------------------------ the store knows what it was made from
-        Probe("eval --data-path OTHER", ["eval", "--checkpoint", ck, "--data-path", other, "--json"], 0,
-              ("run/metrics",), scored(n_other, other)),
-        Probe("train image added -> recomputed", ["features", "--data-path", added, "--store", w / "s4", *BB], 0,
-              ("s4", "added"), has("1 train image added"), run=add_image),
+        Probe(
+            "eval --data-path OTHER",
+            ["eval", "--checkpoint", ck, "--data-path", other, "--json"],
+            0,
+            ("run/metrics",),
+            scored(n_other, other),
+        ),
+        Probe(
+            "train image added -> recomputed",
+            ["features", "--data-path", added, "--store", w / "s4", *BB],
+            0,
+            ("s4", "added"),
+            has("1 train image added"),
+            run=add_image,
+        ),
         # ------------------------------------------------------------------ disk faults: exit 1
         Probe("train: read-only --out", [*T, ro / "out" / "r", *BB, *SMALL], 1, skip=skip_ro),
         Probe("infer: read-only --out", ["infer", ck, img, "--out", ro / "out" / "p"], 1, skip=skip_ro),
         # eval's first write (a worst-image panel under maps/, or metrics.json) is the one named
         Probe("eval: read-only run", ["eval", "--run", ro / "run"], 1, check=has("cannot write"), skip=skip_ro),
-        Probe("features: full disk", ["features", *D[:2], "--store", full / "s", *BB[:2], "--image-size", "128"], 1,
-              check=has("No space left"), skip=skip_full),
+        Probe(
+            "features: full disk",
+            ["features", *D[:2], "--store", full / "s", *BB[:2], "--image-size", "128"],
+            1,
+            check=has("No space left"),
+            skip=skip_full,
+        ),
         Probe("train: full disk", [*T, full / "r", *BB, *SMALL], 1, check=has("No space left"), skip=skip_full),
-        Probe("infer: full disk", ["infer", ck, data / "brick" / "test", "--recursive", "--out", full / "p"], 1,
-              check=has("No space left"), skip=skip_full),
+        Probe(
+            "infer: full disk",
+            ["infer", ck, data / "brick" / "test", "--recursive", "--out", full / "p"],
+            1,
+            check=has("No space left"),
+            skip=skip_full,
+        ),
         # ------------------------------------------------------------------ signals
-        Probe("features: kill -9, then rerun", ["features", *D[:2], "--store", kf, *BB, "--batch-size", "1"], 137,
-              ("kill-features-9",), None,
-              run=kill_during("features", signal.SIGKILL, "*.tmp-*",
-                              ["features", *D[:2], "--store", kf, *BB])),
-        Probe("features: Ctrl-C", ["features", *D[:2], "--store", w / "kill-features-2", *BB, "--batch-size", "1"],
-              130, ("kill-features-2",), has("ed features: interrupted"),
-              run=kill_during("features", signal.SIGINT, "*.tmp-*")),
-        Probe("train: kill -9, then --resume", [*T, ks, *BB, "--layers", "1", "--heads", "4", "--epochs",
-                                                "40"], 137, ("kill-train-9",),
-              run=kill_during("train", signal.SIGKILL, "*.resume.pt",
-                              [*T, ks, *BB, "--layers", "1", "--heads", "4", "--epochs", "40", "--resume"])),
-        Probe("train: Ctrl-C", [*T, w / "kill-train-2", *BB, "--layers", "1", "--heads", "4", "--epochs", "40"], 130,
-              ("kill-train-2",), has("--resume"), run=kill_during("train", signal.SIGINT, "*.resume.pt")),
-        Probe("two features writers at once", ["features", *D[:2], "--store", w / "s5", *BB, "--overwrite"], 0,
-              ("s5",), run=concurrent),
-        Probe("files get the umask mode", ["eval", "--run", run], 0, ("run/metrics", "run/predictions", "run/maps"),
-              modes),
+        Probe(
+            "features: kill -9, then rerun",
+            ["features", *D[:2], "--store", kf, *BB, "--batch-size", "1"],
+            137,
+            ("kill-features-9",),
+            None,
+            run=kill_during("features", signal.SIGKILL, "*.tmp-*", ["features", *D[:2], "--store", kf, *BB]),
+        ),
+        Probe(
+            "features: Ctrl-C",
+            ["features", *D[:2], "--store", w / "kill-features-2", *BB, "--batch-size", "1"],
+            130,
+            ("kill-features-2",),
+            has("ed features: interrupted"),
+            run=kill_during("features", signal.SIGINT, "*.tmp-*"),
+        ),
+        Probe(
+            "train: kill -9, then --resume",
+            [*T, ks, *BB, "--layers", "1", "--heads", "4", "--epochs", "40"],
+            137,
+            ("kill-train-9",),
+            run=kill_during(
+                "train",
+                signal.SIGKILL,
+                "*.resume.pt",
+                [*T, ks, *BB, "--layers", "1", "--heads", "4", "--epochs", "40", "--resume"],
+            ),
+        ),
+        Probe(
+            "train: Ctrl-C",
+            [*T, w / "kill-train-2", *BB, "--layers", "1", "--heads", "4", "--epochs", "40"],
+            130,
+            ("kill-train-2",),
+            has("--resume"),
+            run=kill_during("train", signal.SIGINT, "*.resume.pt"),
+        ),
+        Probe(
+            "two features writers at once",
+            ["features", *D[:2], "--store", w / "s5", *BB, "--overwrite"],
+            0,
+            ("s5",),
+            run=concurrent,
+        ),
+        Probe(
+            "files get the umask mode", ["eval", "--run", run], 0, ("run/metrics", "run/predictions", "run/maps"), modes
+        ),
     ]
     rows = []
     for p in probes:
@@ -386,8 +485,16 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
             problems.append(extra)
         problems += [n for n in o.notes if "failed" in n or "before the signal" in n]
         msg = message(o) + (f" ({'; '.join(o.notes)})" if o.notes else "")
-        rows.append({"cmd": cmd, "expect": p.expect, "rc": o.rc, "msg": msg, "damage": "; ".join(damage) or "none",
-                     "verdict": "ok" if not (problems or damage) else "NOT CLEAN: " + "; ".join(problems + damage)})
+        rows.append(
+            {
+                "cmd": cmd,
+                "expect": p.expect,
+                "rc": o.rc,
+                "msg": msg,
+                "damage": "; ".join(damage) or "none",
+                "verdict": "ok" if not (problems or damage) else "NOT CLEAN: " + "; ".join(problems + damage),
+            }
+        )
         print(f"{len(rows):2d} {rows[-1]['verdict'][:60]:60s} {p.name}", file=sys.stderr, flush=True)
     return rows
 

@@ -11,6 +11,7 @@ of the last epoch and of the best test epoch (image and pixel separately, as the
 seed a plain `--select last` run (no hold-out for validation, no evaluation) gives the training time the
 validation cost is compared with, and the test AUROC of the last epoch trained on those extra images. One JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,12 @@ def _object_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     dy, dx = (rng.uniform(-0.04, 0.04, 2) * side).astype(int)
     cy, cx = H // 2 + dy, W // 2 + dx
     box = (cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side)
-    img = Image.fromarray(photo).rotate(float(rng.uniform(-3, 3)), resample=Image.Resampling.BICUBIC,
-                                        center=(cx, cy)).crop(box).resize((size, size), Image.Resampling.LANCZOS)
+    img = (
+        Image.fromarray(photo)
+        .rotate(float(rng.uniform(-3, 3)), resample=Image.Resampling.BICUBIC, center=(cx, cy))
+        .crop(box)
+        .resize((size, size), Image.Resampling.LANCZOS)
+    )
     return np.clip(np.rint(np.asarray(img, np.float32) * rng.uniform(0.9, 1.1)), 0, 255).astype(np.uint8)
 
 
@@ -53,8 +58,10 @@ def _object_defect(kind: str, image: np.ndarray, rng: np.random.Generator) -> np
         r = rng.uniform(0.07, 0.11) * S
         cy, cx = rng.uniform(m + r, S - m - r, 2)
         angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(3, 7))))
-        pts = [(float(cx + r * rng.uniform(0.6, 1) * np.cos(a)), float(cy + r * rng.uniform(0.6, 1) * np.sin(a)))
-               for a in angles]
+        pts = [
+            (float(cx + r * rng.uniform(0.6, 1) * np.cos(a)), float(cy + r * rng.uniform(0.6, 1) * np.sin(a)))
+            for a in angles
+        ]
         pil = Image.fromarray(image)
         ImageDraw.Draw(pil).polygon(pts, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
         return np.asarray(pil)
@@ -63,7 +70,10 @@ def _object_defect(kind: str, image: np.ndarray, rng: np.random.Generator) -> np
         out = image.copy()
         y0, x0 = (int(v) for v in rng.integers(m, S // 2 - h, 2))
         y1, x1 = (int(v) for v in rng.integers(S // 2, S - m - h, 2))
-        out[y0:y0 + h, x0:x0 + w], out[y1:y1 + h, x1:x1 + w] = image[y1:y1 + h, x1:x1 + w], image[y0:y0 + h, x0:x0 + w]
+        out[y0 : y0 + h, x0 : x0 + w], out[y1 : y1 + h, x1 : x1 + w] = (
+            image[y1 : y1 + h, x1 : x1 + w],
+            image[y0 : y0 + h, x0 : x0 + w],
+        )
         return out
     # posterize: an ellipse where every channel is cut to two levels (an overexposed, burnt spot)
     a, b = rng.uniform(0.06, 0.1, 2) * S
@@ -118,15 +128,29 @@ def _summary(history: list[dict], chosen: int) -> dict:
         "chosen_epoch": chosen,
         "validation": {"image_auroc": img[chosen - 1], "pixel_auroc": pix[chosen - 1]},
         "last": {"image_auroc": img[-1], "pixel_auroc": pix[-1]},
-        "best_test": {"image_auroc": max(img), "pixel_auroc": max(pix),
-                      "image_epoch": int(np.argmax(img)) + 1, "pixel_epoch": int(np.argmax(pix)) + 1},
+        "best_test": {
+            "image_auroc": max(img),
+            "pixel_auroc": max(pix),
+            "image_epoch": int(np.argmax(img)) + 1,
+            "pixel_epoch": int(np.argmax(pix)) + 1,
+        },
         # what choosing by one validation metric alone would have given (from the same curves, for information)
-        "by_val_image_only": {"epoch": pick("val_image_auroc"), "image_auroc": img[pick("val_image_auroc") - 1],
-                              "pixel_auroc": pix[pick("val_image_auroc") - 1]},
-        "by_val_pixel_only": {"epoch": pick("val_pixel_auroc"), "image_auroc": img[pick("val_pixel_auroc") - 1],
-                              "pixel_auroc": pix[pick("val_pixel_auroc") - 1]},
-        "curves": {"test_image": img, "test_pixel": pix, "val_image": [h["val_image_auroc"] for h in history],
-                   "val_pixel": [h["val_pixel_auroc"] for h in history]},
+        "by_val_image_only": {
+            "epoch": pick("val_image_auroc"),
+            "image_auroc": img[pick("val_image_auroc") - 1],
+            "pixel_auroc": pix[pick("val_image_auroc") - 1],
+        },
+        "by_val_pixel_only": {
+            "epoch": pick("val_pixel_auroc"),
+            "image_auroc": img[pick("val_pixel_auroc") - 1],
+            "pixel_auroc": pix[pick("val_pixel_auroc") - 1],
+        },
+        "curves": {
+            "test_image": img,
+            "test_pixel": pix,
+            "val_image": [h["val_image_auroc"] for h in history],
+            "val_pixel": [h["val_pixel_auroc"] for h in history],
+        },
     }
 
 
@@ -156,8 +180,16 @@ def bench_dataset(name: str, root: Path, cats: tuple[str, ...], store: Path, run
     for cat in cats:
         rows = []
         for s, seed in enumerate(args.seeds):
-            cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, device="cpu",
-                              select="validation", eval_every=1, val_fraction=args.val_fraction)
+            cfg = TrainConfig(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=seed,
+                device="cpu",
+                select="validation",
+                eval_every=1,
+                val_fraction=args.val_fraction,
+            )
             fpath = features_path(store, "mvtec", cat, dict(ctx.meta, category=cat))
             t0 = time.perf_counter()
             with FeatureFile.open(fpath) as ff:
@@ -168,20 +200,35 @@ def bench_dataset(name: str, root: Path, cats: tuple[str, ...], store: Path, run
             row = run_train(d, bb, model, cfg, str(store), str(run_dir))[0]
             ck = load_checkpoint(run_dir / "checkpoints" / f"{cat}.pt")
             res = _summary(ck.history, ck.selection["epoch"])
-            ev = run_eval(str(run_dir), None, EvalConfig(device="cpu"))["rows"][0]  # the checkpoint as `ed eval` sees it
+            ev = run_eval(str(run_dir), None, EvalConfig(device="cpu"))["rows"][
+                0
+            ]  # the checkpoint as `ed eval` sees it
             assert abs(ev["image_auroc"] - res["validation"]["image_auroc"]) < 1e-9, (ev, res["validation"])
-            res.update(seed=seed, val_images=vf.n, train_images=row["train_images"],
-                       validation_seconds={"build_once": round(build, 2), "scoring_all_epochs": row["val_seconds"]})
+            res.update(
+                seed=seed,
+                val_images=vf.n,
+                train_images=row["train_images"],
+                validation_seconds={"build_once": round(build, 2), "scoring_all_epochs": row["val_seconds"]},
+            )
             if s == 0:  # the plain run a user would make without validation: same settings, no hold-out, no eval
                 plain_dir = runs / f"{name}-{cat}-{seed}-last"
-                plain = run_train(d, bb, model, replace(cfg, select="last", eval_every=0), str(store), str(plain_dir))[0]
+                plain = run_train(d, bb, model, replace(cfg, select="last", eval_every=0), str(store), str(plain_dir))[
+                    0
+                ]
                 pe = run_eval(str(plain_dir), None, EvalConfig(device="cpu"))["rows"][0]
-                res["plain_last"] = {"image_auroc": pe["image_auroc"], "pixel_auroc": pe["pixel_auroc"],
-                                     "train_images": plain["train_images"], "train_seconds": plain["seconds"]}
+                res["plain_last"] = {
+                    "image_auroc": pe["image_auroc"],
+                    "pixel_auroc": pe["pixel_auroc"],
+                    "train_images": plain["train_images"],
+                    "train_seconds": plain["seconds"],
+                }
                 res["validation_cost_fraction"] = round((build + row["val_seconds"]) / plain["seconds"], 3)
             rows.append(res)
-            print(f"{name}/{cat} seed {seed}: chosen {res['chosen_epoch']} "
-                  f"val {res['validation']} last {res['last']} best {res['best_test']}", flush=True)
+            print(
+                f"{name}/{cat} seed {seed}: chosen {res['chosen_epoch']} "
+                f"val {res['validation']} last {res['last']} best {res['best_test']}",
+                flush=True,
+            )
         out[cat] = rows
     return out
 
@@ -191,18 +238,26 @@ def _means(results: dict) -> dict:
     out = {}
     for ds, cats in results.items():
         rows = [r for rs in cats.values() for r in rs]
-        out[ds] = {way: {m: round(float(np.mean([r[way][m] for r in rows])), 4) for m in ("image_auroc", "pixel_auroc")}
-                   for way in ("validation", "last", "best_test", "by_val_image_only", "by_val_pixel_only")}
+        out[ds] = {
+            way: {m: round(float(np.mean([r[way][m] for r in rows])), 4) for m in ("image_auroc", "pixel_auroc")}
+            for way in ("validation", "last", "best_test", "by_val_image_only", "by_val_pixel_only")
+        }
         plain = [r["plain_last"] for r in rows if "plain_last" in r]
-        out[ds]["plain_last_first_seed"] = {m: round(float(np.mean([p[m] for p in plain])), 4)
-                                            for m in ("image_auroc", "pixel_auroc")}
-        wins = [(r["validation"]["image_auroc"] + r["validation"]["pixel_auroc"])
-                - (r["last"]["image_auroc"] + r["last"]["pixel_auroc"]) for r in rows]
+        out[ds]["plain_last_first_seed"] = {
+            m: round(float(np.mean([p[m] for p in plain])), 4) for m in ("image_auroc", "pixel_auroc")
+        }
+        wins = [
+            (r["validation"]["image_auroc"] + r["validation"]["pixel_auroc"])
+            - (r["last"]["image_auroc"] + r["last"]["pixel_auroc"])
+            for r in rows
+        ]
         out[ds]["validation_minus_last_mean_of_both"] = round(float(np.mean(wins)) / 2, 4)
-        out[ds]["validation_better_than_last_runs"] = f"{sum(w > 1e-12 for w in wins)} of {len(wins)} " \
-                                                      f"(equal: {sum(abs(w) <= 1e-12 for w in wins)})"
-        out[ds]["validation_cost_fraction_first_seed"] = [r["validation_cost_fraction"] for r in rows
-                                                          if "validation_cost_fraction" in r]
+        out[ds]["validation_better_than_last_runs"] = (
+            f"{sum(w > 1e-12 for w in wins)} of {len(wins)} (equal: {sum(abs(w) <= 1e-12 for w in wins)})"
+        )
+        out[ds]["validation_cost_fraction_first_seed"] = [
+            r["validation_cost_fraction"] for r in rows if "validation_cost_fraction" in r
+        ]
     return out
 
 
@@ -229,21 +284,37 @@ def main() -> None:
     start = time.perf_counter()
     results = {}
     if "demo" in args.datasets:
-        make_dataset(tmp / "demo", ("brick", "grass"), SynthSpec(n_train=args.n_train, n_test_good=10, n_per_defect=3,
-                                                                 size=args.size, seed=0))
-        results["demo"] = bench_dataset("demo", tmp / "demo", ("brick", "grass"), tmp / "store-demo", tmp / "runs", args)
+        make_dataset(
+            tmp / "demo",
+            ("brick", "grass"),
+            SynthSpec(n_train=args.n_train, n_test_good=10, n_per_defect=3, size=args.size, seed=0),
+        )
+        results["demo"] = bench_dataset(
+            "demo", tmp / "demo", ("brick", "grass"), tmp / "store-demo", tmp / "runs", args
+        )
     if "objects" in args.datasets:
         make_objects(tmp / "objects", args.size, args.n_train, 10, 4)
-        results["objects"] = bench_dataset("objects", tmp / "objects", OBJECT_PHOTOS, tmp / "store-objects",
-                                           tmp / "runs", args)
+        results["objects"] = bench_dataset(
+            "objects", tmp / "objects", OBJECT_PHOTOS, tmp / "store-objects", tmp / "runs", args
+        )
     res = {
-        "settings": {"backbone": "tf_efficientnet_lite0 (packaged ImageNet weights)", "image_size": args.size,
-                     "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "model": "ModelConfig()",
-                     "seeds": args.seeds, "n_train": args.n_train, "calib_fraction": 0.1,
-                     "val_fraction": args.val_fraction, "validation_kinds": list(VALIDATION_KINDS),
-                     "demo": "brick, grass; test: 10 good + 3 of each of scratch, hole, stain, patch, distortion",
-                     "objects": f"{', '.join(OBJECT_PHOTOS)}; test: 10 good + 4 of each of {', '.join(OBJECT_KINDS)}",
-                     "threads": args.threads, "selection_metric": "mean of validation image and pixel AUROC"},
+        "settings": {
+            "backbone": "tf_efficientnet_lite0 (packaged ImageNet weights)",
+            "image_size": args.size,
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "model": "ModelConfig()",
+            "seeds": args.seeds,
+            "n_train": args.n_train,
+            "calib_fraction": 0.1,
+            "val_fraction": args.val_fraction,
+            "validation_kinds": list(VALIDATION_KINDS),
+            "demo": "brick, grass; test: 10 good + 3 of each of scratch, hole, stain, patch, distortion",
+            "objects": f"{', '.join(OBJECT_PHOTOS)}; test: 10 good + 4 of each of {', '.join(OBJECT_KINDS)}",
+            "threads": args.threads,
+            "selection_metric": "mean of validation image and pixel AUROC",
+        },
         "summary": _means(results),
         "runs": results,
         "wall_seconds": round(time.perf_counter() - start, 1),

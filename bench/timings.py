@@ -8,6 +8,7 @@
   would hang about a minute), median of --reps.
 Prints one JSON object with the CPU model it ran on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,10 @@ def main() -> None:
     from edcli.errors import WeightsError
     from edcli.metrics import aupro
 
-    help_s = [_timed(lambda: subprocess.run([sys.executable, "-m", "edcli", "--help"], capture_output=True,
-                                            check=True)) for _ in range(args.reps)]
+    help_s = [
+        _timed(lambda: subprocess.run([sys.executable, "-m", "edcli", "--help"], capture_output=True, check=True))
+        for _ in range(args.reps)
+    ]
     rng = np.random.default_rng(0)
     masks = _blob_masks(rng, 100, 256)
     maps = (rng.random(masks.shape, dtype=np.float32) + 0.3 * masks).astype(np.float32)
@@ -74,10 +77,20 @@ def main() -> None:
         raise SystemExit("build_backbone(wide_resnet50_2) offline did not refuse")
 
     refuse_s = [_timed(refuse) for _ in range(args.reps)]
-    print(json.dumps({"cpu": _cpu(), "reps": args.reps,
-                      "help_s_best": round(min(help_s), 3), "help_target_s": 1.0,
-                      "aupro_100x256_s_median": round(statistics.median(aupro_s), 3), "aupro_target_s": 5.0,
-                      "offline_refusal_ms_median": round(1000 * statistics.median(refuse_s), 2)}, indent=1))
+    print(
+        json.dumps(
+            {
+                "cpu": _cpu(),
+                "reps": args.reps,
+                "help_s_best": round(min(help_s), 3),
+                "help_target_s": 1.0,
+                "aupro_100x256_s_median": round(statistics.median(aupro_s), 3),
+                "aupro_target_s": 5.0,
+                "offline_refusal_ms_median": round(1000 * statistics.median(refuse_s), 2),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ On a busy shared CPU, OMP_WAIT_POLICY=PASSIVE keeps idle OpenMP threads from spi
 JSON records it (and MALLOC_MMAP_THRESHOLD_, which removes the page-fault cost of fresh large buffers).
 Prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,8 +101,10 @@ def _time_child(args) -> dict:
             t0 = time.perf_counter()
             step()
             times[impl].append(time.perf_counter() - t0)
-    return {impl: {"s_per_img": statistics.median(ts) / args.batch, "step_times_s": [round(t, 4) for t in ts]}
-            for impl, ts in times.items()}
+    return {
+        impl: {"s_per_img": statistics.median(ts) / args.batch, "step_times_s": [round(t, 4) for t in ts]}
+        for impl, ts in times.items()
+    }
 
 
 def _mem_child(args) -> dict:
@@ -120,9 +123,24 @@ def _mem_child(args) -> dict:
 
 
 def _run_child(args, child: str, level: int, src: str = os.path.join(ROOT, "src")) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", child, "--level", str(level),
-           "--reps", str(args.reps), "--batch", str(args.batch), "--device", args.device,
-           "--precision", args.precision, "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        child,
+        "--level",
+        str(level),
+        "--reps",
+        str(args.reps),
+        "--batch",
+        str(args.batch),
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--threads",
+        str(args.threads),
+    ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
@@ -152,14 +170,20 @@ def main() -> None:
 
     import torch
 
-    result = {"device": args.device, "precision": args.precision, "batch": args.batch, "reps": args.reps,
-              "threads": args.threads, "torch": torch.__version__,
-              "timing": "median of --reps steps after one warm-up; edcli and oracle steps interleaved in one process",
-              "memory": "growth of ru_maxrss (CPU) or max_memory_allocated (CUDA) over two steps, "
-                        "in a fresh process per implementation",
-              # settings that change CPU timings a lot on a shared machine (spin-waiting threads, page faults)
-              "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_")},
-              "levels": {}}
+    result = {
+        "device": args.device,
+        "precision": args.precision,
+        "batch": args.batch,
+        "reps": args.reps,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "timing": "median of --reps steps after one warm-up; edcli and oracle steps interleaved in one process",
+        "memory": "growth of ru_maxrss (CPU) or max_memory_allocated (CUDA) over two steps, "
+        "in a fresh process per implementation",
+        # settings that change CPU timings a lot on a shared machine (spin-waiting threads, page faults)
+        "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_")},
+        "levels": {},
+    }
     impls = ("edcli",) if args.no_oracle else ("edcli", "oracle")
     for level in args.levels:
         times = _run_child(args, "time-edcli" if args.no_oracle else "time", level)
@@ -174,8 +198,12 @@ def main() -> None:
                 this.append(_run_child(args, "time-edcli", level)["edcli"]["s_per_img"])
                 base.append(_run_child(args, "time-edcli", level, args.baseline)["edcli"]["s_per_img"])
             this_m, base_m = statistics.median(this), statistics.median(base)
-            row["baseline"] = {"src": args.baseline, "s_per_img": base_m, "rounds": [round(t, 4) for t in base],
-                               "peak_mem_mib": _run_child(args, "edcli", level, args.baseline)["peak_mem_mib"]}
+            row["baseline"] = {
+                "src": args.baseline,
+                "s_per_img": base_m,
+                "rounds": [round(t, 4) for t in base],
+                "peak_mem_mib": _run_child(args, "edcli", level, args.baseline)["peak_mem_mib"],
+            }
             row["this"] = {"s_per_img": this_m, "rounds": [round(t, 4) for t in this]}
             row["speedup_vs_baseline"] = round(base_m / this_m, 2)
         result["levels"][str(level)] = row

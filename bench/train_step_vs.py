@@ -9,6 +9,7 @@ one's `ed train` step (fused path, --optimizer reference's fused Adam) in fp32 a
 warm-up each, the three alternate REPS times; per pair the ratio other / this is taken and its median reported,
 robust to the load drift of a shared machine. Prints one JSON line.
 """
+
 import importlib
 import json
 import os
@@ -21,6 +22,7 @@ import torch
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+
 def load(src):
     for k in [k for k in sys.modules if k == "edcli" or k.startswith("edcli.")]:
         del sys.modules[k]
@@ -28,6 +30,7 @@ def load(src):
     mods = {n: importlib.import_module("edcli." + n) for n in ("method.model", "method.loss", "engine")}
     sys.path.remove(src)
     return mods
+
 
 lvl, reps = int(sys.argv[1]), int(sys.argv[2])
 base_src = sys.argv[3] if len(sys.argv) > 3 else "/tmp/i13-base/src"
@@ -64,6 +67,9 @@ for _ in range(reps):
 b = steps["main fp32"][1]
 out = {"level": lvl, "reps": reps}
 for name, (_, ts) in steps.items():
-    out[name] = {"median_s": round(statistics.median(ts), 3), "times": [round(t, 3) for t in ts],
-                 "speedup_vs_main_median_of_pairs": round(statistics.median(bb / t for bb, t in zip(b, ts)), 2)}
+    out[name] = {
+        "median_s": round(statistics.median(ts), 3),
+        "times": [round(t, 3) for t in ts],
+        "speedup_vs_main_median_of_pairs": round(statistics.median(bb / t for bb, t in zip(b, ts)), 2),
+    }
 print(json.dumps(out))

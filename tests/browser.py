@@ -1,6 +1,7 @@
 """Open a local HTML file in headless Chromium and report what a person would see: a full-page screenshot, every
 <img>'s natural size, console errors and uncaught exceptions, and every URL the page asked for. Pure Chrome
 DevTools Protocol over --remote-debugging-pipe (NUL-terminated JSON on fds 3 and 4): no driver package."""
+
 from __future__ import annotations
 
 import base64
@@ -12,15 +13,27 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--hide-scrollbars",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-         "--disable-default-apps", "--mute-audio", "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
+    "--remote-debugging-pipe",
+]
 
 
-def find_chromium() -> Optional[str]:
+def find_chromium() -> str | None:
     for name in NAMES:
         path = shutil.which(name)
         if path:
@@ -49,8 +62,9 @@ class _Pipe:
         msg, self.buf = self.buf.split(b"\0", 1)
         return json.loads(msg)
 
-    def call(self, method: str, params: Optional[dict] = None, session: Optional[str] = None,
-             timeout: float = 10.0) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         self.next_id += 1
         msg: dict[str, Any] = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -85,11 +99,15 @@ def _above_4(fd: int) -> int:
     return high
 
 
-_IMAGES_JS = ("JSON.stringify({height: document.documentElement.scrollHeight, images: Array.from(document.images)"
-              ".map(i => ({src: i.src.slice(0, 40), complete: i.complete, naturalWidth: i.naturalWidth}))})")
+_IMAGES_JS = (
+    "JSON.stringify({height: document.documentElement.scrollHeight, images: Array.from(document.images)"
+    ".map(i => ({src: i.src.slice(0, 40), complete: i.complete, naturalWidth: i.naturalWidth}))})"
+)
 
 
-def render(html_paths: list[Path], width: int = 1280, timeout: float = 20.0, max_height: int = 12000) -> list[dict[str, Any]]:
+def render(
+    html_paths: list[Path], width: int = 1280, timeout: float = 20.0, max_height: int = 12000
+) -> list[dict[str, Any]]:
     """Load each file in turn in one browser; per file {screenshot: PNG bytes, height, images: [{src, complete,
     naturalWidth}], errors: [console errors and exceptions], requests: [every URL asked for]}."""
     binary = find_chromium()
@@ -100,8 +118,16 @@ def render(html_paths: list[Path], width: int = 1280, timeout: float = 20.0, max
     a_r, b_w = _above_4(a_r), _above_4(b_w)  # else "3<&3 3<&-" would close the very end the browser needs
     profile = tempfile.mkdtemp(prefix="ed-chromium-")
     # bash (dash takes one-digit fds only) puts the pipe ends on fds 3 and 4, where --remote-debugging-pipe expects them
-    cmd = ["bash", "-c", f'exec "$0" "$@" 3<&{a_r} 4>&{b_w} {a_r}<&- {b_w}>&-', binary, *FLAGS,
-           f"--user-data-dir={profile}", f"--window-size={width},900", "about:blank"]
+    cmd = [
+        "bash",
+        "-c",
+        f'exec "$0" "$@" 3<&{a_r} 4>&{b_w} {a_r}<&- {b_w}>&-',
+        binary,
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        f"--window-size={width},900",
+        "about:blank",
+    ]
     proc = subprocess.Popen(cmd, pass_fds=(a_r, b_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(a_r)
     os.close(b_w)
@@ -131,15 +157,22 @@ def render(html_paths: list[Path], width: int = 1280, timeout: float = 20.0, max
 
 def _load(cdp: _Pipe, sid: str, path: Path, width: int, timeout: float, max_height: int) -> dict[str, Any]:
     cdp.events.clear()  # only what this page does counts
-    cdp.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1,
-                                                    "mobile": False}, session=sid)
+    cdp.call(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+        session=sid,
+    )
     cdp.call("Page.navigate", {"url": path.resolve().as_uri()}, session=sid)
     cdp.wait_event("Page.loadEventFired", timeout=timeout)
-    info = json.loads(cdp.call("Runtime.evaluate", {"expression": _IMAGES_JS, "returnByValue": True},
-                               session=sid)["result"]["value"])
+    info = json.loads(
+        cdp.call("Runtime.evaluate", {"expression": _IMAGES_JS, "returnByValue": True}, session=sid)["result"]["value"]
+    )
     height = min(int(info["height"]), max_height)
-    cdp.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                    "mobile": False}, session=sid)
+    cdp.call(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        session=sid,
+    )
     shot = base64.b64decode(cdp.call("Page.captureScreenshot", {"format": "png"}, session=sid, timeout=timeout)["data"])
     errors, requests = [], []
     for ev in cdp.events:

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny demo dataset from real textures, its feature store and a trained run (CPU, offline)."""
+
 from __future__ import annotations
 
 import os
@@ -42,13 +43,21 @@ def device() -> str:
     return os.environ.get("ED_TEST_DEVICE", "cpu")
 
 
-def run_ed(*args: str, input: str | None = None, cwd: Path | None = None, env: dict | None = None,
-           timeout: float = 300) -> subprocess.CompletedProcess:
+def run_ed(
+    *args: str, input: str | None = None, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """`python -m edcli ...` in a subprocess (never a bare `ed`: the system has the line editor)."""
     e = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="200")
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "edcli", *map(str, args)], capture_output=True, text=True,
-                          input=input, cwd=cwd, env=e, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "edcli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=input,
+        cwd=cwd,
+        env=e,
+        timeout=timeout,
+    )
 
 
 class Result(NamedTuple):

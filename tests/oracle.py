@@ -22,10 +22,11 @@ API
     oracle_target(sigma (B, heads, L, 2), dx, dy) -> T (B, heads, L, L), with the 1/(2π σy σx) prefactor.
     oracle_distances(H, W) -> (dx, dy); oracle_pos_embedding(d, H, W) -> (H*W, d).
 """
+
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -105,7 +106,7 @@ def oracle_target(sig, dx, dy):
     s2 = sig[..., 1].unsqueeze(-1).repeat(1, 1, 1, S)
     DX = dx.unsqueeze(0).unsqueeze(0).repeat(B, h, 1, 1)
     DY = dy.unsqueeze(0).unsqueeze(0).repeat(B, h, 1, 1)
-    return 1.0 / (2 * math.pi * s1 * s2) * torch.exp(-DY / (2 * s1 ** 2) - DX / (2 * s2 ** 2))
+    return 1.0 / (2 * math.pi * s1 * s2) * torch.exp(-DY / (2 * s1**2) - DX / (2 * s2**2))
 
 
 class _Fusion(nn.Module):
@@ -185,8 +186,9 @@ class OracleLevel(nn.Module):
         H, W = grid
         self.embed = _Emb(channels, d_model)
         self.ref_embed = _Emb(channels, d_model) if inter else None
-        self.layers = nn.ModuleList(_Layer(d_model, heads, H, W, ffn_ratio, arch, intra, inter, attn_out_proj)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(
+            _Layer(d_model, heads, H, W, ffn_ratio, arch, intra, inter, attn_out_proj) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, channels)
         dx, dy = oracle_distances(H, W)
@@ -211,8 +213,18 @@ class OracleLevel(nn.Module):
 
 
 def oracle_from_level(level) -> OracleLevel:
-    o = OracleLevel(level.channels, level.grid, level.d_model, level.heads, level.num_layers, level.ffn_ratio,
-                    level.arch, level.intra, level.inter, level.attn_out_proj)
+    o = OracleLevel(
+        level.channels,
+        level.grid,
+        level.d_model,
+        level.heads,
+        level.num_layers,
+        level.ffn_ratio,
+        level.arch,
+        level.intra,
+        level.inter,
+        level.attn_out_proj,
+    )
     p = next(level.parameters())
     o = o.to(device=p.device, dtype=p.dtype)
     state = {k: v for k, v in level.state_dict().items() if k not in ("dx", "dy")}
@@ -222,10 +234,10 @@ def oracle_from_level(level) -> OracleLevel:
 
 class OracleOutput(NamedTuple):
     recon: torch.Tensor
-    P_intra: Optional[list]
-    T_intra: Optional[list]
-    P_inter: Optional[list]
-    T_inter: Optional[list]
+    P_intra: list | None
+    T_intra: list | None
+    P_inter: list | None
+    T_inter: list | None
 
 
 def oracle_level_forward(model: OracleLevel, x) -> OracleOutput:
@@ -264,8 +276,13 @@ def oracle_losses(model: OracleLevel, x, lambda1=0.5, lambda2=0.5):
             l1, l2, lh = l1 / n, l2 / n, lh / n
         terms[name + "1"], terms[name + "2"], terms[name + "_ent"] = l1, l2, lh
     loss1 = rec + lambda1 * terms["intra2"] - lambda1 * terms["inter2"]
-    loss2 = (rec - lambda1 * terms["intra1"] - lambda2 * terms["intra_ent"]
-             + lambda1 * terms["inter1"] + lambda2 * terms["inter_ent"])
+    loss2 = (
+        rec
+        - lambda1 * terms["intra1"]
+        - lambda2 * terms["intra_ent"]
+        + lambda1 * terms["inter1"]
+        + lambda2 * terms["inter_ent"]
+    )
     return loss1, loss2, terms
 
 
@@ -284,8 +301,9 @@ def oracle_two_backward(model: OracleLevel, x, lambda1=0.5, lambda2=0.5) -> None
     loss2.backward()
 
 
-def oracle_train(models: list, batches: list, lr: float = 1e-4, mode: str = "reference", backward=None,
-                 fused: bool = False) -> None:
+def oracle_train(
+    models: list, batches: list, lr: float = 1e-4, mode: str = "reference", backward=None, fused: bool = False
+) -> None:
     """The reference's training loop over `batches` (a list of per-level inputs [x_0, x_1, ...]).
 
     mode "reference" (torch 1.13.1 as pinned by the seed): ONE torch.optim.Adam over every level's parameters;

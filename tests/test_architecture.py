@@ -1,6 +1,7 @@
 """The import rules of design.md, enforced on the AST of every module (imports inside functions and relative
 imports included): layers only import down or sideways, the graph has no cycle, one importer per heavy library,
 and the `method/` folder stays pure."""
+
 from __future__ import annotations
 
 import ast
@@ -15,16 +16,43 @@ LAYERS = [
     {"edcli", "edcli.__main__"},
     {"edcli.cli", "edcli.ui", "edcli.completions"},
     {"edcli.commands"},
-    {"edcli.features", "edcli.training", "edcli.validation", "edcli.evaluate", "edcli.distributed", "edcli.report",
-     "edcli.html_report", "edcli.detector", "edcli.graph", "edcli.onnxio"},
+    {
+        "edcli.features",
+        "edcli.training",
+        "edcli.validation",
+        "edcli.evaluate",
+        "edcli.distributed",
+        "edcli.report",
+        "edcli.html_report",
+        "edcli.detector",
+        "edcli.graph",
+        "edcli.onnxio",
+    },
     {"edcli.engine", "edcli.backbone", "edcli.store", "edcli.checkpoint", "edcli.metrics", "edcli.data"},
     {"edcli.method"},
     {"edcli.config", "edcli.errors", "edcli.track", "edcli.files", "edcli.version"},
 ]
-ONLY_IMPORTER = {"typer": "edcli.cli", "rich": "edcli.ui", "h5py": "edcli.store", "timm": "edcli.backbone",
-                 "onnx": "edcli.onnxio", "onnxruntime": "edcli.onnxio"}
-FORBIDDEN_IN_METHOD = ("h5py", "timm", "typer", "rich", "PIL", "edcli.store", "edcli.backbone", "edcli.data",
-                       "edcli.cli", "edcli.ui", "edcli.files")
+ONLY_IMPORTER = {
+    "typer": "edcli.cli",
+    "rich": "edcli.ui",
+    "h5py": "edcli.store",
+    "timm": "edcli.backbone",
+    "onnx": "edcli.onnxio",
+    "onnxruntime": "edcli.onnxio",
+}
+FORBIDDEN_IN_METHOD = (
+    "h5py",
+    "timm",
+    "typer",
+    "rich",
+    "PIL",
+    "edcli.store",
+    "edcli.backbone",
+    "edcli.data",
+    "edcli.cli",
+    "edcli.ui",
+    "edcli.files",
+)
 
 
 def module_name(path: Path, src: Path = SRC) -> str:
@@ -83,8 +111,12 @@ def layer_of(name: str) -> int:
 
 
 def upward_imports(src: Path = SRC) -> list[str]:
-    return [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
-            for a, bs in internal_edges(src).items() for b in sorted(bs) if layer_of(b) < layer_of(a)]
+    return [
+        f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+        for a, bs in internal_edges(src).items()
+        for b in sorted(bs)
+        if layer_of(b) < layer_of(a)
+    ]
 
 
 def find_cycle(src: Path = SRC) -> list[str]:
@@ -98,7 +130,7 @@ def find_cycle(src: Path = SRC) -> list[str]:
         stack.append(n)
         for m in sorted(edges.get(n, ())):
             if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
+                return stack[stack.index(m) :] + [m]
             if m not in state:
                 found = visit(m)
                 if found:
@@ -135,7 +167,9 @@ def test_heavy_library_has_one_importer(name: str):
     imported = imports_of(modules()[name])
     for lib, owner in ONLY_IMPORTER.items():
         if name != owner:
-            assert not any(n == lib or n.startswith(lib + ".") for n in imported), f"{name} imports {lib}; only {owner} may"
+            assert not any(n == lib or n.startswith(lib + ".") for n in imported), (
+                f"{name} imports {lib}; only {owner} may"
+            )
 
 
 def test_nothing_imports_cli_or_ui():
@@ -154,8 +188,14 @@ def test_method_folder_is_pure():
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     src = tmp_path / "edcli"
-    for rel, text in {"__init__.py": "", "errors.py": "", "cli.py": "", "method/__init__.py": "",
-                      "method/model.py": "from edcli.errors import X\n", **files}.items():
+    for rel, text in {
+        "__init__.py": "",
+        "errors.py": "",
+        "cli.py": "",
+        "method/__init__.py": "",
+        "method/model.py": "from edcli.errors import X\n",
+        **files,
+    }.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text(text)
     return src

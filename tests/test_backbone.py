@@ -1,4 +1,5 @@
 """Backbone: packaged offline weights, feature shapes, pooling, weights files, offline behaviour, random init."""
+
 from __future__ import annotations
 
 import math
@@ -78,8 +79,9 @@ def test_lite0_levels_strides_channels_and_grids_match_a_forward(lite0, size):
     extractor, _ = lite0
     assert extractor.reductions == [8, 16]  # default levels (2, 3)
     feats = extractor(_images(2, size))
-    assert [tuple(f.shape[1:]) for f in feats] == [(c, h, w) for c, (h, w) in zip(extractor.channels,
-                                                                                   extractor.grids(size))]
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (c, h, w) for c, (h, w) in zip(extractor.channels, extractor.grids(size))
+    ]
     assert extractor.grids(size) == [(math.ceil(size / r),) * 2 for r in extractor.reductions]
     assert all(f.dtype == torch.float32 and f.shape[0] == 2 for f in feats)
     assert feature_shapes(LITE0, (2, 3), size) == [tuple(f.shape[1:]) for f in feats]

@@ -1,6 +1,7 @@
 """The `ed` app as users run it: in-process through Typer's CliRunner (exit codes, stdout/stderr, JSON), plus a few
 subprocess smoke tests of `python -m edcli` itself (exit codes of a real process). Start-up time is measured by
 bench/timings.py, not asserted here: a shared CPU under load makes any time bound flaky."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def test_version():
 
 
 def test_wrong_data_path_is_one_line_exit_1(tmp_path):
-    res = run_ed("features", "--data-path", tmp_path / "nope", "--store", tmp_path / "s",
-                 "--backbone", "tf_efficientnet_lite0")
+    res = run_ed(
+        "features", "--data-path", tmp_path / "nope", "--store", tmp_path / "s", "--backbone", "tf_efficientnet_lite0"
+    )
     assert res.returncode == 1
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "nope" in lines[0] and lines[0].startswith("error:"), res.stderr
@@ -71,8 +73,17 @@ def test_dataset_problems_exit_1_naming_the_path(tmp_path, tiny_data, problem):
             p.unlink()
     if problem == "no_mask":
         victim.unlink()
-    res = invoke("features", "--data-path", root, "--store", tmp_path / "s", "--backbone", "tf_efficientnet_lite0",
-                 "--image-size", "64")
+    res = invoke(
+        "features",
+        "--data-path",
+        root,
+        "--store",
+        tmp_path / "s",
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--image-size",
+        "64",
+    )
     assert res.returncode == 1, res.stderr
     err = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and str(victim.name if problem != "empty_train" else "train") in err[0], res.stderr
@@ -113,8 +124,9 @@ def _mixed_folder(tmp_path: Path, tiny_data: Path) -> Path:
 def test_infer_mixed_folder_rows_errors_and_exit_codes(tmp_path, tiny_data, tiny_run):
     folder = _mixed_folder(tmp_path, tiny_data)
     ck = tiny_run / "checkpoints" / "brick.pt"
-    res = invoke("infer", ck, folder, "--recursive", "--out", tmp_path / "p", "--json", "--device", "cpu",
-                 "--num-workers", "2")
+    res = invoke(
+        "infer", ck, folder, "--recursive", "--out", tmp_path / "p", "--json", "--device", "cpu", "--num-workers", "2"
+    )
     assert res.returncode == 1, res.stderr  # some files failed
     rows = json.loads(res.stdout)
     by_name = {Path(r["path"]).name: r for r in rows}
@@ -136,20 +148,54 @@ def test_infer_mixed_folder_rows_errors_and_exit_codes(tmp_path, tiny_data, tiny
 def test_infer_fail_on_anomaly_and_threshold(tmp_path, tiny_data, tiny_run):
     ck = tiny_run / "checkpoints" / "brick.pt"
     img = sorted((tiny_data / "brick" / "test" / "hole").glob("*.png"))[0]
-    low = invoke("infer", ck, img, "--threshold", "0", "--fail-on-anomaly", "--no-save-heatmaps", "--csv",
-                 "--out", tmp_path / "a", "--device", "cpu")
+    low = invoke(
+        "infer",
+        ck,
+        img,
+        "--threshold",
+        "0",
+        "--fail-on-anomaly",
+        "--no-save-heatmaps",
+        "--csv",
+        "--out",
+        tmp_path / "a",
+        "--device",
+        "cpu",
+    )
     assert low.returncode == 3, low.stderr
     assert low.stdout.startswith("path,score,normalized_score,label") and "anomalous" in low.stdout
-    high = invoke("infer", ck, img, "--threshold", "1e9", "--fail-on-anomaly", "--no-save-heatmaps",
-                  "--out", tmp_path / "b", "--json", "--device", "cpu")
+    high = invoke(
+        "infer",
+        ck,
+        img,
+        "--threshold",
+        "1e9",
+        "--fail-on-anomaly",
+        "--no-save-heatmaps",
+        "--out",
+        tmp_path / "b",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert high.returncode == 0 and json.loads(high.stdout)[0]["label"] == "normal"
     assert json.loads(high.stdout)[0]["threshold_origin"].startswith("--threshold")
 
 
 def test_infer_reads_paths_from_stdin(tmp_path, tiny_data, tiny_run):
     imgs = sorted((tiny_data / "brick" / "test" / "good").glob("*.png"))[:2]
-    res = invoke("infer", tiny_run / "checkpoints" / "brick.pt", "-", "--json", "--no-save-heatmaps",
-                 "--out", tmp_path, "--device", "cpu", input="\n".join(map(str, imgs)) + "\n")
+    res = invoke(
+        "infer",
+        tiny_run / "checkpoints" / "brick.pt",
+        "-",
+        "--json",
+        "--no-save-heatmaps",
+        "--out",
+        tmp_path,
+        "--device",
+        "cpu",
+        input="\n".join(map(str, imgs)) + "\n",
+    )
     assert res.returncode == 0, res.stderr
     assert [r["path"] for r in json.loads(res.stdout)] == [str(p) for p in imgs]
 
@@ -167,7 +213,11 @@ def test_help_groups_options_shows_choices_examples_and_whole_summaries():
     assert "Usage: ed infer [OPTIONS] CHECKPOINT INPUTS..." in infer and "<list[str]>" not in infer
     assert "max|mean|topk:R" in invoke("eval", "--help").stdout
     root = invoke("--help").stdout
-    assert "--install-completion" not in root and "--show-completion" not in root and "..." not in root.split("Commands")[1]
+    assert (
+        "--install-completion" not in root
+        and "--show-completion" not in root
+        and "..." not in root.split("Commands")[1]
+    )
     assert "and run the whole pipeline on it." in root  # the demo's summary, whole
 
 
@@ -181,9 +231,35 @@ def test_a_wrong_choice_or_a_missing_data_path_is_a_usage_error():
 
 def test_train_progress_lines_eval_bar_and_the_overwrite_refusal(tmp_path, tiny_data, tiny_store):
     out = tmp_path / "run"
-    args = ["train", "--data-path", tiny_data, "--store", tiny_store, "--out", out, "--category", "brick",
-            "--backbone", "tf_efficientnet_lite0", "--image-size", "64", "--epochs", "2", "--batch-size", "2",
-            "--layers", "2", "--heads", "4", "--d-model", "auto", "--seed", "7", "--device", "cpu"]
+    args = [
+        "train",
+        "--data-path",
+        tiny_data,
+        "--store",
+        tiny_store,
+        "--out",
+        out,
+        "--category",
+        "brick",
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--image-size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--layers",
+        "2",
+        "--heads",
+        "4",
+        "--d-model",
+        "auto",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+    ]
     res = invoke(*args, env={"COLUMNS": "60"})  # not a terminal: plain lines, one per epoch
     assert res.returncode == 0, res.stderr
     lines = res.stderr.splitlines()
@@ -194,7 +270,9 @@ def test_train_progress_lines_eval_bar_and_the_overwrite_refusal(tmp_path, tiny_
     per_epoch = -(-len(calibration_split(8, 0.1, 7)[0]) // 2)  # batches of 2 over the images left after calibration
     epochs = [ln for ln in lines if "brick epoch" in ln]
     assert [re.search(r"epoch (\d/\d): (\d+)/(\d+) batches", ln).groups() for ln in epochs] == [
-        ("1/2", str(per_epoch), str(2 * per_epoch)), ("2/2", str(2 * per_epoch), str(2 * per_epoch))]
+        ("1/2", str(per_epoch), str(2 * per_epoch)),
+        ("2/2", str(2 * per_epoch), str(2 * per_epoch)),
+    ]
     assert "ETA" in epochs[0] and "rec " in epochs[0] and max(map(len, lines)) > 60
     ev = invoke("eval", "--run", out, "--device", "cpu")  # 3 good and 5 defective test images
     assert ev.returncode == 0 and re.search(r"brick eval: 8/8 images in \d+\.\d s", ev.stderr), ev.stderr
@@ -213,9 +291,24 @@ def test_train_progress_lines_eval_bar_and_the_overwrite_refusal(tmp_path, tiny_
 def test_a_folder_of_normal_images_only_gives_a_normal_test_split(tmp_path, tiny_data):
     root = tmp_path / "photos" / "widget" / "train" / "normal"
     shutil.copytree(tiny_data / "brick" / "train" / "good", root)  # 8 images, no test/
-    res = invoke("features", "--dataset", "folder", "--normal-name", "normal", "--data-path", tmp_path / "photos",
-                 "--store", tmp_path / "s", "--backbone", "tf_efficientnet_lite0", "--image-size", "64",
-                 "--test-fraction", "0.25", "--json")
+    res = invoke(
+        "features",
+        "--dataset",
+        "folder",
+        "--normal-name",
+        "normal",
+        "--data-path",
+        tmp_path / "photos",
+        "--store",
+        tmp_path / "s",
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--image-size",
+        "64",
+        "--test-fraction",
+        "0.25",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     (row,) = json.loads(res.stdout)
     assert (row["train"], row["test"]) == (6, 2)

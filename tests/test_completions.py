@@ -1,4 +1,5 @@
 """The shell completion scripts in completions/ are generated from the app and must be current."""
+
 from __future__ import annotations
 
 import shutil
@@ -62,7 +63,9 @@ def test_bash_script_completes_short_options_and_option_values():
     script = (ROOT / "completions" / "ed.bash").read_text()
 
     def complete(*words: str) -> list[str]:
-        probe = script + f'\nCOMP_WORDS=({" ".join(words)}); COMP_CWORD={len(words) - 1}; _ed; echo "${{COMPREPLY[@]}}"\n'
+        probe = (
+            script + f'\nCOMP_WORDS=({" ".join(words)}); COMP_CWORD={len(words) - 1}; _ed; echo "${{COMPREPLY[@]}}"\n'
+        )
         return subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
 
     assert complete("ed", "train", "--precision", "") == list(PRECISIONS)
@@ -76,5 +79,8 @@ def test_zsh_and_fish_keep_colons_and_complete_values():
     scripts = _scripts()
     assert "per category\\: prototypes" in scripts["ed.zsh"]  # escaped, so zsh shows the colon
     assert ":precision:(fp32 bf16 fp16)" in scripts["ed.zsh"] and "'(-d --dataset)-d[" in scripts["ed.zsh"]
-    assert "-l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'" in scripts["ed.fish"]
+    assert (
+        "-l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'"
+        in scripts["ed.fish"]
+    )
     assert "-l dataset -s d" in scripts["ed.fish"] and "per category: prototypes" in scripts["ed.fish"]

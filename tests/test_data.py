@@ -1,4 +1,5 @@
 """Dataset layouts, geometry, masks and `ed infer` inputs, on miniature trees named as the real archives."""
+
 from __future__ import annotations
 
 import io
@@ -91,8 +92,11 @@ def test_mvtec_listing(tmp_path):
     assert all(r.label == 0 and r.mask_path is None and os.path.isabs(r.path) for r in train)
     test = list_split("mvtec", root, "bottle", "test")
     assert [(r.defect_type, Path(r.path).name, r.label) for r in test] == [
-        ("good", "000.png", 0), ("broken_large", "000.png", 1), ("broken_large", "001.png", 1),
-        ("contamination", "000.png", 1)]
+        ("good", "000.png", 0),
+        ("broken_large", "000.png", 1),
+        ("broken_large", "001.png", 1),
+        ("contamination", "000.png", 1),
+    ]
     assert test[2].mask_path == str(root / "bottle/ground_truth/broken_large/001_mask.png")
     assert masks_known(test)
 
@@ -152,7 +156,7 @@ def test_mvtec3d_listing_and_nonbinary_masks(tmp_path):
     full = load_mask(test[1], 28, "shorter_crop", "mvtec3d")  # 40x28 -> 40x28 (no resize), crop 28 from x=6
     x0, y0, x1, y1 = RECT
     want = np.zeros((28, 28), np.uint8)
-    want[y0:y1, x0 - 6:x1 - 6] = 1
+    want[y0:y1, x0 - 6 : x1 - 6] = 1
     np.testing.assert_array_equal(full, want)  # the 17s count too
     # the same file read with the 8-bit rule (> 127) loses the 17-valued columns
     assert load_mask(test[1], 28, "shorter_crop", "mvtec").sum() == want.sum() - 16
@@ -236,8 +240,9 @@ def test_shorter_crop_matches_torchvision(tmp_path, wh):
     np.testing.assert_array_equal(got, _tv(Image.open(p), 8, T.InterpolationMode.LANCZOS))
     mp = _save(tmp_path / "m.png", (np.arange(w * h).reshape(h, w) % 2 * 255).astype(np.uint8))
     ref = SampleRef(str(p), 1, "d", str(mp))
-    np.testing.assert_array_equal(load_mask(ref, 8, "shorter_crop", "btad") * 255,
-                                  _tv(Image.open(mp), 8, T.InterpolationMode.NEAREST))
+    np.testing.assert_array_equal(
+        load_mask(ref, 8, "shorter_crop", "btad") * 255, _tv(Image.open(mp), 8, T.InterpolationMode.NEAREST)
+    )
 
 
 def test_squash_matches_pil_and_differs_from_crop(tmp_path):
@@ -260,7 +265,7 @@ def test_image_and_mask_stay_aligned_after_shorter_crop(tmp_path):
     mask = load_mask(ref, 14, "shorter_crop", "mvtec")
     want = np.zeros((14, 14), np.uint8)
     x0, y0, x1, y1 = RECT
-    want[y0 // 2:y1 // 2, x0 // 2 - 3:x1 // 2 - 3] = 1
+    want[y0 // 2 : y1 // 2, x0 // 2 - 3 : x1 // 2 - 3] = 1
     np.testing.assert_array_equal(mask, want)
     # the image's defect (R) has the mask's centroid
     r = img[0].numpy()
@@ -292,7 +297,7 @@ def test_mask_binarised_above_half_range(tmp_path):
     assert got.dtype == np.uint8 and set(np.unique(got)) == {0, 1}
     np.testing.assert_array_equal(got[0], [0] * 10 + [1] * 10)  # 40 -> 20 wide: 2 columns per output
     assert load_mask(ref, 20, "squash", "mvtec3d")[0, 5:].all()  # 127 counts in MVTec 3D-AD
-    m16 = (m.astype(np.uint16) * 257)  # 16-bit masks: half of 65535
+    m16 = m.astype(np.uint16) * 257  # 16-bit masks: half of 65535
     ref16 = SampleRef(ref.path, 1, "d", str(_save(tmp_path / "m16.png", m16)))
     np.testing.assert_array_equal(load_mask(ref16, 20, "squash", "mvtec"), got)
     assert not load_mask(SampleRef(ref.path, 0, "good", None), 20, "squash", "mvtec").any()
@@ -363,7 +368,8 @@ def _files(tmp_path: Path) -> list[str]:
     (tmp_path / "text.png").write_text("hello, not an image")
     grey = _save(tmp_path / "grey.jpg", _scene()[..., 1], quality=95)
     b16 = _save(tmp_path / "b16.png", np.full((H, W), 128 * 257, np.uint16))  # mode I;16
-    rgba = _scene(); rgba = np.concatenate([rgba, np.zeros((H, W, 1), np.uint8)], axis=2)  # fully transparent
+    rgba = _scene()
+    rgba = np.concatenate([rgba, np.zeros((H, W, 1), np.uint8)], axis=2)  # fully transparent
     rgba_p = _save(tmp_path / "rgba.png", rgba)
     return [str(p) for p in (good, tmp_path / "trunc.png", tmp_path / "text.png", grey, b16, rgba_p)]
 
@@ -412,7 +418,9 @@ def test_folder_category_without_test_holds_out_normal_images(tmp_path):
     assert sorted(r.path for r in train + test) == sorted(str(p) for p in (tmp_path / "widget/train/normal").iterdir())
     again = list_split("folder", tmp_path, "widget", "test", "normal", test_fraction=0.2, seed=5)
     assert [r.path for r in again] == [r.path for r in test]  # the seed picks them
-    picks = {tuple(r.path for r in list_split("folder", tmp_path, "widget", "test", "normal", 0.2, s)) for s in range(6)}
+    picks = {
+        tuple(r.path for r in list_split("folder", tmp_path, "widget", "test", "normal", 0.2, s)) for s in range(6)
+    }
     assert len(picks) > 1
     assert len(list_split("folder", tmp_path, "widget", "test", "normal", test_fraction=0.5)) == 5
     with pytest.raises(DataError, match="test"):  # the MVTec layout still needs its test/ folder

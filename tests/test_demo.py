@@ -1,4 +1,5 @@
 """`ed demo --quick` end to end: the files it must leave and what it prints."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Keep README.md honest: its set-up commands are CI's, and its command sections list exactly the app's options."""
+
 from __future__ import annotations
 
 import re
@@ -9,7 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 DEMO_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/ed demo"
-TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q"
+TEST_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q"
+)
 
 
 def _app_options() -> dict[str, set[str]]:
@@ -48,7 +51,8 @@ def test_section_lists_exactly_the_options(command):
     listed = set(re.findall(r"`(--[a-z0-9-]+)`", line))
     assert listed == _app_options()[command], (
         f"ed {command}: README lists {sorted(listed - _app_options()[command])} that the app lacks and lacks "
-        f"{sorted(_app_options()[command] - listed)}")
+        f"{sorted(_app_options()[command] - listed)}"
+    )
 
 
 def test_options_used_in_readme_examples_exist():
@@ -64,7 +68,9 @@ def test_options_used_in_readme_examples_exist():
             if not m or m.group(1) not in opts:
                 continue
             for opt in re.findall(r"\s(--[a-z0-9-]+)", m.group(2)):
-                assert opt in opts[m.group(1)] or opt in ("--help",), f"README example uses {opt} with ed {m.group(1)}: {line}"
+                assert opt in opts[m.group(1)] or opt in ("--help",), (
+                    f"README example uses {opt} with ed {m.group(1)}: {line}"
+                )
                 checked += 1
     assert checked > 20
 

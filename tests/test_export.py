@@ -1,4 +1,5 @@
 """The Python API (edcli.Detector), the exportable score path, and `ed export` to ONNX with score parity."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def test_portable_level_score_equals_the_fast_score_mode(arch, inter, one_thread
 
     torch.manual_seed(0)
     grid = (4, 6)
-    model = build_ed_model([40], [grid], [torch.randn(40, 24)],
-                           ModelConfig(layers=2, heads=4, arch=arch, inter=inter, d_model=(32,))).eval()
+    model = build_ed_model(
+        [40], [grid], [torch.randn(40, 24)], ModelConfig(layers=2, heads=4, arch=arch, inter=inter, d_model=(32,))
+    ).eval()
     level = model.levels[0]
     x = torch.randn(3, 24, 40)
     with torch.no_grad():
@@ -60,8 +62,9 @@ def test_reduce_maps_equals_image_scores(reducer):
     from edcli.method.scoring import image_scores
 
     maps = np.random.default_rng(1).random((3, 16, 16)).astype(np.float32)
-    np.testing.assert_allclose(reduce_maps(torch.from_numpy(maps), reducer).numpy(), image_scores(maps, reducer),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        reduce_maps(torch.from_numpy(maps), reducer).numpy(), image_scores(maps, reducer), rtol=1e-6
+    )
 
 
 # ------------------------------------------------------------------------------------------- the Python API
@@ -86,8 +89,9 @@ def test_detector_takes_every_input_type_and_writes_nothing(tiny_run, tiny_data,
     from edcli.errors import DataError
 
     paths = _test_images(tiny_data)
-    rows = run_infer(str(_ck(tiny_run)), paths, str(tmp_path / "infer"), device="cpu", num_workers=0,
-                     save_heatmaps=False)["rows"]
+    rows = run_infer(
+        str(_ck(tiny_run)), paths, str(tmp_path / "infer"), device="cpu", num_workers=0, save_heatmaps=False
+    )["rows"]
     monkeypatch.chdir(tmp_path / "infer")
     before = sorted(Path(".").rglob("*"))
     det = Detector.load(_ck(tiny_run), device="cpu")
@@ -196,13 +200,26 @@ def test_onnx_parity_with_the_torch_path(tiny_run, tiny_data, tmp_path, one_thre
     np.testing.assert_allclose(got_s, want_s, rtol=1e-3)
     gap = max(float(np.abs(a.raw_map - b.raw_map).max()) for a, b in zip(got, want))
     assert gap < 2e-3
-    print(f"\nONNX vs torch: fp32 graph scores {fp32_gap[0]:.2e} rel, maps {fp32_gap[1]:.2e} abs; "
-          f"shipped (fp16 features) scores {np.abs(got_s / want_s - 1).max():.2e} rel, maps {gap:.2e} abs")
+    print(
+        f"\nONNX vs torch: fp32 graph scores {fp32_gap[0]:.2e} rel, maps {fp32_gap[1]:.2e} abs; "
+        f"shipped (fp16 features) scores {np.abs(got_s / want_s - 1).max():.2e} rel, maps {gap:.2e} abs"
+    )
 
     # 3. ed infer MODEL.onnx: every output of ed infer
     out = tmp_path / "pred"
-    res = invoke("infer", model_path, *paths, "--out", out, "--json", "--device", "cpu", "--num-workers", "0",
-                 "--fail-on-anomaly")
+    res = invoke(
+        "infer",
+        model_path,
+        *paths,
+        "--out",
+        out,
+        "--json",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--fail-on-anomaly",
+    )
     rows = json.loads(res.stdout)
     assert {r["label"] for r in rows} == {"normal", "anomalous"}  # the tiny model flags some of them
     assert res.returncode == 3, res.stderr

@@ -1,6 +1,7 @@
 """No silent wrong results, no tracebacks (issue 12): option values are checked where the configs are built, the
 image and mask readers fail with a DataError on any bad file, a failing disk is one error line with nothing
 damaged, store entries know what they were made from, and `ed eval --data-path` scores those images."""
+
 from __future__ import annotations
 
 import errno
@@ -33,10 +34,21 @@ from edcli.data.layouts import SampleRef
 from edcli.errors import DataError, UsageError, WriteError
 from edcli.track import NullTracker
 
-BOUNDED = settings(max_examples=40, derandomize=True, deadline=None,
-                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-NUMBERS = st.one_of(st.integers(-3, 2**33), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
-                    st.just(0), st.just(1), st.just(SEED_LIMIT), st.just(SEED_LIMIT - 1))
+BOUNDED = settings(
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+NUMBERS = st.one_of(
+    st.integers(-3, 2**33),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.just(0),
+    st.just(1),
+    st.just(SEED_LIMIT),
+    st.just(SEED_LIMIT - 1),
+)
 
 
 def _is_int(v) -> bool:
@@ -90,13 +102,20 @@ def test_d_model_must_split_into_heads_and_the_positional_encoding(widths, heads
             ModelConfig(d_model=tuple(widths), heads=heads)
 
 
-@pytest.mark.parametrize("cls, kw, option", [
-    (TrainConfig, {"precision": "fp64"}, "--precision"), (TrainConfig, {"select": "best"}, "--select"),
-    (TrainConfig, {"strategy": "x"}, "--strategy"), (TrainConfig, {"device": "gpu"}, "--device"),
-    (ModelConfig, {"arch": "vit"}, "--arch"), (EvalConfig, {"reducer": "topk:2"}, "--reducer"),
-    (EvalConfig, {"pixel_map": "blur"}, "--pixel-map"), (BackboneConfig, {"levels": ()}, "--levels"),
-    (DataConfig, {"normal_name": ""}, "--normal-name"),
-])
+@pytest.mark.parametrize(
+    "cls, kw, option",
+    [
+        (TrainConfig, {"precision": "fp64"}, "--precision"),
+        (TrainConfig, {"select": "best"}, "--select"),
+        (TrainConfig, {"strategy": "x"}, "--strategy"),
+        (TrainConfig, {"device": "gpu"}, "--device"),
+        (ModelConfig, {"arch": "vit"}, "--arch"),
+        (EvalConfig, {"reducer": "topk:2"}, "--reducer"),
+        (EvalConfig, {"pixel_map": "blur"}, "--pixel-map"),
+        (BackboneConfig, {"levels": ()}, "--levels"),
+        (DataConfig, {"normal_name": ""}, "--normal-name"),
+    ],
+)
 def test_choices_name_the_option_and_the_allowed_values(cls, kw, option):
     with pytest.raises(UsageError, match=f"^{option} "):
         cls(**kw)
@@ -116,17 +135,34 @@ def _one_error_line(res, option: str, code: int = 2) -> str:
     return text
 
 
-@pytest.mark.parametrize("args, option", [
-    (("train", "--lr", "nan"), "--lr"), (("train", "--seed", "-1"), "--seed"),
-    (("train", "--d-model", "0,0"), "--d-model"), (("train", "--batch-size", "0"), "--batch-size"),
-    (("features", "--batch-size", "0"), "--batch-size"), (("features", "--num-workers", "-1"), "--num-workers"),
-    (("train", "--image-size", "7"), "2x2"), (("train", "--image-size", "100000"), "PiB"),
-    (("train", "--heads", "3"), "--heads 3"),
-])
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (("train", "--lr", "nan"), "--lr"),
+        (("train", "--seed", "-1"), "--seed"),
+        (("train", "--d-model", "0,0"), "--d-model"),
+        (("train", "--batch-size", "0"), "--batch-size"),
+        (("features", "--batch-size", "0"), "--batch-size"),
+        (("features", "--num-workers", "-1"), "--num-workers"),
+        (("train", "--image-size", "7"), "2x2"),
+        (("train", "--image-size", "100000"), "PiB"),
+        (("train", "--heads", "3"), "--heads 3"),
+    ],
+)
 def test_bad_values_are_one_line_exit_2(tmp_path, tiny_data, args, option):
-    res = invoke(*args, "--data-path", tiny_data, "--category", "brick", "--store", tmp_path / "s",
-                 *(("--out", tmp_path / "r", "--epochs", "1") if args[0] == "train" else ()),
-                 "--backbone", "tf_efficientnet_lite0", "--quiet")
+    res = invoke(
+        *args,
+        "--data-path",
+        tiny_data,
+        "--category",
+        "brick",
+        "--store",
+        tmp_path / "s",
+        *(("--out", tmp_path / "r", "--epochs", "1") if args[0] == "train" else ()),
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--quiet",
+    )
     _one_error_line(res, option)
     assert not (tmp_path / "s" / "features").exists()  # refused before any work
 
@@ -186,8 +222,12 @@ def test_truncated_images_are_a_data_error(tmp_path_factory, percent):
 
 
 @BOUNDED
-@given(st.sampled_from(["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I", "F", "CMYK"]), st.integers(1, 24),
-       st.integers(1, 24), st.sampled_from(["squash", "shorter_crop"]))
+@given(
+    st.sampled_from(["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I", "F", "CMYK"]),
+    st.integers(1, 24),
+    st.integers(1, 24),
+    st.sampled_from(["squash", "shorter_crop"]),
+)
 def test_odd_modes_and_sizes_give_a_valid_image(tmp_path_factory, mode, w, h, resize):
     rng = np.random.default_rng(w * 31 + h)
     img = Image.fromarray(rng.integers(0, 255, (h, w, 4), dtype=np.uint8), "RGBA").convert(mode)
@@ -279,8 +319,20 @@ def test_a_failing_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeyp
 
 def test_features_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, tiny_data):
     _fail_writes(monkeypatch, 50_000)
-    res = invoke("features", "--data-path", tiny_data, "--category", "brick", "--store", tmp_path / "s",
-                 "--backbone", "tf_efficientnet_lite0", "--image-size", TINY_SIZE, "--quiet")
+    res = invoke(
+        "features",
+        "--data-path",
+        tiny_data,
+        "--category",
+        "brick",
+        "--store",
+        tmp_path / "s",
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--image-size",
+        TINY_SIZE,
+        "--quiet",
+    )
     text = _one_error_line(res, "No space left on device", code=1)
     assert "cannot write" in text and ".h5" in text
     assert _temps(tmp_path) == [] and list((tmp_path / "s").rglob("*.h5")) == []
@@ -290,9 +342,30 @@ def test_train_eval_infer_into_a_read_only_folder_exit_1(tmp_path, monkeypatch, 
     before = {p: p.read_bytes() for p in tiny_run.rglob("*") if p.is_file()}
     store_before = {p: p.stat().st_mtime_ns for p in tiny_store.rglob("*.h5")}
     _fail_writes(monkeypatch, 0, errno.EROFS)
-    res = invoke("train", "--data-path", tiny_data, "--category", "brick", "--store", tiny_store, "--out",
-                 tmp_path / "r", "--backbone", "tf_efficientnet_lite0", "--image-size", TINY_SIZE, "--epochs", "1",
-                 "--layers", "2", "--heads", "4", "--d-model", "auto", "--quiet")
+    res = invoke(
+        "train",
+        "--data-path",
+        tiny_data,
+        "--category",
+        "brick",
+        "--store",
+        tiny_store,
+        "--out",
+        tmp_path / "r",
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--image-size",
+        TINY_SIZE,
+        "--epochs",
+        "1",
+        "--layers",
+        "2",
+        "--heads",
+        "4",
+        "--d-model",
+        "auto",
+        "--quiet",
+    )
     assert "Read-only file system" in _one_error_line(res, "cannot write", code=1)
     ck = tmp_path / "run" / "checkpoints" / "brick.pt"
     ck.parent.mkdir(parents=True)
@@ -313,8 +386,13 @@ def small_tmpfs(tmp_path):
     """A 1 MiB tmpfs (root only): a real full disk."""
     folder = tmp_path / "full"
     folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("needs root and tmpfs to mount a small file system")
     try:
         yield folder
@@ -324,8 +402,20 @@ def small_tmpfs(tmp_path):
 
 def test_a_real_full_disk_is_one_line_for_hdf5(small_tmpfs, tiny_data):
     (small_tmpfs / "filler").write_bytes(b"\0" * 900_000)
-    res = invoke("features", "--data-path", tiny_data, "--category", "brick", "--store", small_tmpfs / "s",
-                 "--backbone", "tf_efficientnet_lite0", "--image-size", TINY_SIZE, "--quiet")
+    res = invoke(
+        "features",
+        "--data-path",
+        tiny_data,
+        "--category",
+        "brick",
+        "--store",
+        small_tmpfs / "s",
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--image-size",
+        TINY_SIZE,
+        "--quiet",
+    )
     assert "No space left on device" in _one_error_line(res, "cannot write", code=1)
     assert _temps(small_tmpfs) == [] and (small_tmpfs / "filler").stat().st_size == 900_000
 
@@ -423,8 +513,12 @@ def test_eval_data_path_scores_those_images(tmp_path, tiny_run, tiny_store):
     res = invoke("eval", "--checkpoint", ck, "--data-path", other, "--json", "--quiet")
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
-    n_own = sum(1 for _ in Path(json.loads((tiny_run / "run.json").read_text())["data"]["data_path"], "brick",
-                                   "test").rglob("*.png"))
+    n_own = sum(
+        1
+        for _ in Path(json.loads((tiny_run / "run.json").read_text())["data"]["data_path"], "brick", "test").rglob(
+            "*.png"
+        )
+    )
     assert got["rows"][0]["test_images"] == n_other != n_own
     assert got["rows"][0]["data_path"] == str(other.resolve()) and got["mean"]["test_images"] == n_other
     assert {p: p.read_bytes() for p in tiny_store.rglob("*.h5")} == store_before  # the run's store is untouched

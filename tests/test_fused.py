@@ -4,6 +4,7 @@ Tolerances: fp64, every parameter's gradient within 1e-7 of the oracle's relativ
 that parameter (plus 1e-12 absolute: the key biases' true gradient is 0, softmax being shift-invariant);
 bf16 autocast on the CPU against fp32: the whole gradient vector within 12 % (relative L2 norm; bf16 matmuls
 through 2 layers) and within 1.2x the error of bf16 autocast on the unfused maps path; the loss terms within 1 %."""
+
 from __future__ import annotations
 
 import pytest
@@ -118,9 +119,27 @@ def test_bf16_is_refused_where_onednn_has_no_bf16_units(monkeypatch, tmp_path, t
     with pytest.raises(ConfigError, match="use fp32"):
         check_precision("bf16", torch.device("cpu"))
     out = tmp_path / "run"
-    res = invoke("train", "--data-path", tiny_data, "--store", tiny_store, "--out", out, "--category", "brick",
-                 "--backbone", "tf_efficientnet_lite0", "--image-size", "64", "--epochs", "1",
-                 "--device", "cpu", "--precision", "bf16")
+    res = invoke(
+        "train",
+        "--data-path",
+        tiny_data,
+        "--store",
+        tiny_store,
+        "--out",
+        out,
+        "--category",
+        "brick",
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--image-size",
+        "64",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--precision",
+        "bf16",
+    )
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]  # after the start line
     assert res.returncode == 1 and len(errors) == 1 and "bf16" in errors[0] and "fp32" in errors[0], res.stderr
     assert "Traceback" not in res.stderr

@@ -1,4 +1,5 @@
 """edcli.loss: the target, the divergences, and one-backward gradients equal to the reference's two passes."""
+
 from __future__ import annotations
 
 import pytest
@@ -63,7 +64,7 @@ def test_gaussian_target_rows_sum_to_one_and_equal_the_oracle(grid):
 
 def test_gaussian_target_is_fp32_and_stable_at_the_sigma_floor():
     dx, dy = grid_distances((4, 4))
-    sigma = torch.full((1, 1, 16, 2), 3 ** 1e-5 - 1, dtype=torch.bfloat16)
+    sigma = torch.full((1, 1, 16, 2), 3**1e-5 - 1, dtype=torch.bfloat16)
     T = gaussian_target(sigma, dx, dy)
     assert T.dtype == torch.float32
     torch.testing.assert_close(T[0, 0], torch.eye(16))  # all the mass on the token itself

@@ -1,4 +1,5 @@
 """Metrics against hand-computed cases and a brute-force AUPRO (a threshold loop over every distinct score)."""
+
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,5 @@
 """edcli.model: sizes, shapes, buffers, the positional encoding and each architectural variant."""
+
 from __future__ import annotations
 
 import math
@@ -40,12 +41,15 @@ def small(seed=0, **kw):
     return LevelModel(C, GRID, torch.randn(C, L), D, **args)
 
 
-@pytest.mark.parametrize("channels, grid, d, out_proj, expected", [
-    (512, (32, 32), 256, False, 5_580_390),
-    (1024, (16, 16), 512, False, 22_170_726),
-    (512, (32, 32), 256, True, 5_975_142),
-    (1024, (16, 16), 512, True, 23_746_662),
-])
+@pytest.mark.parametrize(
+    "channels, grid, d, out_proj, expected",
+    [
+        (512, (32, 32), 256, False, 5_580_390),
+        (1024, (16, 16), 512, False, 22_170_726),
+        (512, (32, 32), 256, True, 5_975_142),
+        (1024, (16, 16), 512, True, 23_746_662),
+    ],
+)
 def test_parameter_counts_wide_resnet50_2(channels, grid, d, out_proj, expected):
     ref = torch.randn(channels, grid[0] * grid[1])
     assert count_trainable(LevelModel(channels, grid, ref, d, attn_out_proj=out_proj)) == expected
@@ -128,7 +132,7 @@ def test_batch_items_match_single_item_runs():
     x = torch.randn(3, L, C, dtype=torch.float64)
     full = m(x)
     for b in range(3):
-        one = m(x[b:b + 1])
+        one = m(x[b : b + 1])
         torch.testing.assert_close(one.recon[0], full.recon[b])
         for a, c in zip(one[1:5], full[1:5]):  # (layers, B, ...) maps and sigmas
             torch.testing.assert_close(a[:, 0], c[:, b])
@@ -217,7 +221,7 @@ def test_no_branch_at_all_is_a_config_error():
 def test_sigma_range():
     z = torch.tensor([-1e4, -3.0, 0.0, 3.0, 1e4])
     s = sigma_map(z)
-    lo, hi = 3 ** 1e-5 - 1, 3 ** (1 + 1e-5) - 1  # ~1.1e-5 (= 1e-5 ln 3) and ~2.00003
+    lo, hi = 3**1e-5 - 1, 3 ** (1 + 1e-5) - 1  # ~1.1e-5 (= 1e-5 ln 3) and ~2.00003
     # fp32: 3^(1e-5) - 1 loses digits to cancellation, hence the looser bound at the floor
     assert s[0].item() == pytest.approx(lo, rel=1e-2) and s[-1].item() == pytest.approx(hi, rel=1e-6)
     assert torch.all(s[1:] > s[:-1])
@@ -290,12 +294,15 @@ def test_wrong_reference_shape_is_a_config_error():
 
 def test_build_ed_model_widths_reference_by_default_auto_on_request():
     refs = [torch.randn(100, 16), torch.randn(200, 4)]
-    ref_widths = build_ed_model([100, 200, 300], [(4, 4), (2, 2), (1, 1)], refs + [torch.randn(300, 1)],
-                                ModelConfig(layers=1, heads=4))
+    ref_widths = build_ed_model(
+        [100, 200, 300], [(4, 4), (2, 2), (1, 1)], refs + [torch.randn(300, 1)], ModelConfig(layers=1, heads=4)
+    )
     assert [lvl.d_model for lvl in ref_widths.levels] == [256, 512, 512]  # whatever C, as the reference
     total = sum(count_trainable(m) for m in ref_widths.levels[:2])
-    assert total == sum(count_trainable(LevelModel(c, g, r, d, heads=4, layers=1))
-                        for c, g, r, d in zip([100, 200], [(4, 4), (2, 2)], refs, [256, 512]))
+    assert total == sum(
+        count_trainable(LevelModel(c, g, r, d, heads=4, layers=1))
+        for c, g, r, d in zip([100, 200], [(4, 4), (2, 2)], refs, [256, 512])
+    )
     model = build_ed_model([100, 200], [(4, 4), (2, 2)], refs, ModelConfig(layers=1, heads=4, width="auto"))
     assert isinstance(model, EDModel)
     assert [lvl.d_model for lvl in model.levels] == [64, 128]
@@ -319,6 +326,7 @@ def test_score_mode_runs_under_bf16_autocast():
         fast = m(x, branches="score").score_kl
         full = m(x)
     assert fast.dtype == torch.float32
-    naive = torch.stack([sym_kl(p.float(), gaussian_target(s, m.dx, m.dy))
-                         for p, s in zip(full.inter_attn, full.inter_sigma)]).mean(0)
+    naive = torch.stack(
+        [sym_kl(p.float(), gaussian_target(s, m.dx, m.dy)) for p, s in zip(full.inter_attn, full.inter_sigma)]
+    ).mean(0)
     torch.testing.assert_close(fast, naive, rtol=0.05, atol=0.05)

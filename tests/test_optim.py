@@ -1,4 +1,5 @@
 """Optimizer semantics (`--optimizer reference|per-level`) and the learning-rate schedule, against tests/oracle.py."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ def _levels():
 def _edcli_run(levels, feats, mode, epochs):
     opts = make_optimizers(levels, mode, 1e-3)
     for e in range(epochs):
-        train_epoch(levels, opts, feats, 1, epoch_generator(SEED, e), torch.device("cpu"), "fp32", 0.5, 0.5,
-                    optimizer_mode=mode)
+        train_epoch(
+            levels, opts, feats, 1, epoch_generator(SEED, e), torch.device("cpu"), "fp32", 0.5, 0.5, optimizer_mode=mode
+        )
 
 
 def _batches(feats, epochs, batch_size=1, seed=SEED):
@@ -65,11 +67,15 @@ def test_reference_semantics_differ_from_per_level_and_move_further(one_thread):
     for mode in ("reference", "per-level"):
         levels = _levels()
         start = [torch.nn.utils.parameters_to_vector(m.parameters()).detach().clone() for m in levels]
-        feats = [torch.randn(3, m.grid[0] * m.grid[1], m.channels, generator=g.manual_seed(2), dtype=torch.float64)
-                 for m in levels]
+        feats = [
+            torch.randn(3, m.grid[0] * m.grid[1], m.channels, generator=g.manual_seed(2), dtype=torch.float64)
+            for m in levels
+        ]
         _edcli_run(levels, feats, mode, epochs=2)
-        runs[mode] = [float((torch.nn.utils.parameters_to_vector(m.parameters()).detach() - s).norm())
-                      for m, s in zip(levels, start)]
+        runs[mode] = [
+            float((torch.nn.utils.parameters_to_vector(m.parameters()).detach() - s).norm())
+            for m, s in zip(levels, start)
+        ]
     for ref, per in zip(runs["reference"], runs["per-level"]):
         assert ref > 1.05 * per
 

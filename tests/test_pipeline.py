@@ -1,4 +1,5 @@
 """End-to-end behaviour of the pipeline functions on a tiny generated dataset (CPU, real lite0 weights)."""
+
 from __future__ import annotations
 
 import json
@@ -178,8 +179,9 @@ def test_test_selection_is_marked_everywhere(tiny_configs, tiny_store, tmp_path)
     from edcli.config import EvalConfig
 
     data, bb, model, train = tiny_configs
-    run_train(data, bb, model, replace(train, epochs=3, eval_every=1, select="best-image"), str(tiny_store),
-              str(tmp_path))
+    run_train(
+        data, bb, model, replace(train, epochs=3, eval_every=1, select="best-image"), str(tiny_store), str(tmp_path)
+    )
     ck = load_checkpoint(tmp_path / "checkpoints" / "brick.pt")
     assert ck.selection["test_selected"] is True and ck.selection["select"] == "best-image"
     assert all("image_auroc" in h for h in ck.history) and 1 <= ck.selection["epoch"] <= 3

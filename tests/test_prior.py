@@ -1,4 +1,5 @@
 """The Gaussian prior and the in-place symmetric KL of the scoring path, against the plain formulas."""
+
 from __future__ import annotations
 
 import torch
@@ -27,7 +28,7 @@ def test_target_rows_are_the_normalised_gaussian():
     _, sigma, dx, dy = _case()
     t = gaussian_target(sigma, dx, dy)
     sy, sx = sigma[..., 0:1], sigma[..., 1:2]
-    g = torch.exp(-dy.double() / (2 * sy ** 2) - dx.double() / (2 * sx ** 2))
+    g = torch.exp(-dy.double() / (2 * sy**2) - dx.double() / (2 * sx**2))
     torch.testing.assert_close(t, g / g.sum(-1, keepdim=True))
 
 

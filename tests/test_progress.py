@@ -1,4 +1,5 @@
 """The progress protocol: plain lines (times, ETA, never wrapped), live bars under NO_COLOR, the --jobs relay."""
+
 from __future__ import annotations
 
 import io
@@ -28,8 +29,9 @@ def test_plain_task_lines_have_times_eta_and_are_never_wrapped(monkeypatch):
             bar.checkpoint()
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2, lines  # one per epoch, none broken at the 40 columns
-    assert re.fullmatch(r"\s+\d+\.\d+s  brick epoch 1/2: 2/4 batches after \d+\.\d s, ETA \d+:\d\d  rec 0\.1234.*",
-                        lines[0]), lines[0]
+    assert re.fullmatch(
+        r"\s+\d+\.\d+s  brick epoch 1/2: 2/4 batches after \d+\.\d s, ETA \d+:\d\d  rec 0\.1234.*", lines[0]
+    ), lines[0]
     assert "brick epoch 2/2: 4/4 batches after" in lines[1] and "ETA" not in lines[1]
 
 

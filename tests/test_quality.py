@@ -1,4 +1,5 @@
 """On an easy generated category a tiny ED model, trained a few epochs on the CPU, finds the defects."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,8 @@ def _easy_category(root: Path, seed: int = 0) -> Path:
         img, mask = texture(), np.zeros((SIZE, SIZE), np.uint8)
         s = int(rng.integers(10, 15))
         y, x = rng.integers(8, SIZE - 8 - s, size=2)
-        img[y:y + s, x:x + s] = 10
-        mask[y:y + s, x:x + s] = 255
+        img[y : y + s, x : x + s] = 10
+        mask[y : y + s, x : x + s] = 255
         for sub in ("test/hole", "ground_truth/hole"):
             (cat / sub).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(cat / "test" / "hole" / f"{i:03d}.png")
@@ -54,9 +55,14 @@ def test_tiny_model_finds_easy_defects(tmp_path):
 
     root = _easy_category(tmp_path / "data")
     data = DataConfig(dataset="mvtec", data_path=str(root), image_size=SIZE)
-    run_train(data, BackboneConfig(name="tf_efficientnet_lite0"), ModelConfig(layers=2, heads=4, d_model=(64, 64)),
-              TrainConfig(epochs=5, batch_size=2, lr=1e-3, seed=3407, device="cpu", calib_fraction=0.0),
-              str(tmp_path / "store"), str(tmp_path / "run"))
+    run_train(
+        data,
+        BackboneConfig(name="tf_efficientnet_lite0"),
+        ModelConfig(layers=2, heads=4, d_model=(64, 64)),
+        TrainConfig(epochs=5, batch_size=2, lr=1e-3, seed=3407, device="cpu", calib_fraction=0.0),
+        str(tmp_path / "store"),
+        str(tmp_path / "run"),
+    )
     res = run_eval(str(tmp_path / "run"), None, EvalConfig(device="cpu"))
     row = res["rows"][0]
     print({k: row[k] for k in ("image_auroc", "pixel_auroc", "aupro")})

@@ -1,5 +1,6 @@
 """What a person looks at: `ed eval`'s per-image CSVs against metrics.json, the heat-map panels, and `ed report`'s
 HTML page, checked for self-containment and, in headless Chromium, for rendering."""
+
 from __future__ import annotations
 
 import base64
@@ -94,8 +95,17 @@ def test_report_is_one_self_contained_page(evaluated):
         assert src.startswith("data:image/png;base64,")
         assert Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).size[0] > 0
     metrics = json.loads((evaluated / "metrics.json").read_text())
-    for needle in ("Protocol", "brick", metrics["protocol"]["weights_sha256"], "Adam", "ROC and PR curves",
-                   "Worst false negatives", "Worst false positives", "score histograms", "training curves"):
+    for needle in (
+        "Protocol",
+        "brick",
+        metrics["protocol"]["weights_sha256"],
+        "Adam",
+        "ROC and PR curves",
+        "Worst false negatives",
+        "Worst false positives",
+        "score histograms",
+        "training curves",
+    ):
         assert needle in text, needle
 
 
@@ -109,8 +119,9 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     from PIL import Image
 
     # a page with known faults first proves the checks can fail
-    (tmp_path / "bad.html").write_text('<html><body><p>x</p><img src="missing.png">'
-                                       '<script>console.error("boom")</script></body></html>')
+    (tmp_path / "bad.html").write_text(
+        '<html><body><p>x</p><img src="missing.png"><script>console.error("boom")</script></body></html>'
+    )
     report, bad = render([evaluated / "report.html", tmp_path / "bad.html"])
     assert bad["errors"] and any(i["naturalWidth"] == 0 for i in bad["images"])
     assert report["errors"] == []

@@ -1,4 +1,5 @@
 """Test-time scoring against the naive equations of method.md §3.6 (through the oracle), and the reducers."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The HDF5 feature store: distance matrices, keys, round trips, validation on open, and atomic writes."""
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,7 @@ def make_data(n_train: int, n_test: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     masks = np.zeros((n_test, S, S), dtype=np.uint8)
     for i in range(0, n_test, 2):  # every other test image has a small rectangular defect
-        masks[i, 1 + i % 3:4 + i % 3, 2:5] = 1
+        masks[i, 1 + i % 3 : 4 + i % 3, 2:5] = 1
     return {
         "train": [rng.normal(size=(n_train, *s)).astype(np.float32) * 3 for s in SHAPES],
         "test": [rng.normal(size=(n_test, *s)).astype(np.float32) * 3 for s in SHAPES],
@@ -84,8 +85,15 @@ def write_file(path: Path, meta: dict, data: dict, train_batches=(2, 3), test_ba
         start = 0
         for b in test_batches:
             sl = slice(start, start + b)
-            w.write_test(start, [x[sl] for x in data["test"]], data["test_paths"][sl], data["labels"][sl],
-                         data["masks"][sl], data["defect_types"][sl], data["mask_known"][sl])
+            w.write_test(
+                start,
+                [x[sl] for x in data["test"]],
+                data["test_paths"][sl],
+                data["labels"][sl],
+                data["masks"][sl],
+                data["defect_types"][sl],
+                data["mask_known"][sl],
+            )
             start += b
         assert start == n_test
         for k, r in enumerate(data["ref"]):
@@ -94,6 +102,7 @@ def write_file(path: Path, meta: dict, data: dict, train_batches=(2, 3), test_ba
 
 
 # ------------------------------------------------------------------------------------------------ distmaps
+
 
 def test_distance_matrices_3x3_by_hand():
     dx, dy = distance_matrices(3, 3)
@@ -140,19 +149,26 @@ def test_read_distmaps_missing_store_names_the_file(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ keys
 
+
 def test_feature_key_stable_and_sensitive_to_key_fields_only():
     meta = make_meta()
     key = feature_key(meta)
     assert len(key) == 16 and int(key, 16) >= 0
     assert feature_key(make_meta()) == key
     assert feature_key(make_meta(levels=(2, 3))) == key  # tuple and list are the same levels
-    changed = {"backbone": "wide_resnet50_2", "weights_sha256": "cd" * 32, "levels": [1, 2],
-               "image_size": 320, "resize_mode": "center_crop"}
+    changed = {
+        "backbone": "wide_resnet50_2",
+        "weights_sha256": "cd" * 32,
+        "levels": [1, 2],
+        "image_size": 320,
+        "resize_mode": "center_crop",
+    }
     assert set(changed) == set(KEY_FIELDS)
     keys = {feature_key(make_meta(**{k: v})) for k, v in changed.items()}
     assert len(keys) == len(KEY_FIELDS) and key not in keys
-    assert feature_key(make_meta(dataset_root="/elsewhere", created="2030-01-01T00:00:00+00:00",
-                                 category="cable")) == key
+    assert (
+        feature_key(make_meta(dataset_root="/elsewhere", created="2030-01-01T00:00:00+00:00", category="cable")) == key
+    )
 
 
 def test_features_path_layout_and_bad_names(tmp_path):
@@ -164,6 +180,7 @@ def test_features_path_layout_and_bad_names(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ round trip
+
 
 def test_round_trip(tmp_path):
     meta, data = make_meta(), make_data(5, 4)
@@ -201,8 +218,16 @@ def test_indexed_reads_keep_the_asked_order(tmp_path):
     path = write_file(tmp_path / "f.h5", meta, data, train_batches=(1, 5), test_batches=(4,))
     want = [x.astype(np.float16).astype(np.float32) for x in data["train"]]
     with FeatureFile.open(path) as ff:
-        for idx in ([4, 0, 4, 2], np.array([1, 2, 3]), slice(1, 5, 2), slice(None, None, -1), 3, -1,
-                    np.arange(6) % 2 == 1, []):
+        for idx in (
+            [4, 0, 4, 2],
+            np.array([1, 2, 3]),
+            slice(1, 5, 2),
+            slice(None, None, -1),
+            3,
+            -1,
+            np.arange(6) % 2 == 1,
+            [],
+        ):
             np.testing.assert_array_equal(ff.train(1, idx), want[1][idx], err_msg=str(idx))
         np.testing.assert_array_equal(ff.test_masks([2, 0]), data["masks"][[2, 0]])
         with pytest.raises(IndexError):
@@ -246,9 +271,17 @@ def test_empty_test_split(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ validation
 
-@pytest.mark.parametrize("field, value", [("backbone", "wide_resnet50_2"), ("levels", (1, 2)),
-                                          ("image_size", 512), ("weights_sha256", "cd" * 32),
-                                          ("resize_mode", "center_crop")])
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("backbone", "wide_resnet50_2"),
+        ("levels", (1, 2)),
+        ("image_size", 512),
+        ("weights_sha256", "cd" * 32),
+        ("resize_mode", "center_crop"),
+    ],
+)
 def test_open_with_other_settings_names_the_field(tmp_path, field, value):
     meta = make_meta()
     path = write_file(tmp_path / "f.h5", meta, make_data(5, 4))
@@ -281,6 +314,7 @@ def test_open_corrupt_or_missing_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ atomicity
+
 
 def test_exception_inside_writer_leaves_nothing(tmp_path):
     meta, data = make_meta(), make_data(5, 4)
@@ -355,8 +389,9 @@ def test_sigkill_mid_write_leaves_old_files_intact_and_no_new_file(tmp_path):
     procs = []
     for what in ("features", "distmaps"):
         marker = tmp_path / f"{what}.marker"
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path), what, str(marker)],
-                                env=env, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WRITER, str(tmp_path), what, str(marker)], env=env, stderr=subprocess.PIPE
+        )
         procs.append((proc, marker))
     try:
         deadline = time.monotonic() + 30

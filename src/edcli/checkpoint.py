@@ -1,10 +1,11 @@
 """Self-describing checkpoints: one file per category, loadable with torch.load(weights_only=True)."""
+
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -33,11 +34,13 @@ class Checkpoint:
     dataset: str
     data_path: str
     config: dict[str, Any]  # {"data": ..., "backbone": ..., "model": ..., "train": ...}
-    backbone: dict[str, Any]  # name, levels, image_size, resize_mode, mean, std, weights_sha256, weights_source, random_init, channels, grids
+    backbone: dict[
+        str, Any
+    ]  # name, levels, image_size, resize_mode, mean, std, weights_sha256, weights_source, random_init, channels, grids
     state_dicts: list[dict[str, torch.Tensor]]
     history: list[dict[str, Any]] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)  # select, epoch, test_selected
-    calibration: Optional[dict[str, Any]] = None
+    calibration: dict[str, Any] | None = None
     epochs_done: int = 0
     complete: bool = False
     store_file: str = ""
@@ -60,13 +63,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                              "it is corrupt or not an edcli checkpoint") from exc
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt or not an edcli checkpoint"
+        ) from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an edcli checkpoint")
     if raw.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {raw.get('format_version')}, this edcli reads "
-                              f"{FORMAT_VERSION}; retrain with this version")
+        raise CheckpointError(
+            f"{path} has checkpoint format {raw.get('format_version')}, this edcli reads "
+            f"{FORMAT_VERSION}; retrain with this version"
+        )
     fields = {k: raw[k] for k in Checkpoint.__dataclass_fields__ if k in raw}
     return Checkpoint(**fields)
 
@@ -81,7 +87,9 @@ def build_model(ck: Checkpoint):
     refs = [torch.zeros(c, h * w) for c, (h, w) in zip(channels, grids)]
     model = build_ed_model(channels, grids, refs, ModelConfig.from_dict(ck.config["model"]))
     if len(ck.state_dicts) != len(model.levels):
-        raise CheckpointError(f"checkpoint of {ck.category} has {len(ck.state_dicts)} level models, expected {len(model.levels)}")
+        raise CheckpointError(
+            f"checkpoint of {ck.category} has {len(ck.state_dicts)} level models, expected {len(model.levels)}"
+        )
     for level, sd in zip(model.levels, ck.state_dicts):
         level.load_state_dict(sd, strict=True)
     model.eval()
@@ -97,7 +105,7 @@ def checkpoint_path(out: str | Path, category: str) -> Path:
     return Path(out) / "checkpoints" / f"{category}.pt"
 
 
-def find_checkpoints(run: Optional[str], checkpoint: Optional[str], categories: tuple[str, ...] = ()) -> list[Path]:
+def find_checkpoints(run: str | None, checkpoint: str | None, categories: tuple[str, ...] = ()) -> list[Path]:
     """The checkpoints of a run folder (optionally some categories), or the one file given."""
     if bool(run) == bool(checkpoint):
         raise ConfigError("give exactly one of --run RUN (a folder written by `ed train --out`) or --checkpoint FILE")
@@ -111,7 +119,9 @@ def find_checkpoints(run: Optional[str], checkpoint: Optional[str], categories: 
         by_name = {p.stem: p for p in paths}
         unknown = [c for c in categories if c not in by_name]
         if unknown:
-            raise ConfigError(f"--category {', '.join(unknown)}: no checkpoint in {folder} (have: {', '.join(by_name)})")
+            raise ConfigError(
+                f"--category {', '.join(unknown)}: no checkpoint in {folder} (have: {', '.join(by_name)})"
+            )
         paths = [by_name[c] for c in categories]
     return paths
 
@@ -120,8 +130,9 @@ def find_checkpoints(run: Optional[str], checkpoint: Optional[str], categories: 
 RUN_RESULTS = ("metrics.json", "metrics.csv", "predictions", "maps")
 
 
-def claim_run_folder(out: str | Path, categories: list[str], overwrite: bool = False, resume: bool = False,
-                     remove: bool = True) -> list[str]:
+def claim_run_folder(
+    out: str | Path, categories: list[str], overwrite: bool = False, resume: bool = False, remove: bool = True
+) -> list[str]:
     """Refuse to train into a run folder that already holds checkpoints (or resume states) of these categories,
     unless --overwrite or --resume. Other categories may join a run.
 
@@ -133,13 +144,17 @@ def claim_run_folder(out: str | Path, categories: list[str], overwrite: bool = F
     if overwrite and resume:
         raise ConfigError("--overwrite starts the run again and --resume continues it: give one of them")
     out = Path(out)
-    held = [p for c in categories for p in (checkpoint_path(out, c), resume_path(checkpoint_path(out, c))) if p.exists()]
+    held = [
+        p for c in categories for p in (checkpoint_path(out, c), resume_path(checkpoint_path(out, c))) if p.exists()
+    ]
     if resume:
         return []
     if held and not overwrite:
         names = ", ".join(p.name for p in held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-        raise ConfigError(f"{out} already holds checkpoints ({names}): pass --overwrite to replace them and the "
-                          "run's metrics, --resume to continue them, or another --out")
+        raise ConfigError(
+            f"{out} already holds checkpoints ({names}): pass --overwrite to replace them and the "
+            "run's metrics, --resume to continue them, or another --out"
+        )
     removed: list[str] = []
     if overwrite and remove:
         for p in held:

@@ -3,6 +3,7 @@
 They complete commands, long and short options, and option values: the choices of a choice option (datasets,
 precisions, ...), the forms a metavar like `auto|cpu|cuda|cuda:N|mps` lists, folders for DIR and files for FILE.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,8 +48,16 @@ def _completion_model(root) -> list[tuple[str, str, list[_Opt]]]:
             names = [*p.opts, *p.secondary_opts]
             flag = bool(getattr(p, "is_flag", False))
             values, kind = ([], "") if flag else _values(p)
-            opts.append(_Opt([o for o in names if o.startswith("--")], [o for o in names if not o.startswith("--")],
-                             _first_sentence(p.help), not flag, values, kind))
+            opts.append(
+                _Opt(
+                    [o for o in names if o.startswith("--")],
+                    [o for o in names if not o.startswith("--")],
+                    _first_sentence(p.help),
+                    not flag,
+                    values,
+                    kind,
+                )
+            )
         opts.append(_Opt(["--help"], ["-h"], "Show this message and exit", False))
         model.append((name, _first_sentence(cmd.help), opts))
     return model
@@ -67,34 +76,41 @@ def _fish(text: str) -> str:
 
 def _bash(model, head: str) -> str:
     names = " ".join(n for n, _, _ in model)
-    out = [head, "_ed() {\n  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} opts\n",
-           "  if [ \"$COMP_CWORD\" -eq 1 ]; then\n",
-           f"    COMPREPLY=( $(compgen -W \"{names} --help --version\" -- \"$cur\") ); return\n  fi\n",
-           "  case \"${COMP_WORDS[1]}\" in\n"]
+    out = [
+        head,
+        "_ed() {\n  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} opts\n",
+        '  if [ "$COMP_CWORD" -eq 1 ]; then\n',
+        f'    COMPREPLY=( $(compgen -W "{names} --help --version" -- "$cur") ); return\n  fi\n',
+        '  case "${COMP_WORDS[1]}" in\n',
+    ]
     for n, _, opts in model:
         words = " ".join(o for opt in opts for o in [*opt.longs, *opt.shorts])
-        out.append(f"    {n})\n      opts=\"{words}\"\n      case \"$prev\" in\n")
+        out.append(f'    {n})\n      opts="{words}"\n      case "$prev" in\n')
         for opt in (o for o in opts if o.takes_value):
             pattern = "|".join([*opt.longs, *opt.shorts])
             if opt.values:
-                action = f"COMPREPLY=( $(compgen -W \"{' '.join(opt.values)}\" -- \"$cur\") ); return"
+                action = f'COMPREPLY=( $(compgen -W "{" ".join(opt.values)}" -- "$cur") ); return'
             elif opt.kind == "dir":
-                action = "COMPREPLY=( $(compgen -d -- \"$cur\") ); return"
+                action = 'COMPREPLY=( $(compgen -d -- "$cur") ); return'
             else:  # a file, or a free value: the shell's file names (complete -o default)
                 action = "return"
             out.append(f"        {pattern}) {action} ;;\n")
         out.append("      esac ;;\n")
-    out += ["    *) opts=\"\" ;;\n  esac\n",
-            "  if [[ \"$cur\" == -* ]]; then COMPREPLY=( $(compgen -W \"$opts\" -- \"$cur\") ); fi\n}\n",
-            "complete -o default -F _ed ed\n"]
+    out += [
+        '    *) opts="" ;;\n  esac\n',
+        '  if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "$opts" -- "$cur") ); fi\n}\n',
+        "complete -o default -F _ed ed\n",
+    ]
     return "".join(out)
 
 
 def _zsh_script(model, head: str) -> str:
     out = [head.replace("# ed", "#compdef ed\n# ed", 1), "_ed() {\n  local -a commands\n  commands=(\n"]
     out += [f"    '{n}:{_zsh(h)}'\n" for n, h, _ in model]
-    out += ["  )\n  if (( CURRENT == 2 )); then\n    _describe 'command' commands\n    return\n  fi\n",
-            "  case $words[2] in\n"]
+    out += [
+        "  )\n  if (( CURRENT == 2 )); then\n    _describe 'command' commands\n    return\n  fi\n",
+        "  case $words[2] in\n",
+    ]
     for n, _, opts in model:
         specs = []
         for opt in opts:
@@ -102,14 +118,21 @@ def _zsh_script(model, head: str) -> str:
             value = ""
             if opt.takes_value:
                 label = opt.longs[0][2:]
-                value = (f":{label}:({' '.join(opt.values)})" if opt.values else f":{label}:_files -/"
-                         if opt.kind == "dir" else f":{label}:_files" if opt.kind == "file" else f":{label}: ")
+                value = (
+                    f":{label}:({' '.join(opt.values)})"
+                    if opt.values
+                    else f":{label}:_files -/"
+                    if opt.kind == "dir"
+                    else f":{label}:_files"
+                    if opt.kind == "file"
+                    else f":{label}: "
+                )
             exclusive = f"({' '.join(names)})" if len(names) > 1 else ""
             for o in names:
                 specs.append(f"'{exclusive}{o}[{_zsh(opt.help)}]{value}'")
         args = " \\\n        ".join(specs)
         out.append(f"    {n})\n      _arguments -s \\\n        {args} \\\n        '*:file:_files' ;;\n")
-    out += ["  esac\n}\n", "_ed \"$@\"\n"]
+    out += ["  esac\n}\n", '_ed "$@"\n']
     return "".join(out)
 
 

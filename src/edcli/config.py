@@ -1,4 +1,5 @@
 """Frozen configuration dataclasses of plain values. Their defaults are the CLI defaults."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +7,7 @@ import math
 import numbers
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from edcli.errors import UsageError
 
@@ -44,7 +45,7 @@ def _bad(option: str, value: Any, allowed: str) -> UsageError:
     return UsageError(f"{option} {value!r}: {allowed}")
 
 
-def _int(option: str, value: Any, low: int, high: Optional[int] = None) -> None:
+def _int(option: str, value: Any, low: int, high: int | None = None) -> None:
     """An integer in [low, high) (high None: no upper bound); bools are not counts."""
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok or value < low or (high is not None and value >= high):
@@ -52,13 +53,15 @@ def _int(option: str, value: Any, low: int, high: Optional[int] = None) -> None:
         raise _bad(option, value, f"use {allowed}")
 
 
-def _real(option: str, value: Any, low: float, *, low_open: bool, high: Optional[float] = None,
-          high_open: bool = True) -> None:
+def _real(
+    option: str, value: Any, low: float, *, low_open: bool, high: float | None = None, high_open: bool = True
+) -> None:
     """A finite number in the interval (bounds open or closed as given)."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = (value > low if low_open else value >= low) and (
-            high is None or (value < high if high_open else value <= high))
+            high is None or (value < high if high_open else value <= high)
+        )
     if not ok:
         lo = f"{'>' if low_open else '>='} {low:g}"
         hi = "" if high is None else f" and {'<' if high_open else '<='} {high:g}"
@@ -123,7 +126,7 @@ class DataConfig(_Dictable):
 class BackboneConfig(_Dictable):
     name: str = DEFAULT_BACKBONE
     levels: tuple[int, ...] = (2, 3)  # timm feature indices: strides 8 and 16, as the reference
-    weights: Optional[str] = None  # a local weights file; None: packaged or hub weights
+    weights: str | None = None  # a local weights file; None: packaged or hub weights
     random_init: bool = False  # explicit, for tests and timing only; recorded in every artefact
 
     def __post_init__(self) -> None:
@@ -167,8 +170,11 @@ class ModelConfig(_Dictable):
         for d in self.d_model:
             _int("--d-model", d, 1)
             if d % self.heads or d % 4:
-                raise _bad("--d-model", d, f"use a width divisible by --heads {self.heads} and by 4 "
-                                           "(the 2-D positional encoding)")
+                raise _bad(
+                    "--d-model",
+                    d,
+                    f"use a width divisible by --heads {self.heads} and by 4 (the 2-D positional encoding)",
+                )
 
 
 @dataclass(frozen=True)

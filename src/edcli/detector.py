@@ -4,13 +4,14 @@
 smoothing and reducer, so the API, `ed infer` and `ed eval` give the same scores. A `.pt` checkpoint runs through
 PyTorch; an `.onnx` file written by `ed export` through ONNX Runtime, its calibration read from the file.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class Prediction:
     smoothed_map: np.ndarray = field(repr=False)  # (S, S) after the σ smoothing: score = reducer(smoothed_map)
     size: tuple[int, int] = (0, 0)  # the input's (h, w)
     resize_mode: str = "squash"
-    path: Optional[str] = None
+    path: str | None = None
 
     @cached_property
     def anomaly_map(self) -> np.ndarray:
@@ -50,7 +51,7 @@ ImageLike = Union[str, os.PathLike, Any]  # a path, a PIL image or a uint8 array
 class Detector:
     """A trained category, ready to score images. Build it with `Detector.load(path)`."""
 
-    def __init__(self, scorer, meta: dict[str, Any], threshold: Optional[float] = None, source: str = ""):
+    def __init__(self, scorer, meta: dict[str, Any], threshold: float | None = None, source: str = ""):
         self.scorer, self.meta, self.source = scorer, meta, source
         calib = meta.get("calibration") or {}
         self.warning = calib.get("warning")
@@ -65,15 +66,23 @@ class Detector:
         self.image_size, self.resize_mode = int(meta["image_size"]), meta["resize_mode"]
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], device: str = "auto", precision: str = "fp32",
-             threshold: Optional[float] = None, threads: Optional[int] = None) -> Detector:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        device: str = "auto",
+        precision: str = "fp32",
+        threshold: float | None = None,
+        threads: int | None = None,
+    ) -> Detector:
         """A `.pt` checkpoint of `ed train` (PyTorch) or an `.onnx` file of `ed export` (ONNX Runtime)."""
         path = str(path)
         if path.lower().endswith(".onnx"):
             from edcli.onnxio import OnnxScorer
 
             if precision != "fp32":
-                raise ConfigError(f"--precision {precision}: an ONNX model runs in the precision it was exported in (fp32)")
+                raise ConfigError(
+                    f"--precision {precision}: an ONNX model runs in the precision it was exported in (fp32)"
+                )
             scorer = OnnxScorer(path, device, threads)
             return cls(scorer, scorer.meta, threshold, path)
         import torch
@@ -105,8 +114,9 @@ class Detector:
             img = image
         elif isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-                raise DataError(f"an array image must be uint8 (H, W, 3) RGB or (H, W) grey, got {image.dtype} "
-                                f"{tuple(image.shape)}")
+                raise DataError(
+                    f"an array image must be uint8 (H, W, 3) RGB or (H, W) grey, got {image.dtype} {tuple(image.shape)}"
+                )
             img = PILImage.fromarray(image)
         else:
             raise DataError(f"cannot score a {type(image).__name__}: give a path, a PIL image or a uint8 NumPy array")
@@ -121,11 +131,22 @@ class Detector:
         from edcli.method.scoring import normalize
 
         norm = normalize(scores, self.threshold, self.scale)
-        return [Prediction(float(s), float(z), "anomalous" if s > self.threshold else "normal", self.threshold,
-                           raw[i], smoothed[i], tuple(sizes[i]), self.resize_mode, paths[i])
-                for i, (s, z) in enumerate(zip(scores, norm))]
+        return [
+            Prediction(
+                float(s),
+                float(z),
+                "anomalous" if s > self.threshold else "normal",
+                self.threshold,
+                raw[i],
+                smoothed[i],
+                tuple(sizes[i]),
+                self.resize_mode,
+                paths[i],
+            )
+            for i, (s, z) in enumerate(zip(scores, norm))
+        ]
 
-    def predict(self, x, batch_size: int = 8) -> Union[Prediction, list[Prediction]]:
+    def predict(self, x, batch_size: int = 8) -> Prediction | list[Prediction]:
         """Score a path, a PIL image, a uint8 array, or a list of them (then a list comes back). Writes nothing."""
         import torch
 
@@ -133,7 +154,7 @@ class Detector:
         items = [x] if single else list(x)
         out: list[Prediction] = []
         for start in range(0, len(items), max(1, int(batch_size))):
-            prepared = [self.prepare(i) for i in items[start:start + batch_size]]
+            prepared = [self.prepare(i) for i in items[start : start + batch_size]]
             batch = torch.stack([p[0] for p in prepared])
             out += self.predictions(*self.score(batch), [p[1] for p in prepared], [p[2] for p in prepared])
         return out[0] if single else out
@@ -168,5 +189,5 @@ class TorchScorer:
         return maps, smoothed, scores
 
 
-def is_onnx(path: Union[str, Path]) -> bool:
+def is_onnx(path: str | Path) -> bool:
     return str(path).lower().endswith(".onnx")

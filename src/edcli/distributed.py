@@ -1,18 +1,20 @@
 """torch.distributed rank helpers: sharding work by rank, gathering rows and errors, per-rank sample orders."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from edcli.errors import DistributedError, EdError
 
 
 def shard(items: list, dist) -> list:
     """This rank's share of `items` (every rank-th one from its own index); all of them when not distributed."""
-    return items[dist.rank::dist.world] if dist.enabled else list(items)
+    return items[dist.rank :: dist.world] if dist.enabled else list(items)
 
 
-def gather_rows(rows: list[dict[str, Any]], dist, order: Optional[list[str]] = None, key: Optional[str] = None,
-                error: Optional[str] = None) -> list[dict[str, Any]]:
+def gather_rows(
+    rows: list[dict[str, Any]], dist, order: list[str] | None = None, key: str | None = None, error: str | None = None
+) -> list[dict[str, Any]]:
     """All ranks exchange their rows (and errors); every rank gets the merged list in a stable order.
 
     A failure on any rank becomes a DistributedError on every rank, naming the rank and its message, so the
@@ -34,7 +36,7 @@ def gather_rows(rows: list[dict[str, Any]], dist, order: Optional[list[str]] = N
     return merged
 
 
-def run_sharded(items: list, dist, work) -> tuple[list[dict[str, Any]], Optional[str]]:
+def run_sharded(items: list, dist, work) -> tuple[list[dict[str, Any]], str | None]:
     """Run work(item) for this rank's items; an EdError stops this rank and is returned for gather_rows."""
     rows = []
     for item in items:

@@ -1,12 +1,13 @@
 """Device, precision, seeding and torch.distributed set-up: decided here alone."""
+
 from __future__ import annotations
 
 import contextlib
 import math
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -43,8 +44,9 @@ def check_precision(precision: str, device: torch.device) -> str:
     if precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"--precision {precision!r}: use fp32, bf16 or fp16")
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        raise ConfigError("--precision bf16 on the CPU needs bf16 dot products (AVX512-BF16 or AMX), which this CPU "
-                          "lacks; use fp32")
+        raise ConfigError(
+            "--precision bf16 on the CPU needs bf16 dot products (AVX512-BF16 or AMX), which this CPU lacks; use fp32"
+        )
     if precision == "fp16" and device.type == "cpu":
         raise ConfigError("--precision fp16 needs a GPU (cuda or mps); on the CPU use fp32 (or bf16 where supported)")
     return precision
@@ -162,8 +164,14 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def data_loader(dataset, batch_size: int, num_workers: int, shuffle: bool = False):
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                                       persistent_workers=False, pin_memory=False)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        persistent_workers=False,
+        pin_memory=False,
+    )
 
 
 def tokens(feat: torch.Tensor) -> torch.Tensor:
@@ -196,11 +204,22 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 1.0
 
 
-def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch_size: int, generator: torch.Generator,
-                device: torch.device, precision: str, lambda1: float, lambda2: float,
-                sampler_indices: Optional[torch.Tensor] = None, optimizer_mode: str = "per-level",
-                lr_at: Optional[Callable[[int], float]] = None, step0: int = 0,
-                on_batch: Optional[Callable[[], None]] = None) -> dict[str, float]:
+def train_epoch(
+    levels: list,
+    optimizers: list,
+    feats: list[torch.Tensor],
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    precision: str,
+    lambda1: float,
+    lambda2: float,
+    sampler_indices: torch.Tensor | None = None,
+    optimizer_mode: str = "per-level",
+    lr_at: Callable[[int], float] | None = None,
+    step0: int = 0,
+    on_batch: Callable[[], None] | None = None,
+) -> dict[str, float]:
     """One epoch over cached tokens: per batch, each level in turn gets zero_grad / one backward / step.
 
     levels: the level modules (possibly DDP-wrapped); feats: per level (N, L, C) tensors (float16 on the CPU).
@@ -223,7 +242,7 @@ def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch
     sums = dict.fromkeys(LOSS_KEYS, 0.0)
     n_batches = 0
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         if lr_at is not None:
             lr = lr_at(step0 + n_batches)
             for opt in optimizers:
@@ -250,7 +269,9 @@ def train_epoch(levels: list, optimizers: list, feats: list[torch.Tensor], batch
 
 
 @torch.no_grad()
-def predict_maps(model, feats: list[torch.Tensor], image_size: int, device: torch.device, precision: str) -> torch.Tensor:
+def predict_maps(
+    model, feats: list[torch.Tensor], image_size: int, device: torch.device, precision: str
+) -> torch.Tensor:
     """Anomaly maps (B, S, S) float32 on the CPU from pooled backbone features (B, C, H, W) per level."""
     from edcli.method.scoring import combine_levels, level_score
 

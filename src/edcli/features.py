@@ -1,11 +1,12 @@
 """Backbone -> store: the feature context of a run or a checkpoint, extraction of a category, ensure-features."""
+
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edcli.config import BackboneConfig, DataConfig
 from edcli.errors import UsageError
@@ -62,16 +63,24 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**50:,.0f} PiB"
 
 
-def check_image_size(shapes: list[tuple[int, int, int]], image_size: int, batch_size: int, device=None,
-                     model_cfg=None, backbone: str = "") -> None:
+def check_image_size(
+    shapes: list[tuple[int, int, int]],
+    image_size: int,
+    batch_size: int,
+    device=None,
+    model_cfg=None,
+    backbone: str = "",
+) -> None:
     """Refuse an --image-size that gives a level a grid under 2x2, or whose work cannot fit in memory, before any
     allocation. Features: the batch of decoded images and their feature maps. Training (model_cfg given): the
     (L, L) attention and prior maps of every layer, head and branch at the batch, forward and backward."""
     small = [(h, w) for _, h, w in shapes if h < 2 or w < 2]
     if small:
         grids = ", ".join(f"{h}x{w}" for _, h, w in shapes)
-        raise UsageError(f"--image-size {image_size}: {backbone or 'the backbone'} gives token grids {grids}; every "
-                         "level needs at least 2x2 (the prior and the attention need neighbours): use a larger size")
+        raise UsageError(
+            f"--image-size {image_size}: {backbone or 'the backbone'} gives token grids {grids}; every "
+            "level needs at least 2x2 (the prior and the attention need neighbours): use a larger size"
+        )
     need = batch_size * (3 * image_size * image_size * 5 + sum(4 * c * h * w for c, h, w in shapes))
     what = f"{batch_size} image(s) of {image_size}x{image_size} px and their features"
     if model_cfg is not None:
@@ -79,13 +88,17 @@ def check_image_size(shapes: list[tuple[int, int, int]], image_size: int, batch_
         maps = sum(4 * (h * w) ** 2 for _, h, w in shapes)  # one float32 (L, L) map per level
         # per layer, head and branch: the attention and its prior target, each kept for the backward pass
         need = max(need, batch_size * model_cfg.layers * model_cfg.heads * branches * 2 * 2 * maps)
-        what = (f"the (L, L) attention maps of training ({model_cfg.layers} layers x {model_cfg.heads} heads x "
-                f"{branches} branch(es), batch {batch_size}, forward and backward; "
-                f"tokens {', '.join(str(h * w) for _, h, w in shapes)})")
+        what = (
+            f"the (L, L) attention maps of training ({model_cfg.layers} layers x {model_cfg.heads} heads x "
+            f"{branches} branch(es), batch {batch_size}, forward and backward; "
+            f"tokens {', '.join(str(h * w) for _, h, w in shapes)})"
+        )
     have = machine_memory(device)
     if have and need > have:
-        raise UsageError(f"--image-size {image_size}: {what} need about {_gib(need)}, more than the "
-                         f"{_gib(have)} of memory here; use a smaller --image-size or --batch-size")
+        raise UsageError(
+            f"--image-size {image_size}: {what} need about {_gib(need)}, more than the "
+            f"{_gib(have)} of memory here; use a smaller --image-size or --batch-size"
+        )
 
 
 @dataclass
@@ -117,27 +130,39 @@ def build_context(data: DataConfig, bb_cfg: BackboneConfig, device_name: str) ->
 
 def backbone_cfg_of(ck) -> BackboneConfig:
     bb = ck.config.get("backbone", {})
-    return BackboneConfig(name=ck.backbone["backbone"], levels=tuple(ck.backbone["levels"]), weights=bb.get("weights"),
-                          random_init=bool(ck.backbone.get("random_init", False)))
+    return BackboneConfig(
+        name=ck.backbone["backbone"],
+        levels=tuple(ck.backbone["levels"]),
+        weights=bb.get("weights"),
+        random_init=bool(ck.backbone.get("random_init", False)),
+    )
 
 
-def context_for_checkpoint(ck, data_path: Optional[str], device, cache: dict, dataset: Optional[str] = None) -> FeatureContext:
+def context_for_checkpoint(
+    ck, data_path: str | None, device, cache: dict, dataset: str | None = None
+) -> FeatureContext:
     """The backbone a checkpoint was trained with; refuses other weights (scores would silently differ)."""
     from edcli.errors import WeightsError
 
     bb_cfg = backbone_cfg_of(ck)
     recorded = ck.config.get("data", {})
-    data = DataConfig(dataset=dataset or ck.dataset, data_path=data_path or ck.data_path,
-                      image_size=int(ck.backbone["image_size"]), normal_name=recorded.get("normal_name", "good"),
-                      test_fraction=recorded.get("test_fraction", DataConfig.test_fraction),
-                      split_seed=recorded.get("split_seed", DataConfig.split_seed))
+    data = DataConfig(
+        dataset=dataset or ck.dataset,
+        data_path=data_path or ck.data_path,
+        image_size=int(ck.backbone["image_size"]),
+        normal_name=recorded.get("normal_name", "good"),
+        test_fraction=recorded.get("test_fraction", DataConfig.test_fraction),
+        split_seed=recorded.get("split_seed", DataConfig.split_seed),
+    )
     key = (bb_cfg, data)
     if key not in cache:
         ctx = build_context(data, bb_cfg, "cpu")
         if ctx.winfo.sha256 != ck.backbone["weights_sha256"]:
-            raise WeightsError(f"the backbone weights found ({ctx.winfo.source}, sha256 {ctx.winfo.sha256[:12]}) are not the "
-                               f"ones {ck.category} was trained with (sha256 {ck.backbone['weights_sha256'][:12]}); "
-                               "pass the same --weights FILE")
+            raise WeightsError(
+                f"the backbone weights found ({ctx.winfo.source}, sha256 {ctx.winfo.sha256[:12]}) are not the "
+                f"ones {ck.category} was trained with (sha256 {ck.backbone['weights_sha256'][:12]}); "
+                "pass the same --weights FILE"
+            )
         ctx.extractor.to(device)
         ctx.device = device
         cache[key] = ctx
@@ -178,13 +203,25 @@ def split_listings(data: DataConfig, category: str, splits=("train", "test")):
     from edcli.data.fingerprint import source_listing
     from edcli.data.layouts import list_split
 
-    refs = {sp: list_split(data.dataset, data.data_path, category, sp, data.normal_name, data.test_fraction,
-                           data.split_seed) for sp in splits}
+    refs = {
+        sp: list_split(
+            data.dataset, data.data_path, category, sp, data.normal_name, data.test_fraction, data.split_seed
+        )
+        for sp in splits
+    }
     return refs, {sp: source_listing(r, data.data_path) for sp, r in refs.items()}
 
 
-def extract_category(ctx: FeatureContext, store: str, category: str, batch_size: int, num_workers: int,
-                     track, overwrite: bool = False, say_cached: bool = True) -> dict[str, Any]:
+def extract_category(
+    ctx: FeatureContext,
+    store: str,
+    category: str,
+    batch_size: int,
+    num_workers: int,
+    track,
+    overwrite: bool = False,
+    say_cached: bool = True,
+) -> dict[str, Any]:
     """Cache one category's pooled features and its prototypes; skip a complete file with the same settings made
     from the same files (a file made from other images, or before some were added, removed or changed, is redone)."""
     import numpy as np
@@ -202,19 +239,31 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
     if path.exists() and not overwrite:
         with FeatureFile.open(path, meta) as ff:
             reason = stale_reason(ff, data.data_path, listings)
-            row = {"category": category, "train": ff.n_train, "test": ff.n_test, "shapes": list(ff.shapes),
-                   "seconds": 0.0, "bytes": file_size(path), "path": str(path), "status": "cached"}
+            row = {
+                "category": category,
+                "train": ff.n_train,
+                "test": ff.n_test,
+                "shapes": list(ff.shapes),
+                "seconds": 0.0,
+                "bytes": file_size(path),
+                "path": str(path),
+                "status": "cached",
+            }
         if reason is None:
             if say_cached:
-                track.log(f"{category}: features already in {path} (same settings, same images); skipped. "
-                          "--overwrite redoes them")
+                track.log(
+                    f"{category}: features already in {path} (same settings, same images); skipped. "
+                    "--overwrite redoes them"
+                )
             return row
         track.log(f"{category}: recomputing {path}: {reason}")
     status = "recomputed" if path.exists() and not overwrite else "written"
     if test_is_held_out(data.dataset, data.data_path, category):
-        track.log(f"{category}: no test/ folder: {len(test_refs)} of the {len(train_refs) + len(test_refs)} normal "
-                  f"images (--test-fraction {data.test_fraction:g}, seed {data.split_seed}) are the test split; "
-                  "metrics that need anomalies are not defined")
+        track.log(
+            f"{category}: no test/ folder: {len(test_refs)} of the {len(train_refs) + len(test_refs)} normal "
+            f"images (--test-fraction {data.test_fraction:g}, seed {data.split_seed}) are the test split; "
+            "metrics that need anomalies are not defined"
+        )
     S = data.image_size
     shapes = [(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))]
     start = time.perf_counter()
@@ -233,18 +282,32 @@ def extract_category(ctx: FeatureContext, store: str, category: str, batch_size:
         for k, s in enumerate(sums):
             writer.write_ref(k, (s / len(train_refs)).astype(np.float32))
         if test_refs:
-            loader = data_loader(SampleDataset(test_refs, S, ctx.resize_mode, data.dataset, with_masks=True),
-                                 batch_size, num_workers)
+            loader = data_loader(
+                SampleDataset(test_refs, S, ctx.resize_mode, data.dataset, with_masks=True), batch_size, num_workers
+            )
             for batch in track(loader, total=len(loader), description=f"{category} features (test)"):
                 feats = run_backbone(ctx, batch["image"])
                 ids = batch["index"].tolist()
-                writer.write_test(ids[0], feats, [test_refs[i].path for i in ids], batch["label"].numpy(),
-                                  batch["mask"].numpy().astype(np.uint8), [test_refs[i].defect_type for i in ids],
-                                  batch["mask_known"].numpy().astype(bool))
+                writer.write_test(
+                    ids[0],
+                    feats,
+                    [test_refs[i].path for i in ids],
+                    batch["label"].numpy(),
+                    batch["mask"].numpy().astype(np.uint8),
+                    [test_refs[i].defect_type for i in ids],
+                    batch["mask_known"].numpy().astype(bool),
+                )
     seconds = time.perf_counter() - start
-    return {"category": category, "train": len(train_refs), "test": len(test_refs),
-            "shapes": [tuple(s) for s in shapes], "seconds": round(seconds, 2), "bytes": file_size(path),
-            "path": str(path), "status": status}
+    return {
+        "category": category,
+        "train": len(train_refs),
+        "test": len(test_refs),
+        "shapes": [tuple(s) for s in shapes],
+        "seconds": round(seconds, 2),
+        "bytes": file_size(path),
+        "path": str(path),
+        "status": status,
+    }
 
 
 def ensure_features(ctx: FeatureContext, store: str, category: str, batch_size: int, num_workers: int, track) -> Path:

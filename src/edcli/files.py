@@ -5,14 +5,16 @@ A target is complete or absent: a killed or failing writer leaves at most its te
 is gone. A write that fails (read-only folder, no space, permission) is a WriteError naming the path and the cause;
 its temp file is removed and what was at the target before is untouched.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from edcli.errors import WriteError
 
@@ -50,7 +52,7 @@ def remove_stale_temps(final: Path) -> list[Path]:
         return []
     removed = []
     for n in names:
-        m = _TMP_TAIL.fullmatch(n[len(prefix):])
+        m = _TMP_TAIL.fullmatch(n[len(prefix) :])
         if m and int(m.group(1)) != os.getpid() and _pid_gone(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(final.parent / n)
@@ -66,8 +68,9 @@ def write_error(path: Path, exc: OSError) -> WriteError:
             st = os.statvfs(Path(path).parent)
             if st.f_bavail * st.f_frsize < (1 << 20):
                 cause = f"No space left on device ({cause})"
-    return WriteError(f"cannot write {path}: {cause}; nothing there was changed (free space, or choose a writable "
-                      "folder)")
+    return WriteError(
+        f"cannot write {path}: {cause}; nothing there was changed (free space, or choose a writable folder)"
+    )
 
 
 def prepare(final: Path) -> Path:
@@ -168,14 +171,14 @@ class GuardedFile:
         out = memoryview(buf).cast("B")
         size, pos = len(out), self._pos
         disk = os.pread(self._fh.fileno(), size, pos)
-        out[:len(disk)] = disk
+        out[: len(disk)] = disk
         got = len(disk)
         for off, b in self._overlay:  # later writes win
             lo, hi = max(off, pos), min(off + len(b), pos + size)
             if lo < hi:
                 if lo - pos > got:
-                    out[got:lo - pos] = bytes(lo - pos - got)
-                out[lo - pos:hi - pos] = b[lo - off:hi - off]
+                    out[got : lo - pos] = bytes(lo - pos - got)
+                out[lo - pos : hi - pos] = b[lo - off : hi - off]
                 got = max(got, hi - pos)
         self._pos += got
         return got
@@ -184,7 +187,7 @@ class GuardedFile:
         if self.error is None:
             return self._fh.read(n)
         buf = bytearray(max(0, (self._end() - self._pos) if n < 0 else n))
-        return bytes(buf[:self.readinto(buf)])
+        return bytes(buf[: self.readinto(buf)])
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if self.error is None:

@@ -1,6 +1,7 @@
 """The whole scoring pass of a checkpoint as one torch module (for export): resized images -> raw map, smoothed map,
 image score. Normalisation, backbone, pooling, the float16 quantisation of the store, both level models in score
 mode, the level average, the upsampling, the σ smoothing and the reducer are all inside."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,16 @@ class ScoreGraph(nn.Module):
     """images (B, 3, S, S) float32 RGB in [0, 1], resized as `ed infer` resizes (unnormalised) ->
     raw map (B, S, S), smoothed map (B, S, S), image score (B,)."""
 
-    def __init__(self, extractor: nn.Module, model: nn.Module, grids: list[tuple[int, int]], image_size: int,
-                 sigma: float, reducer: str, quantize: bool = True):
+    def __init__(
+        self,
+        extractor: nn.Module,
+        model: nn.Module,
+        grids: list[tuple[int, int]],
+        image_size: int,
+        sigma: float,
+        reducer: str,
+        quantize: bool = True,
+    ):
         super().__init__()
         self.quantize = quantize  # False only in tests: the conversion's own error, without fp16 rounding flips
         self.extractor, self.levels = extractor, model.levels
@@ -44,8 +53,15 @@ def score_graph(ck, quantize: bool = True) -> ScoreGraph:
 
     calib = ck.calibration or {}
     ctx = context_for_checkpoint(ck, None, torch.device("cpu"), {})
-    return ScoreGraph(ctx.extractor, build_model(ck), [tuple(g) for g in ck.backbone["grids"]],
-                      int(ck.backbone["image_size"]), float(calib.get("sigma", 4.0)), calib.get("reducer", "max"), quantize)
+    return ScoreGraph(
+        ctx.extractor,
+        build_model(ck),
+        [tuple(g) for g in ck.backbone["grids"]],
+        int(ck.backbone["image_size"]),
+        float(calib.get("sigma", 4.0)),
+        calib.get("reducer", "max"),
+        quantize,
+    )
 
 
 def graph_metadata(ck) -> dict[str, Any]:
@@ -56,13 +72,21 @@ def graph_metadata(ck) -> dict[str, Any]:
     calib.pop("scores", None)  # the per-image calibration scores: long and not needed to score
     bb = ck.backbone
     return {
-        "format": "edcli-onnx", "format_version": 1, "edcli_version": __version__,
-        "category": ck.category, "dataset": ck.dataset,
-        "image_size": int(bb["image_size"]), "resize_mode": bb["resize_mode"],
+        "format": "edcli-onnx",
+        "format_version": 1,
+        "edcli_version": __version__,
+        "category": ck.category,
+        "dataset": ck.dataset,
+        "image_size": int(bb["image_size"]),
+        "resize_mode": bb["resize_mode"],
         "input": "RGB in [0, 1], resized by resize_mode, unnormalised (the graph normalises)",
-        "mean": list(bb["mean"]), "std": list(bb["std"]),
-        "backbone": bb["backbone"], "weights_sha256": bb["weights_sha256"], "weights_source": bb.get("weights_source"),
-        "random_init": bool(bb.get("random_init", False)), "levels": list(bb["levels"]),
+        "mean": list(bb["mean"]),
+        "std": list(bb["std"]),
+        "backbone": bb["backbone"],
+        "weights_sha256": bb["weights_sha256"],
+        "weights_source": bb.get("weights_source"),
+        "random_init": bool(bb.get("random_init", False)),
+        "levels": list(bb["levels"]),
         "calibration": calib,
         "normalized_score": "1 / (1 + exp(-clip((score - threshold) / max(scale, 1e-12), -60, 60)))",
         "outputs": list(OUTPUT_NAMES),

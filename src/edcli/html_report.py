@@ -1,5 +1,6 @@
 """The HTML report of a run: one self-contained page (every image a data: URI, nothing fetched) with the
 protocol, the metrics table and, per category, ROC/PR curves, score histograms, loss curves and the worst images."""
+
 from __future__ import annotations
 
 import base64
@@ -24,11 +25,23 @@ dt{font-weight:bold} dd{margin:0;font-family:monospace;word-break:break-all}
 """
 
 # (column title, key in metrics.json, how to show it)
-COLUMNS = [("category", "category", "s"), ("image AUROC", "image_auroc", "f"), ("pixel AUROC", "pixel_auroc", "f"),
-           ("AUPRO@0.3", "aupro", "f"), ("image AP", "image_ap", "f"), ("pixel AP", "pixel_ap", "f"),
-           ("F1-max", "f1_max", "f"), ("threshold", "threshold", "g"), ("TPR", "tpr", "f"), ("FPR", "fpr", "f"),
-           ("FP", "fp", "s"), ("FN", "fn", "s"), ("test images", "test_images", "s"), ("epoch", "epoch", "s"),
-           ("selection", "selection", "s")]
+COLUMNS = [
+    ("category", "category", "s"),
+    ("image AUROC", "image_auroc", "f"),
+    ("pixel AUROC", "pixel_auroc", "f"),
+    ("AUPRO@0.3", "aupro", "f"),
+    ("image AP", "image_ap", "f"),
+    ("pixel AP", "pixel_ap", "f"),
+    ("F1-max", "f1_max", "f"),
+    ("threshold", "threshold", "g"),
+    ("TPR", "tpr", "f"),
+    ("FPR", "fpr", "f"),
+    ("FP", "fp", "s"),
+    ("FN", "fn", "s"),
+    ("test images", "test_images", "s"),
+    ("epoch", "epoch", "s"),
+    ("selection", "selection", "s"),
+]
 
 
 @dataclass
@@ -103,8 +116,10 @@ def curves_img(view: CategoryView) -> str:
         prec = pred[y].sum() / max(1, pred.sum())
         ax_roc.plot([fp_rate], [tp_rate], "o", color="red", label=f"threshold {thr:.4g}")
         ax_pr.plot([tp_rate], [prec], "o", color="red", label=f"threshold {thr:.4g}")
-    for ax, (xl, yl, t) in zip((ax_roc, ax_pr), (("false positive rate", "true positive rate", "image ROC"),
-                                                  ("recall", "precision", "image precision-recall"))):
+    for ax, (xl, yl, t) in zip(
+        (ax_roc, ax_pr),
+        (("false positive rate", "true positive rate", "image ROC"), ("recall", "precision", "image precision-recall")),
+    ):
         ax.set(xlabel=xl, ylabel=yl, title=t, xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
         ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "lower left")
         ax.grid(alpha=0.3)
@@ -136,16 +151,20 @@ def losses_img(view: CategoryView) -> str:
         return '<p class="note">No training history in the checkpoint.</p>'
     epochs = [h["epoch"] for h in hist]
     keys = [k for k in hist[-1] if k != "epoch" and isinstance(hist[-1][k], (int, float))]
-    groups = [("loss terms", [k for k in keys if not k.endswith("_ent") and "auroc" not in k]),
-              ("attention entropy", [k for k in keys if k.endswith("_ent")]),
-              ("test AUROC (during training)", [k for k in keys if "auroc" in k])]
+    groups = [
+        ("loss terms", [k for k in keys if not k.endswith("_ent") and "auroc" not in k]),
+        ("attention entropy", [k for k in keys if k.endswith("_ent")]),
+        ("test AUROC (during training)", [k for k in keys if "auroc" in k]),
+    ]
     groups = [g for g in groups if g[1]]
     fig = _figure(4.2 * len(groups), 3.0)
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     for ax, (title, names) in zip(axes, groups):
         for k in names:
             pts = [(e, h[k]) for e, h in zip(epochs, hist) if h.get(k) is not None]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None, markersize=3, label=k)
+            ax.plot(
+                [p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None, markersize=3, label=k
+            )
         ax.set(xlabel="epoch", title=title)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
@@ -165,8 +184,10 @@ def _worst_html(view: CategoryView, run_dir: Path) -> str:
     if thr is None:
         return '<p class="note">No calibrated threshold applies to these scores: no false negatives or positives.</p>'
     out = []
-    for kind, title in (("fn", "Worst false negatives (missed anomalies, lowest scores)"),
-                        ("fp", "Worst false positives (false alarms, highest scores)")):
+    for kind, title in (
+        ("fn", "Worst false negatives (missed anomalies, lowest scores)"),
+        ("fp", "Worst false positives (false alarms, highest scores)"),
+    ):
         n = int(view.metrics.get(kind) or 0)
         rows = worst(view, kind)
         out.append(f"<h3>{title}: {len(rows)} of {n}</h3>")
@@ -177,8 +198,10 @@ def _worst_html(view: CategoryView, run_dir: Path) -> str:
             if panel is not None and panel.is_file():
                 out.append(f'<img alt="{_e(r["path"])}" src="{png_uri(panel.read_bytes())}">')
             else:
-                out.append(f'<p class="note">{_e(r["path"])} (score {float(r["score"]):.4g}): no heat-map panel in '
-                           f'the run folder; run <code>ed eval --run {_e(run_dir)}</code> to draw it.</p>')
+                out.append(
+                    f'<p class="note">{_e(r["path"])} (score {float(r["score"]):.4g}): no heat-map panel in '
+                    f"the run folder; run <code>ed eval --run {_e(run_dir)}</code> to draw it.</p>"
+                )
     return "\n".join(out)
 
 
@@ -188,7 +211,7 @@ def _table(rows: list[dict[str, Any]], mean: dict[str, Any]) -> str:
     for r in [*rows, mean]:
         cls = ' class="mean"' if r is mean else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(r.get(k), how)}</td>" for _, k, how in COLUMNS) + "</tr>")
-    return f'<table><tr>{head}</tr>{"".join(body)}</table>'
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def _protocol(protocol: dict[str, Any], views: list[CategoryView]) -> str:
@@ -196,8 +219,10 @@ def _protocol(protocol: dict[str, Any], views: list[CategoryView]) -> str:
     items = dict(protocol)
     if train:
         # training.py trains every level with torch.optim.Adam at the recorded lr
-        items["optimizer"] = (f"Adam, lr {train.get('lr')}, batch size {train.get('batch_size')}, "
-                              f"{train.get('epochs')} epochs, lambda1 {train.get('lambda1')}, lambda2 {train.get('lambda2')}")
+        items["optimizer"] = (
+            f"Adam, lr {train.get('lr')}, batch size {train.get('batch_size')}, "
+            f"{train.get('epochs')} epochs, lambda1 {train.get('lambda1')}, lambda2 {train.get('lambda2')}"
+        )
         items["calibration"] = f"{train.get('calib_fraction')} of the normal train images held out"
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items.items())
     return f"<dl>{rows}</dl>"
@@ -209,17 +234,27 @@ def build_html(run_dir: Path, metrics: dict[str, Any], views: list[CategoryView]
     warn = f'<p class="warn">{_e(protocol["warning"])}</p>' if protocol.get("warning") else ""
     toc = " · ".join(f'<a href="#cat-{_e(v.name)}">{_e(v.name)}</a>' for v in views)
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>ed report: {_e(run_dir.name)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>ed report: {_e(run_dir)}</h1>", warn,
-        "<h2>Protocol</h2>", _protocol(protocol, views),
-        "<h2>Metrics</h2>", _table(metrics.get("categories", []), metrics.get("mean", {})),
+        f"<h1>ed report: {_e(run_dir)}</h1>",
+        warn,
+        "<h2>Protocol</h2>",
+        _protocol(protocol, views),
+        "<h2>Metrics</h2>",
+        _table(metrics.get("categories", []), metrics.get("mean", {})),
         '<p class="note">Threshold-free metrics (AUROC, AP, AUPRO, F1-max) and, at each model\'s calibrated threshold '
         "(from normal images only), TPR, FPR, false positives (FP) and false negatives (FN). n/d = not defined.</p>",
         f"<p>Categories: {toc}</p>",
     ]
     for v in views:
-        parts += [f'<h2 id="cat-{_e(v.name)}">{_e(v.name)}</h2>', curves_img(v), histogram_img(v),
-                  "<h3>Training</h3>", losses_img(v), _worst_html(v, run_dir)]
+        parts += [
+            f'<h2 id="cat-{_e(v.name)}">{_e(v.name)}</h2>',
+            curves_img(v),
+            histogram_img(v),
+            "<h3>Training</h3>",
+            losses_img(v),
+            _worst_html(v, run_dir),
+        ]
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)

@@ -4,10 +4,11 @@ Every metric returns a Python float, or None where it is not defined (e.g. a tes
 normal): a category without anomalies is reported as "not defined", never as a crash or a made-up number.
 Labels and masks use 1 for anomalous and 0 for normal; higher scores mean more anomalous.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -79,13 +80,13 @@ def _both_classes(y: np.ndarray) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- image level
-def image_auroc(labels: Any, scores: Any) -> Optional[float]:
+def image_auroc(labels: Any, scores: Any) -> float | None:
     """ROC AUC of image scores; None when only one class is present."""
     y, s = _labels_scores(labels, scores)
     return float(roc_auc_score(y, s)) if _both_classes(y) else None
 
 
-def image_ap(labels: Any, scores: Any) -> Optional[float]:
+def image_ap(labels: Any, scores: Any) -> float | None:
     """Average precision (sklearn, step-wise, no interpolation) of image scores; None when only one class."""
     y, s = _labels_scores(labels, scores)
     return float(average_precision_score(y, s)) if _both_classes(y) else None
@@ -101,7 +102,7 @@ def _f1_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f1, thresholds
 
 
-def f1_max(labels: Any, scores: Any) -> Optional[float]:
+def f1_max(labels: Any, scores: Any) -> float | None:
     """Best image-level F1 over all thresholds (optimistic: the threshold is chosen on the test set)."""
     y, s = _labels_scores(labels, scores)
     if not _both_classes(y):
@@ -110,7 +111,7 @@ def f1_max(labels: Any, scores: Any) -> Optional[float]:
     return float(f1.max())
 
 
-def best_f1_threshold(labels: Any, scores: Any) -> Optional[float]:
+def best_f1_threshold(labels: Any, scores: Any) -> float | None:
     """The lowest threshold reaching F1-max (score >= threshold is anomalous). For visualisation only: a
     deployment threshold must come from normal data, never from the test set."""
     y, s = _labels_scores(labels, scores)
@@ -121,13 +122,13 @@ def best_f1_threshold(labels: Any, scores: Any) -> Optional[float]:
 
 
 # ---------------------------------------------------------------------------------------------- pixel level
-def pixel_auroc(masks: Any, maps: Any) -> Optional[float]:
+def pixel_auroc(masks: Any, maps: Any) -> float | None:
     """ROC AUC over every pixel of every test image (normal images included); None without both classes."""
     gt, a = _masks_maps(masks, maps)
     return float(roc_auc_score(gt.ravel(), a.ravel())) if _both_classes(gt) else None
 
 
-def pixel_ap(masks: Any, maps: Any) -> Optional[float]:
+def pixel_ap(masks: Any, maps: Any) -> float | None:
     """Average precision over every pixel of every test image; None without both classes."""
     gt, a = _masks_maps(masks, maps)
     return float(average_precision_score(gt.ravel(), a.ravel())) if _both_classes(gt) else None
@@ -184,7 +185,7 @@ def _area_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2.0))
 
 
-def aupro(masks: Any, maps: Any, fpr_limit: float = 0.3) -> Optional[float]:
+def aupro(masks: Any, maps: Any, fpr_limit: float = 0.3) -> float | None:
     """Normalised area under the PRO curve up to FPR = fpr_limit (official MVTec AD definition, exact curve),
     in [0, 1]. None when the set has no anomalous region or no anomaly-free pixel."""
     if not 0.0 < float(fpr_limit) <= 1.0:
@@ -197,13 +198,11 @@ def aupro(masks: Any, maps: Any, fpr_limit: float = 0.3) -> Optional[float]:
 
 
 # ---------------------------------------------------------------------------------------------- aggregation
-def compute_metrics(
-    labels: Any, image_scores: Any, masks: Any = None, maps: Any = None
-) -> dict[str, Optional[float]]:
+def compute_metrics(labels: Any, image_scores: Any, masks: Any = None, maps: Any = None) -> dict[str, float | None]:
     """Every metric of METRIC_NAMES for one category. Pixel metrics are None without masks (or without any
     anomalous pixel); every metric is None when the labels hold only one class."""
     y, s = _labels_scores(labels, image_scores)
-    out: dict[str, Optional[float]] = {name: None for name in METRIC_NAMES}
+    out: dict[str, float | None] = {name: None for name in METRIC_NAMES}
     if masks is not None and maps is None:
         raise DataError("masks were given without anomaly maps; pass the maps to compute pixel metrics")
     if masks is not None:
@@ -222,10 +221,10 @@ def compute_metrics(
     return out
 
 
-def macro_mean(rows: list[dict], names: Sequence[str] = METRIC_NAMES) -> dict[str, Optional[float]]:
+def macro_mean(rows: list[dict], names: Sequence[str] = METRIC_NAMES) -> dict[str, float | None]:
     """Per metric, the mean over the rows (categories) where it is defined; None where no row defines it.
     A missing key counts as undefined."""
-    out: dict[str, Optional[float]] = {}
+    out: dict[str, float | None] = {}
     for name in names:
         values = [float(row[name]) for row in rows if row.get(name) is not None]
         out[name] = float(np.mean(values)) if values else None
@@ -241,5 +240,11 @@ def threshold_counts(labels: Any, scores: Any, threshold: float) -> dict[str, An
     pred = s > float(threshold)
     tp, fp = int(np.sum(pred & y)), int(np.sum(pred & ~y))
     fn, tn = int(np.sum(~pred & y)), int(np.sum(~pred & ~y))
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "tpr": tp / (tp + fn) if tp + fn else None, "fpr": fp / (fp + tn) if fp + tn else None}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "tpr": tp / (tp + fn) if tp + fn else None,
+        "fpr": fp / (fp + tn) if fp + tn else None,
+    }

@@ -1,12 +1,13 @@
 """ONNX files: the export of a ScoreGraph with its metadata, and ONNX Runtime scoring. The only importer of onnx and
 onnxruntime (the optional extra `edcli[onnx]`)."""
+
 from __future__ import annotations
 
 import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,10 @@ DEFAULT_OPSET = 17
 
 
 def _missing(what: str, exc: ImportError) -> DependencyError:
-    return DependencyError(f"{what} needs the optional packages onnx, onnxscript and onnxruntime ({exc.name or exc} "
-                           f"is missing): {INSTALL_HINT}")
+    return DependencyError(
+        f"{what} needs the optional packages onnx, onnxscript and onnxruntime ({exc.name or exc} "
+        f"is missing): {INSTALL_HINT}"
+    )
 
 
 def require_onnx(what: str) -> None:
@@ -30,8 +33,9 @@ def require_onnx(what: str) -> None:
         raise _missing(what, exc) from exc
 
 
-def export_graph(graph, path: Path, image_size: int, metadata: dict[str, Any], opset: int = DEFAULT_OPSET,
-                 batch: Optional[int] = None) -> dict[str, Any]:
+def export_graph(
+    graph, path: Path, image_size: int, metadata: dict[str, Any], opset: int = DEFAULT_OPSET, batch: int | None = None
+) -> dict[str, Any]:
     """Export through the TorchScript exporter (the graph is traced: its loops are over fixed levels and layers),
     write metadata_props (JSON values), run onnx.checker, write atomically. batch None: a dynamic batch axis."""
     try:
@@ -48,8 +52,17 @@ def export_graph(graph, path: Path, image_size: int, metadata: dict[str, Any], o
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about constant shapes: the shapes are fixed by design
         with torch.no_grad():
-            torch.onnx.export(graph, (example,), buf, dynamo=False, opset_version=int(opset), input_names=[INPUT_NAME],
-                              output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, do_constant_folding=True)
+            torch.onnx.export(
+                graph,
+                (example,),
+                buf,
+                dynamo=False,
+                opset_version=int(opset),
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=dynamic,
+                do_constant_folding=True,
+            )
     model = onnx.load_from_string(buf.getvalue())
     model.producer_name, model.doc_string = "edcli", "ED anomaly scores: images -> raw_map, smoothed_map, score"
     for key, value in metadata.items():
@@ -71,8 +84,10 @@ def providers(device: str = "auto") -> list:
     name = (device or "auto").lower()
     if name.startswith("cuda"):
         if "CUDAExecutionProvider" not in have:
-            raise ConfigError(f"--device {device}: this onnxruntime has no CUDA provider (have: {', '.join(have)}); "
-                              "install onnxruntime-gpu or use --device cpu")
+            raise ConfigError(
+                f"--device {device}: this onnxruntime has no CUDA provider (have: {', '.join(have)}); "
+                "install onnxruntime-gpu or use --device cpu"
+            )
         index = name.partition(":")[2]
         if index and not index.isdigit():
             raise ConfigError(f"--device {device}: use cuda or cuda:N")
@@ -87,13 +102,15 @@ def providers(device: str = "auto") -> list:
 class OnnxScorer:
     """An exported graph in an ONNX Runtime session: (B, 3, S, S) float32 images -> raw, smoothed maps and scores."""
 
-    def __init__(self, path: Union[str, Path], device: str = "auto", threads: Optional[int] = None):
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise _missing(f"scoring with {path}", exc) from exc
         if not Path(path).is_file():
-            raise CheckpointError(f"ONNX model {path} does not exist; write one with `ed export CHECKPOINT --out {path}`")
+            raise CheckpointError(
+                f"ONNX model {path} does not exist; write one with `ed export CHECKPOINT --out {path}`"
+            )
         opts = ort.SessionOptions()
         # idle pool threads sleep instead of spinning, as ed sets OMP_WAIT_POLICY=PASSIVE for torch (shared CPUs)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -104,8 +121,10 @@ class OnnxScorer:
         except ConfigError:
             raise
         except Exception as exc:  # onnxruntime raises its own types for missing, corrupt or foreign files
-            raise CheckpointError(f"{path} cannot be loaded by ONNX Runtime ({type(exc).__name__}: {exc}); "
-                                  "export it with `ed export CHECKPOINT`") from exc
+            raise CheckpointError(
+                f"{path} cannot be loaded by ONNX Runtime ({type(exc).__name__}: {exc}); "
+                "export it with `ed export CHECKPOINT`"
+            ) from exc
         raw = self.session.get_modelmeta().custom_metadata_map
         try:
             self.meta = {k: json.loads(v) for k, v in raw.items()}
@@ -125,9 +144,9 @@ class OnnxScorer:
             return raw, smoothed, scores.astype(np.float64)
         outs = []
         for start in range(0, n, self.batch):  # a fixed-batch graph: chunks, the last one padded with zeros
-            chunk = images[start:start + self.batch]
+            chunk = images[start : start + self.batch]
             pad = np.zeros((self.batch - len(chunk), *chunk.shape[1:]), np.float32)
             got = self.session.run(None, {self.input_name: np.concatenate([chunk, pad])})
-            outs.append([o[:len(chunk)] for o in got])
+            outs.append([o[: len(chunk)] for o in got])
         raw, smoothed, scores = (np.concatenate([o[i] for o in outs]) for i in range(3))
         return raw, smoothed, scores.astype(np.float64)

@@ -1,12 +1,14 @@
 """Result files: metrics JSON/CSV, predictions CSV/JSONL (per image, for infer and eval), heat-map panels, masks
 and raw maps."""
+
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,9 +17,19 @@ from edcli.metrics import METRIC_NAMES
 
 PREDICTION_FIELDS = ("path", "score", "normalized_score", "label", "threshold", "threshold_origin", "error", "heatmap")
 # `ed eval`'s per-image file: label is the ground truth, predicted the label at the calibrated threshold
-EVAL_PREDICTION_FIELDS = ("path", "defect_type", "label", "score", "normalized_score", "predicted", "threshold", "heatmap")
+EVAL_PREDICTION_FIELDS = (
+    "path",
+    "defect_type",
+    "label",
+    "score",
+    "normalized_score",
+    "predicted",
+    "threshold",
+    "heatmap",
+)
 THRESHOLD_FIELDS = ("threshold", "tpr", "fpr", "fp", "fn")  # at the calibrated threshold, in metrics.json/csv
 HARDEST = 3  # panels `ed eval` always saves per class: the lowest-scored anomalous and highest-scored normal images
+
 
 def _csv_text(fields: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
@@ -28,13 +40,25 @@ def _csv_text(fields: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def write_metrics(run_dir: Path, rows: list[dict[str, Any]], mean: dict[str, Any], protocol: dict[str, Any]) -> tuple[Path, Path]:
+def write_metrics(
+    run_dir: Path, rows: list[dict[str, Any]], mean: dict[str, Any], protocol: dict[str, Any]
+) -> tuple[Path, Path]:
     """metrics.json (rows, mean, protocol) and metrics.csv (one row per category, then the mean; protocol as columns)."""
     run_dir = Path(run_dir)
     jpath, cpath = run_dir / "metrics.json", run_dir / "metrics.csv"
     write_text(jpath, json.dumps({"protocol": protocol, "categories": rows, "mean": mean}, indent=2) + "\n")
     proto_cols = [k for k in protocol if not isinstance(protocol[k], (dict, list))]
-    fields = ["category", *METRIC_NAMES, *THRESHOLD_FIELDS, "test_images", "seconds", "epoch", "selection", "test_selected", *proto_cols]
+    fields = [
+        "category",
+        *METRIC_NAMES,
+        *THRESHOLD_FIELDS,
+        "test_images",
+        "seconds",
+        "epoch",
+        "selection",
+        "test_selected",
+        *proto_cols,
+    ]
     flat = [dict(r, **{k: protocol[k] for k in proto_cols}) for r in rows]
     flat.append(dict(mean, **{k: protocol[k] for k in proto_cols}))
     write_text(cpath, _csv_text(fields, flat))
@@ -64,7 +88,7 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 # ---------------------------------------------------------------------------------------------- panels
-def color_range(calibration: Optional[dict], fallback: tuple[float, float]) -> tuple[float, float]:
+def color_range(calibration: dict | None, fallback: tuple[float, float]) -> tuple[float, float]:
     """The heat-map colour scale of a model: 0 to twice the calibrated threshold, so the threshold sits in the
     middle and a colour means the same score in every panel of the model; `fallback` without a calibration."""
     thr = (calibration or {}).get("threshold")
@@ -73,8 +97,14 @@ def color_range(calibration: Optional[dict], fallback: tuple[float, float]) -> t
     return 0.0, 2.0 * float(thr)
 
 
-def panel_title(name: str, score: Optional[float], normalized: Optional[float], label: Optional[str],
-                threshold: Optional[float], truth: Optional[str] = None) -> str:
+def panel_title(
+    name: str,
+    score: float | None,
+    normalized: float | None,
+    label: str | None,
+    threshold: float | None,
+    truth: str | None = None,
+) -> str:
     """The line above a panel: file name, score, normalised score, predicted label (and the truth), threshold."""
     parts = [name]
     if score is not None:
@@ -93,10 +123,14 @@ def panel_title(name: str, score: Optional[float], normalized: Optional[float], 
 PANEL_HEIGHT = (256, 512)  # tiles are the image's height clipped to this range (aspect kept): readable, not huge
 
 # a perceptually ordered colour map (dark blue -> cyan -> yellow -> red), interpolated to 256 entries
-_ANCHORS = np.array([[0, 0, 64], [0, 64, 192], [0, 192, 255], [128, 255, 128], [255, 224, 0], [255, 96, 0],
-                     [192, 0, 0]], dtype=np.float64)
-_LUT = np.stack([np.interp(np.linspace(0, len(_ANCHORS) - 1, 256), np.arange(len(_ANCHORS)), _ANCHORS[:, c])
-                 for c in range(3)], axis=1).astype(np.uint8)
+_ANCHORS = np.array(
+    [[0, 0, 64], [0, 64, 192], [0, 192, 255], [128, 255, 128], [255, 224, 0], [255, 96, 0], [192, 0, 0]],
+    dtype=np.float64,
+)
+_LUT = np.stack(
+    [np.interp(np.linspace(0, len(_ANCHORS) - 1, 256), np.arange(len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)],
+    axis=1,
+).astype(np.uint8)
 
 
 def colorize(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
@@ -134,9 +168,17 @@ def _resized(arr: np.ndarray, w: int, h: int, nearest: bool = False) -> np.ndarr
     return out
 
 
-def heatmap_panel(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, pred_mask: Optional[np.ndarray] = None,
-                  alpha: float = 0.5, gt_mask: Optional[np.ndarray] = None, title: str = "",
-                  threshold: Optional[float] = None) -> np.ndarray:
+def heatmap_panel(
+    image: np.ndarray,
+    amap: np.ndarray,
+    vmin: float,
+    vmax: float,
+    pred_mask: np.ndarray | None = None,
+    alpha: float = 0.5,
+    gt_mask: np.ndarray | None = None,
+    title: str = "",
+    threshold: float | None = None,
+) -> np.ndarray:
     """image | ground truth (when given) | heat map with a colour bar | overlay with the predicted-mask contour,
     under a title line; (H, W, 3) uint8 RGB. image (h, w, 3) uint8, amap and masks (h, w). Drawn with PIL, a few
     milliseconds, so `ed infer` can draw one per image."""
@@ -151,8 +193,12 @@ def heatmap_panel(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
         overlay[contour(_resized(pred_mask, W, H, nearest=True) > 0)] = (255, 0, 0)
     tiles = [("image", img)]
     if gt_mask is not None:
-        tiles.append(("ground truth", np.repeat((_resized(gt_mask, W, H, nearest=True) > 0)[..., None] * 255, 3, 2)
-                      .astype(np.uint8)))
+        tiles.append(
+            (
+                "ground truth",
+                np.repeat((_resized(gt_mask, W, H, nearest=True) > 0)[..., None] * 255, 3, 2).astype(np.uint8),
+            )
+        )
     tiles += [("anomaly map", heat), ("overlay, predicted mask", overlay)]
     pad, head, sub, bar_w, bar_text = 8, 24, 18, 12, 58
     width = pad + len(tiles) * (W + pad) + bar_w + bar_text
@@ -198,12 +244,23 @@ def hardest(labels: np.ndarray, scores: np.ndarray, k: int = HARDEST) -> list[in
     alarms first whatever the threshold, so `ed report` has their panels without --save-maps."""
     labels, scores = np.asarray(labels).astype(bool), np.asarray(scores)
     anom, norm = np.flatnonzero(labels), np.flatnonzero(~labels)
-    return sorted(set(anom[np.argsort(scores[anom], kind="stable")[:k]].tolist())
-                  | set(norm[np.argsort(-scores[norm], kind="stable")[:k]].tolist()))
+    return sorted(
+        set(anom[np.argsort(scores[anom], kind="stable")[:k]].tolist())
+        | set(norm[np.argsort(-scores[norm], kind="stable")[:k]].tolist())
+    )
 
 
-def save_eval_maps(folder: Path, ff, split, ck, masks, indices: Optional[Sequence[int]] = None, npy: bool = True,
-                   threshold: Optional[float] = None, normalized: Optional[np.ndarray] = None) -> dict[int, Path]:
+def save_eval_maps(
+    folder: Path,
+    ff,
+    split,
+    ck,
+    masks,
+    indices: Sequence[int] | None = None,
+    npy: bool = True,
+    threshold: float | None = None,
+    normalized: np.ndarray | None = None,
+) -> dict[int, Path]:
     """Raw maps (.npy, unless npy=False) and heat-map panels (PNG) of test images (all, or `indices`), in folders
     per defect type; returns {index: panel path}. threshold: the calibrated one when it applies to these scores."""
     from edcli.data.images import load_image
@@ -220,24 +277,54 @@ def save_eval_maps(folder: Path, ff, split, ck, masks, indices: Optional[Sequenc
         if npy:
             save_npy(sub / f"{stem}.npy", split.maps[i])
         try:
-            img = (load_image(paths[i], S, ck.backbone["resize_mode"]).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            img = (
+                (load_image(paths[i], S, ck.backbone["resize_mode"]).permute(1, 2, 0).numpy() * 255)
+                .round()
+                .astype(np.uint8)
+            )
         except Exception:  # the image may have moved since the features were cached: draw on grey
             img = np.full((S, S, 3), 128, np.uint8)
         pred = split.smoothed[i] > threshold if threshold is not None else None
         score = float(split.scores[i])
         label = None if threshold is None else ("anomalous" if score > threshold else "normal")
-        title = panel_title(f"{defects[i]}/{Path(paths[i]).name}", score, None if normalized is None else float(normalized[i]), label, threshold,
-                            truth="anomalous" if labels[i] else "normal")
-        panel = heatmap_panel(img, split.maps[i], vmin, vmax, pred, gt_mask=None if masks is None else masks[i],
-                              title=title, threshold=bar_line)
+        title = panel_title(
+            f"{defects[i]}/{Path(paths[i]).name}",
+            score,
+            None if normalized is None else float(normalized[i]),
+            label,
+            threshold,
+            truth="anomalous" if labels[i] else "normal",
+        )
+        panel = heatmap_panel(
+            img,
+            split.maps[i],
+            vmin,
+            vmax,
+            pred,
+            gt_mask=None if masks is None else masks[i],
+            title=title,
+            threshold=bar_line,
+        )
         save_png(sub / f"{stem}.png", panel)
         saved[int(i)] = sub / f"{stem}.png"
     return saved
 
 
-def save_infer_maps(outdir: Path, path: str, index: int, amap, smoothed, thr: float, mode: str, h: int, w: int,
-                    score: Optional[float] = None, normalized: Optional[float] = None, label: Optional[str] = None,
-                    color_max: Optional[float] = None) -> Path:
+def save_infer_maps(
+    outdir: Path,
+    path: str,
+    index: int,
+    amap,
+    smoothed,
+    thr: float,
+    mode: str,
+    h: int,
+    w: int,
+    score: float | None = None,
+    normalized: float | None = None,
+    label: str | None = None,
+    color_max: float | None = None,
+) -> Path:
     """The raw map (.npy), the predicted mask and the heat-map panel of one scored file, at its original size;
     returns the panel's path. color_max: the top of the colour scale (default twice thr; pass twice the model's
     calibrated threshold so a --threshold override does not change the colours)."""
@@ -256,6 +343,10 @@ def save_infer_maps(outdir: Path, path: str, index: int, amap, smoothed, thr: fl
     # the colour scale runs from 0 to twice the threshold, so the same colour means the same score in every image
     top = 2.0 * thr if color_max is None else float(color_max)
     panel_path = Path(outdir) / "heatmaps" / f"{stem}.png"
-    save_png(panel_path, heatmap_panel(img, big, 0.0, top, pred, title=panel_title(Path(path).name, score, normalized, label, thr),
-                                       threshold=thr))
+    save_png(
+        panel_path,
+        heatmap_panel(
+            img, big, 0.0, top, pred, title=panel_title(Path(path).name, score, normalized, label, thr), threshold=thr
+        ),
+    )
     return panel_path

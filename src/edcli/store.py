@@ -9,6 +9,7 @@ Every file is complete or absent: it is written as ``<final>.tmp-<pid>-<random>`
 fsynced and renamed onto its final name with ``os.replace``; a failed or killed writer leaves at most that temp
 file, which readers ignore. This is the only module that imports h5py; numpy goes in and out.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,9 +19,10 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Iterator, Sequence
 from functools import cached_property, wraps
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Union
 
 import h5py
 import numpy as np
@@ -65,6 +67,7 @@ def _deferring(method):
     def wrapper(*args, **kwargs):
         with _sigint_deferred():
             return method(*args, **kwargs)
+
     return wrapper
 
 
@@ -83,8 +86,9 @@ def _create_temp(final: Path) -> tuple[Path, GuardedFile, h5py.File]:
 
 def _write_failed(final: Path, e: BaseException) -> StoreError:
     cause = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return StoreError(f"cannot write {final}: {cause}; nothing there was changed (free space, or choose a "
-                      "writable --store)")
+    return StoreError(
+        f"cannot write {final}: {cause}; nothing there was changed (free space, or choose a writable --store)"
+    )
 
 
 def _discard(f: h5py.File | None, stream: GuardedFile | None, tmp: Path) -> None:
@@ -275,8 +279,17 @@ class FeatureWriter:
     of them, so a filter would slow each read several-fold. Masks (mostly zeros) are gzip-compressed per image.
     """
 
-    def __init__(self, path: Path, meta: dict, levels_shapes: list[tuple[int, int, int]], n_train: int,
-                 n_test: int, image_size: int, *, compression: str | None = None):
+    def __init__(
+        self,
+        path: Path,
+        meta: dict,
+        levels_shapes: list[tuple[int, int, int]],
+        n_train: int,
+        n_test: int,
+        image_size: int,
+        *,
+        compression: str | None = None,
+    ):
         self.path = Path(path)
         self.shapes = [tuple(int(s) for s in shape) for shape in levels_shapes]
         self.n_train, self.n_test, self.image_size = int(n_train), int(n_test), int(image_size)
@@ -313,14 +326,25 @@ class FeatureWriter:
             g = f.create_group(split)
             for k, (C, H, W) in enumerate(self.shapes):
                 # one image per chunk: any subset of images is read without touching the others
-                g.create_dataset(str(k), shape=(n, C, H, W), dtype=np.float16, chunks=(1, C, H, W) if n else None,
-                                 compression=compression if n else None)
+                g.create_dataset(
+                    str(k),
+                    shape=(n, C, H, W),
+                    dtype=np.float16,
+                    chunks=(1, C, H, W) if n else None,
+                    compression=compression if n else None,
+                )
             g.create_dataset("paths", shape=(n,), dtype=_STR)
         g = f["test"]
         n = self.n_test
         g.create_dataset("labels", shape=(n,), dtype=np.int8)
-        g.create_dataset("masks", shape=(n, S, S), dtype=np.uint8, chunks=(1, S, S) if n else None,
-                         compression="gzip" if n else None, compression_opts=1 if n else None)
+        g.create_dataset(
+            "masks",
+            shape=(n, S, S),
+            dtype=np.uint8,
+            chunks=(1, S, S) if n else None,
+            compression="gzip" if n else None,
+            compression_opts=1 if n else None,
+        )
         g.create_dataset("defect_types", shape=(n,), dtype=_STR)
         g.create_dataset("mask_known", shape=(n,), dtype=bool)
         g = f.create_group("ref")
@@ -351,8 +375,10 @@ class FeatureWriter:
                 x16 = x.astype(np.float16)
             # float16 tops out at 65504: an overflow would silently turn into inf and poison every score
             if not np.isfinite(x16).all():
-                raise StoreError(f"{self.path}: {split} level {k} rows {rows.start}..{rows.stop - 1} are not "
-                                 f"finite in float16 (NaN or |x| > 65504); check the backbone and its weights")
+                raise StoreError(
+                    f"{self.path}: {split} level {k} rows {rows.start}..{rows.stop - 1} are not "
+                    f"finite in float16 (NaN or |x| > 65504); check the backbone and its weights"
+                )
             self._f[f"{split}/{k}"][rows] = x16
         self._check_disk()
 
@@ -372,8 +398,9 @@ class FeatureWriter:
         self._train_done[rows] = True
 
     @_deferring
-    def write_test(self, start: int, feats: list[np.ndarray], paths: list[str], labels, masks, defect_types,
-                   mask_known) -> None:
+    def write_test(
+        self, start: int, feats: list[np.ndarray], paths: list[str], labels, masks, defect_types, mask_known
+    ) -> None:
         """masks (b, S, S) bool or integer (0/1); labels (b,) int; defect_types list[str]; mask_known (b,) bool."""
         b, S = len(paths), self.image_size
         rows = self._rows("test", start, b, self.n_test)
@@ -381,8 +408,10 @@ class FeatureWriter:
             return
         labels, masks, mask_known = np.asarray(labels), np.asarray(masks), np.asarray(mask_known)
         if labels.shape != (b,) or mask_known.shape != (b,) or len(defect_types) != b:
-            raise StoreError(f"{self.path}: labels {labels.shape}, mask_known {mask_known.shape} and "
-                             f"{len(defect_types)} defect types do not match {b} test paths")
+            raise StoreError(
+                f"{self.path}: labels {labels.shape}, mask_known {mask_known.shape} and "
+                f"{len(defect_types)} defect types do not match {b} test paths"
+            )
         if masks.shape != (b, S, S):
             raise StoreError(f"{self.path}: test masks have shape {masks.shape}, expected {(b, S, S)}")
         if masks.dtype.kind not in "biu" or (masks.size and (masks.min() < 0 or masks.max() > 255)):
@@ -430,8 +459,10 @@ class FeatureWriter:
         for split, done in (("train", self._train_done), ("test", self._test_done)):
             if not done.all():
                 missing = np.flatnonzero(~done)
-                raise StoreError(f"{self.path}: {split} rows {missing[:5].tolist()}{'...' if len(missing) > 5 else ''}"
-                                 f" were never written ({len(missing)} of {len(done)}); nothing was saved")
+                raise StoreError(
+                    f"{self.path}: {split} rows {missing[:5].tolist()}{'...' if len(missing) > 5 else ''}"
+                    f" were never written ({len(missing)} of {len(done)}); nothing was saved"
+                )
         missing_refs = [k for k, done in enumerate(self._ref_done) if not done]
         if missing_refs:
             raise StoreError(f"{self.path}: ref levels {missing_refs} were never written; nothing was saved")
@@ -460,7 +491,7 @@ class FeatureWriter:
         if self._stream is not None and self._stream.error is not None:
             raise _write_failed(self.path, self._stream.error) from exc
 
-    def __enter__(self) -> "FeatureWriter":
+    def __enter__(self) -> FeatureWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -516,7 +547,7 @@ def _read_rows(ds: h5py.Dataset, idx: Index, dtype: type) -> np.ndarray:
         first = int(rows[a])
         for j in range(a, b, block):
             e = min(b, j + block)
-            out[j:e] = ds[first + j - a:first + e - a]
+            out[j:e] = ds[first + j - a : first + e - a]
     return out
 
 
@@ -540,7 +571,7 @@ class FeatureFile:
         self.shapes = [tuple(int(s) for s in h5[f"train/{k}"].shape[1:]) for k in range(self.n_levels)]
 
     @classmethod
-    def open(cls, path: str | Path, expected: dict | None = None) -> "FeatureFile":
+    def open(cls, path: str | Path, expected: dict | None = None) -> FeatureFile:
         """Open and validate; StoreError if missing, corrupt, of another schema or made with other KEY_FIELDS."""
         path = Path(path)
         h5 = _open_read(path, "feature file", "ed features", _REMEDY)
@@ -555,15 +586,19 @@ class FeatureFile:
     def _validate(path: Path, h5: h5py.File, expected: dict | None) -> None:
         version = _from_attr(h5.attrs.get("schema_version"))
         if version != SCHEMA_VERSION:
-            raise StoreError(f"{path} has store schema version {version}, this edcli reads version {SCHEMA_VERSION}; "
-                             f"rerun `ed features --overwrite` to rebuild it")
+            raise StoreError(
+                f"{path} has store schema version {version}, this edcli reads version {SCHEMA_VERSION}; "
+                f"rerun `ed features --overwrite` to rebuild it"
+            )
         for k in KEY_FIELDS:
             if expected is not None and k in expected:
                 have = _canon(_from_attr(h5.attrs[k])) if k in h5.attrs else None
                 want = _canon(expected[k])
                 if have != want:
-                    raise StoreError(f"{path} was made with {k}={have!r} but {k}={want!r} was requested; "
-                                     f"rerun `ed features` with these settings (or --overwrite) to rebuild it")
+                    raise StoreError(
+                        f"{path} was made with {k}={have!r} but {k}={want!r} was requested; "
+                        f"rerun `ed features` with these settings (or --overwrite) to rebuild it"
+                    )
         levels = h5.attrs.get("levels")
         n_levels = len(np.atleast_1d(levels)) if levels is not None else None
         needed = ["train/paths", "test/paths", "test/labels", "test/masks", "test/defect_types", "test/mask_known"]
@@ -594,7 +629,7 @@ class FeatureFile:
             self._h5.close()
         self._h5 = None
 
-    def __enter__(self) -> "FeatureFile":
+    def __enter__(self) -> FeatureFile:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -662,13 +697,22 @@ _VAL_FIELDS = ("labels", "masks", "kinds", "sources", "train_index")
 def validation_path(store: str | Path, dataset: str, category: str, meta: dict, settings: dict) -> Path:
     """STORE/validation/{dataset}/{category}/{key}.h5, key over the feature key and the validation settings."""
     d, c = _component(dataset, "dataset"), _component(category, "category")
-    blob = json.dumps({"features": feature_key(meta), **{k: _canon(v) for k, v in settings.items()}},
-                      sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(
+        {"features": feature_key(meta), **{k: _canon(v) for k, v in settings.items()}},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return Path(store) / VALIDATION_DIR / d / c / f"{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:16]}.h5"
 
 
-def write_validation(path: Path, settings: dict, shapes: list[tuple[int, int, int]], n: int, image_size: int,
-                     batches: Iterator[tuple[int, list[np.ndarray], dict[str, Any]]]) -> Path:
+def write_validation(
+    path: Path,
+    settings: dict,
+    shapes: list[tuple[int, int, int]],
+    n: int,
+    image_size: int,
+    batches: Iterator[tuple[int, list[np.ndarray], dict[str, Any]]],
+) -> Path:
     """Write a validation file atomically from batches (start row, per-level (b, C, H, W) features, and the rows'
     labels (b,), masks (b, S, S), kinds, sources (train image paths) and train_index); every row must come."""
     S = int(image_size)
@@ -681,8 +725,9 @@ def write_validation(path: Path, settings: dict, shapes: list[tuple[int, int, in
         for k, shape in enumerate(shapes):
             g.create_dataset(str(k), shape=(n, *shape), dtype=np.float16, chunks=(1, *shape))
         g.create_dataset("labels", shape=(n,), dtype=np.int8)
-        g.create_dataset("masks", shape=(n, S, S), dtype=np.uint8, chunks=(1, S, S), compression="gzip",
-                         compression_opts=1)
+        g.create_dataset(
+            "masks", shape=(n, S, S), dtype=np.uint8, chunks=(1, S, S), compression="gzip", compression_opts=1
+        )
         g.create_dataset("kinds", shape=(n,), dtype=_STR)
         g.create_dataset("sources", shape=(n,), dtype=_STR)
         g.create_dataset("train_index", shape=(n,), dtype=np.int64)
@@ -692,14 +737,19 @@ def write_validation(path: Path, settings: dict, shapes: list[tuple[int, int, in
             for k, x in enumerate(feats):
                 x16 = np.asarray(x).astype(np.float16)
                 if x16.shape != (b, *shapes[k]) or not np.isfinite(x16).all():
-                    raise StoreError(f"{path}: validation level {k} rows {start}..{start + b - 1} have shape "
-                                     f"{x16.shape} (expected {(b, *shapes[k])}) or are not finite in float16")
-                g[str(k)][start:start + b] = x16
+                    raise StoreError(
+                        f"{path}: validation level {k} rows {start}..{start + b - 1} have shape "
+                        f"{x16.shape} (expected {(b, *shapes[k])}) or are not finite in float16"
+                    )
+                g[str(k)][start : start + b] = x16
             for name in _VAL_FIELDS:
                 value = rows[name]
-                g[name][start:start + b] = (np.array([str(v) for v in value], dtype=object)
-                                            if name in ("kinds", "sources") else np.asarray(value))
-            done[start:start + b] = True
+                g[name][start : start + b] = (
+                    np.array([str(v) for v in value], dtype=object)
+                    if name in ("kinds", "sources")
+                    else np.asarray(value)
+                )
+            done[start : start + b] = True
         if not done.all():
             raise StoreError(f"{path}: validation rows {np.flatnonzero(~done)[:5].tolist()} were never written")
     return Path(path)

@@ -5,11 +5,13 @@ context manager yielding a `Task` the caller advances itself: batches within epo
 `ui.Tracker` implements it with rich for the CLI; `NullTracker` is the silent one for library use and tests;
 `QueueTracker` sends every call of a `--jobs` worker to its parent, where `relay` replays them on the real tracker.
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 
 class NullTask:
@@ -19,8 +21,7 @@ class NullTask:
     def advance(self, n: int = 1) -> None:  # noqa: D102
         pass
 
-    def update(self, description: Optional[str] = None, postfix: Optional[str] = None,
-               total: Optional[int] = None) -> None:  # noqa: D102
+    def update(self, description: str | None = None, postfix: str | None = None, total: int | None = None) -> None:  # noqa: D102
         pass
 
     def checkpoint(self) -> None:  # noqa: D102
@@ -32,11 +33,11 @@ class NullTracker:
 
     quiet = True
 
-    def __call__(self, iterable: Iterable, total: Optional[int] = None, description: str = "") -> Iterator:
+    def __call__(self, iterable: Iterable, total: int | None = None, description: str = "") -> Iterator:
         yield from iterable
 
     @contextlib.contextmanager
-    def task(self, description: str, total: Optional[int] = None, unit: str = "") -> Iterator[NullTask]:
+    def task(self, description: str, total: int | None = None, unit: str = "") -> Iterator[NullTask]:
         yield NullTask()
 
     def log(self, message: str) -> None:  # noqa: D102
@@ -90,7 +91,7 @@ class QueueTracker(NullTracker):
     def _send(self, kind: str, *args: Any) -> None:
         self.queue.put((self.worker, kind, args))
 
-    def __call__(self, iterable: Iterable, total: Optional[int] = None, description: str = "") -> Iterator:
+    def __call__(self, iterable: Iterable, total: int | None = None, description: str = "") -> Iterator:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         with self.task(description, total) as t:
@@ -99,7 +100,7 @@ class QueueTracker(NullTracker):
                 t.advance()
 
     @contextlib.contextmanager
-    def task(self, description: str, total: Optional[int] = None, unit: str = "") -> Iterator[NullTask]:
+    def task(self, description: str, total: int | None = None, unit: str = "") -> Iterator[NullTask]:
         self._tasks += 1
         tid = self._tasks
         self._send("start", tid, description, total, unit)

@@ -1,4 +1,5 @@
 """Rich consoles: results on stdout, progress and logs on stderr. The only module that imports rich."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +8,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -50,8 +52,7 @@ class _LiveTask:
     def advance(self, n: int = 1) -> None:
         self.progress.advance(self.tid, n)
 
-    def update(self, description: Optional[str] = None, postfix: Optional[str] = None,
-               total: Optional[int] = None) -> None:
+    def update(self, description: str | None = None, postfix: str | None = None, total: int | None = None) -> None:
         kw: dict[str, Any] = {"description": description} if description is not None else {}
         if postfix is not None:
             kw["postfix"] = postfix
@@ -67,7 +68,7 @@ class _PlainTask:
     """Without a live bar: a line at each checkpoint (an epoch's end), every `auto` share of the work (bars over
     an iterable) and every 30 s, so CI logs show progress; each line has its counts, time and ETA."""
 
-    def __init__(self, tracker: "Tracker", description: str, total: Optional[int], unit: str, auto: bool):
+    def __init__(self, tracker: Tracker, description: str, total: int | None, unit: str, auto: bool):
         self.tracker, self.description, self.total, self.unit = tracker, description, total, unit
         self.postfix = ""
         self.done = self.shown = 0
@@ -81,8 +82,7 @@ class _PlainTask:
         if self.total and self.done < self.total and (crossed or now - self.last > 30):
             self.line()
 
-    def update(self, description: Optional[str] = None, postfix: Optional[str] = None,
-               total: Optional[int] = None) -> None:
+    def update(self, description: str | None = None, postfix: str | None = None, total: int | None = None) -> None:
         self.description = description if description is not None else self.description
         self.postfix = postfix if postfix is not None else self.postfix
         self.total = total if total is not None else self.total
@@ -117,7 +117,7 @@ class Tracker:
         self.live = self.console.is_terminal and not quiet
         self.started = time.perf_counter()
         self._lock = threading.RLock()  # the --jobs relay thread and the main thread share the bars
-        self._progress: Optional[Progress] = None
+        self._progress: Progress | None = None
         self._active = 0
         self._current: list[Any] = []
 
@@ -139,7 +139,7 @@ class Tracker:
             self._current[-1].update(postfix=text)
 
     @contextlib.contextmanager
-    def task(self, description: str, total: Optional[int] = None, unit: str = "", auto: bool = False) -> Iterator[Any]:
+    def task(self, description: str, total: int | None = None, unit: str = "", auto: bool = False) -> Iterator[Any]:
         """A bar the caller advances (`advance`, `update`, `checkpoint`); several may be live at once."""
         if self.quiet:
             yield NullTask()
@@ -155,9 +155,16 @@ class Tracker:
             return
         with self._lock:
             if self._progress is None:
-                columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                           TimeRemainingColumn(), TextColumn("{task.fields[postfix]}")]
+                columns = [
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[unit]}"),
+                    TimeElapsedColumn(),
+                    TextColumn("ETA"),
+                    TimeRemainingColumn(),
+                    TextColumn("{task.fields[postfix]}"),
+                ]
                 self._progress = Progress(*columns, console=self.console, transient=False)
                 self._progress.start()
             self._active += 1
@@ -173,7 +180,7 @@ class Tracker:
                     self._progress.stop()
                     self._progress = None
 
-    def __call__(self, iterable: Iterable, total: Optional[int] = None, description: str = "") -> Iterator:
+    def __call__(self, iterable: Iterable, total: int | None = None, description: str = "") -> Iterator:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         if not description:
@@ -193,8 +200,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "",
-                last_row_is_total: bool = False) -> None:
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    caption: str = "",
+    last_row_is_total: bool = False,
+) -> None:
     """A results table on stdout; None shows as 'n/d' (not defined)."""
     table = Table(title=title, caption=caption or None, show_lines=False)
     for i, col in enumerate(columns):

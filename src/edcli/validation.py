@@ -13,6 +13,7 @@ that no decision touched. Why the mean of image and pixel AUROC: one checkpoint 
 localisation, and with few held-out images the image AUROC takes few distinct values (ties are common); the pixel
 AUROC, over every pixel, separates them.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,10 @@ def split(n: int, calib_fraction: float, val_fraction: float, seed: int) -> tupl
     fit, cal = calibration_split(n, calib_fraction, seed)
     n_val = min(max(int(round(val_fraction * n)), 1), len(fit) - 1)
     if n_val < 1:
-        raise ConfigError(f"--select validation needs at least 2 train images besides the {len(cal)} held out for "
-                          f"the threshold; this category has {n}")
+        raise ConfigError(
+            f"--select validation needs at least 2 train images besides the {len(cal)} held out for "
+            f"the threshold; this category has {n}"
+        )
     perm = np.random.default_rng([seed, 1]).permutation(fit)
     return np.sort(perm[n_val:]), cal, np.sort(perm[:n_val])
 
@@ -48,8 +51,14 @@ def settings(cfg, n_train: int) -> dict[str, Any]:
     """What decides the validation images: part of the store key and of the resume check."""
     from edcli.data.synth import VALIDATION_KINDS
 
-    return {"format": VALIDATION_FORMAT, "seed": int(cfg.seed), "val_fraction": float(cfg.val_fraction),
-            "calib_fraction": float(cfg.calib_fraction), "n_train": int(n_train), "kinds": list(VALIDATION_KINDS)}
+    return {
+        "format": VALIDATION_FORMAT,
+        "seed": int(cfg.seed),
+        "val_fraction": float(cfg.val_fraction),
+        "calib_fraction": float(cfg.calib_fraction),
+        "n_train": int(n_train),
+        "kinds": list(VALIDATION_KINDS),
+    }
 
 
 def defect_copies(image: np.ndarray, seed: int, index: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -87,8 +96,10 @@ def ensure_validation(ctx, store: str, category: str, ff, cfg, track, batch_size
     S = int(ctx.data.image_size)
     n = len(val) * (1 + len(sett["kinds"]))
     shapes = [(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))]
-    track.log(f"{category}: validation set: {len(val)} held-out normal train images and {n - len(val)} defective "
-              f"copies ({', '.join(sett['kinds'])}); features -> {path}")
+    track.log(
+        f"{category}: validation set: {len(val)} held-out normal train images and {n - len(val)} defective "
+        f"copies ({', '.join(sett['kinds'])}); features -> {path}"
+    )
 
     def rows():
         for i, src in zip(val, sources):
@@ -105,10 +116,17 @@ def ensure_validation(ctx, store: str, category: str, ff, cfg, track, batch_size
                 buf.append(row)
             if buf and (row is None or len(buf) == batch_size):
                 images = torch.from_numpy(np.stack([b[0] for b in buf])).permute(0, 3, 1, 2).float().div_(255.0)
-                yield start, run_backbone(ctx, images), {
-                    "masks": np.stack([b[1] for b in buf]).astype(np.uint8), "labels": [b[2] for b in buf],
-                    "kinds": [b[3] for b in buf], "sources": [b[4] for b in buf],
-                    "train_index": [b[5] for b in buf]}
+                yield (
+                    start,
+                    run_backbone(ctx, images),
+                    {
+                        "masks": np.stack([b[1] for b in buf]).astype(np.uint8),
+                        "labels": [b[2] for b in buf],
+                        "kinds": [b[3] for b in buf],
+                        "sources": [b[4] for b in buf],
+                        "train_index": [b[5] for b in buf],
+                    },
+                )
                 start += len(buf)
                 buf = []
 
@@ -126,9 +144,12 @@ def score(model, vf, image_size: int, device, precision: str, eval_cfg) -> dict[
     img = image_auroc(vf.labels, split_.scores)
     pix = pixel_auroc(vf.masks, split_.maps if eval_cfg.pixel_map == "raw" else split_.smoothed)
     defined = [v for v in (img, pix) if v is not None]
-    return {"val_image_auroc": img, "val_pixel_auroc": pix,
-            "val_score": float(np.mean(defined)) if defined else None,
-            "val_seconds": round(time.perf_counter() - start, 4)}
+    return {
+        "val_image_auroc": img,
+        "val_pixel_auroc": pix,
+        "val_score": float(np.mean(defined)) if defined else None,
+        "val_seconds": round(time.perf_counter() - start, 4),
+    }
 
 
 def keep_best(best: dict, row: dict[str, Any], epoch: int, state) -> None:
@@ -136,8 +157,13 @@ def keep_best(best: dict, row: dict[str, Any], epoch: int, state) -> None:
     earlier epoch). `state` is called only then (it copies the weights)."""
     value = row.get("val_score")
     if value is not None and (KEY not in best or value > best[KEY]["value"]):
-        best[KEY] = {"value": value, "epoch": epoch, "state": state(),
-                     "image_auroc": row["val_image_auroc"], "pixel_auroc": row["val_pixel_auroc"]}
+        best[KEY] = {
+            "value": value,
+            "epoch": epoch,
+            "state": state(),
+            "image_auroc": row["val_image_auroc"],
+            "pixel_auroc": row["val_pixel_auroc"],
+        }
 
 
 def selection(vf, best: dict) -> dict[str, Any]:
@@ -145,8 +171,15 @@ def selection(vf, best: dict) -> dict[str, Any]:
     pick = best[KEY]
     n_good = int((vf.labels == 0).sum())
     kinds = sorted(set(k for k in vf.kinds if k != "good"))
-    return {"select": KEY, "epoch": pick["epoch"], "test_selected": False, "value": pick["value"],
-            "val_image_auroc": pick["image_auroc"], "val_pixel_auroc": pick["pixel_auroc"],
-            "val_images": vf.n, "val_train_index": sorted(set(int(i) for i in vf.train_index)),
-            "how": f"validation: best mean of image and pixel AUROC on {n_good} held-out normal train images and "
-                   f"their {vf.n - n_good} synthetic-defect copies ({', '.join(kinds)}); no test labels"}
+    return {
+        "select": KEY,
+        "epoch": pick["epoch"],
+        "test_selected": False,
+        "value": pick["value"],
+        "val_image_auroc": pick["image_auroc"],
+        "val_pixel_auroc": pick["pixel_auroc"],
+        "val_images": vf.n,
+        "val_train_index": sorted(set(int(i) for i in vf.train_index)),
+        "how": f"validation: best mean of image and pixel AUROC on {n_good} held-out normal train images and "
+        f"their {vf.n - n_good} synthetic-defect copies ({', '.join(kinds)}); no test labels",
+    }

@@ -1,4 +1,5 @@
 """`ed demo`: the embedded default, a dataset from real textures with injected defects through the whole pipeline."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,14 +17,37 @@ from edcli.track import NullTracker
 # per-level` (one Adam per level, one update per batch), not `ed train`'s default (reference): at 128 px it measured
 # higher at the same cost. On a CPU the categories train in parallel processes of one thread each
 # (`ed train --jobs`): at these sizes a step is many small operations that do not use two threads well.
-DEMO = {"image_size": 160, "epochs": 22, "batch_size": 1, "lr": 1e-3, "lr_schedule": "constant", "warmup_epochs": 0,
-        "optimizer": "per-level", "d_model": (64, 64), "n_train": 20, "n_test_good": 10, "n_per_defect": 3}
-DEMO_QUICK = {"image_size": 128, "epochs": 2, "batch_size": 4, "lr": 1e-3, "lr_schedule": "constant", "warmup_epochs": 0,
-              "optimizer": "reference", "d_model": (64, 64), "n_train": 8, "n_test_good": 3, "n_per_defect": 1}
+DEMO = {
+    "image_size": 160,
+    "epochs": 22,
+    "batch_size": 1,
+    "lr": 1e-3,
+    "lr_schedule": "constant",
+    "warmup_epochs": 0,
+    "optimizer": "per-level",
+    "d_model": (64, 64),
+    "n_train": 20,
+    "n_test_good": 10,
+    "n_per_defect": 3,
+}
+DEMO_QUICK = {
+    "image_size": 128,
+    "epochs": 2,
+    "batch_size": 4,
+    "lr": 1e-3,
+    "lr_schedule": "constant",
+    "warmup_epochs": 0,
+    "optimizer": "reference",
+    "d_model": (64, 64),
+    "n_train": 8,
+    "n_test_good": 3,
+    "n_per_defect": 1,
+}
 
 
-def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto",
-             track=None) -> dict[str, Any]:
+def run(
+    out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto", track=None
+) -> dict[str, Any]:
     """`ed demo`: a dataset from real textures with injected defects, then distmaps, features, train, eval, infer."""
     import os
 
@@ -39,8 +63,9 @@ def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device:
     cats = tuple(categories) or (DEMO_CATEGORIES[:1] if quick else DEMO_CATEGORIES)
     root = Path(out)
     data_root, store, run = root / "data", root / "store", root / "run"
-    spec = SynthSpec(n_train=s["n_train"], n_test_good=s["n_test_good"], n_per_defect=s["n_per_defect"],
-                     size=s["image_size"], seed=0)
+    spec = SynthSpec(
+        n_train=s["n_train"], n_test_good=s["n_test_good"], n_per_defect=s["n_per_defect"], size=s["image_size"], seed=0
+    )
     track.log(f"1/6 dataset: {', '.join(cats)} from scikit-image photos -> {data_root}")
     make_dataset(data_root, cats, spec)
     data = DataConfig(dataset="mvtec", data_path=str(data_root), categories=cats, image_size=s["image_size"])
@@ -51,35 +76,55 @@ def run(out: str, categories: tuple[str, ...] = (), quick: bool = False, device:
     features.run(data, bb, str(store), device, batch_size=16, track=track)
     track.log(f"4/6 training {s['epochs']} epochs per category -> {run}")
     parallel = not quick and resolve_device(device).type == "cpu" and (os.cpu_count() or 1) > 1
-    tcfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], device=device,
-                       jobs=len(cats) if parallel else 1, lr_schedule=s["lr_schedule"], warmup_epochs=s["warmup_epochs"],
-                       optimizer=s["optimizer"])
+    tcfg = TrainConfig(
+        epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        device=device,
+        jobs=len(cats) if parallel else 1,
+        lr_schedule=s["lr_schedule"],
+        warmup_epochs=s["warmup_epochs"],
+        optimizer=s["optimizer"],
+    )
     # the demo folder is the demo's own: a rerun replaces its run (and the results of the last one)
-    train_rows = train.run(data, bb, ModelConfig(d_model=tuple(s["d_model"])), tcfg, str(store), str(run), track=track,
-                           overwrite=True)
+    train_rows = train.run(
+        data, bb, ModelConfig(d_model=tuple(s["d_model"])), tcfg, str(store), str(run), track=track, overwrite=True
+    )
     track.log("5/6 evaluation on the labelled test split")
     ev = eval_cmd.run(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
     track.log("6/6 inference on a few test images per category")
     preds = []
     for cat in cats:
         picks = sorted((data_root / cat / "test" / "good").glob("*.png"))[:1]
-        picks += [p for d in sorted((data_root / cat / "test").iterdir()) if d.name != "good"
-                  for p in sorted(d.glob("*.png"))[:1]][:3]
-        res = infer.run(str(run / "checkpoints" / f"{cat}.pt"), [str(p) for p in picks], str(root / "predictions" / cat),
-                        device=device, num_workers=0, track=track)
+        picks += [
+            p
+            for d in sorted((data_root / cat / "test").iterdir())
+            if d.name != "good"
+            for p in sorted(d.glob("*.png"))[:1]
+        ][:3]
+        res = infer.run(
+            str(run / "checkpoints" / f"{cat}.pt"),
+            [str(p) for p in picks],
+            str(root / "predictions" / cat),
+            device=device,
+            num_workers=0,
+            track=track,
+        )
         preds.append(res)
-    summary = "\n".join([
-        f"demo folder: {root}",
-        f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, d_model {'/'.join(map(str, s['d_model'])) or '256/512'}, "
-        f"{s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g} ({s['lr_schedule']}, "
-        f"{s['warmup_epochs']:g} warm-up epoch(s)), optimizer {tcfg.optimizer}",
-        f"  heat maps of the test split: {ev['maps']}/<category>/<defect type>/",
-        f"  predictions: {root / 'predictions'}/<category>/predictions.csv and heatmaps/",
-        "next, on your own images (normal ones in train/good, MVTec layout):",
-        "  ed features --dataset folder --data-path DATA --store STORE --backbone tf_efficientnet_lite0",
-        "  ed train --dataset folder --data-path DATA --store STORE --out RUN --backbone tf_efficientnet_lite0",
-        "  ed eval --run RUN",
-        "  ed report RUN                  (RUN/report.html: curves, histograms, losses, worst images)",
-        "  ed infer RUN/checkpoints/<category>.pt NEW_IMAGES/ --out PREDICTIONS",
-    ])
+    summary = "\n".join(
+        [
+            f"demo folder: {root}",
+            f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, d_model {'/'.join(map(str, s['d_model'])) or '256/512'}, "
+            f"{s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g} ({s['lr_schedule']}, "
+            f"{s['warmup_epochs']:g} warm-up epoch(s)), optimizer {tcfg.optimizer}",
+            f"  heat maps of the test split: {ev['maps']}/<category>/<defect type>/",
+            f"  predictions: {root / 'predictions'}/<category>/predictions.csv and heatmaps/",
+            "next, on your own images (normal ones in train/good, MVTec layout):",
+            "  ed features --dataset folder --data-path DATA --store STORE --backbone tf_efficientnet_lite0",
+            "  ed train --dataset folder --data-path DATA --store STORE --out RUN --backbone tf_efficientnet_lite0",
+            "  ed eval --run RUN",
+            "  ed report RUN                  (RUN/report.html: curves, histograms, losses, worst images)",
+            "  ed infer RUN/checkpoints/<category>.pt NEW_IMAGES/ --out PREDICTIONS",
+        ]
+    )
     return {"eval": ev, "train": train_rows, "predictions": preds, "summary": summary, "out": str(root)}

@@ -1,13 +1,14 @@
 """`ed export`: a checkpoint as one ONNX graph (images -> raw map, smoothed map, score) with its calibration."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edcli.errors import ConfigError
 
 
-def parse_batch(batch: str) -> Optional[int]:
+def parse_batch(batch: str) -> int | None:
     """--batch: "dynamic" (None) or a positive integer."""
     if str(batch).lower() == "dynamic":
         return None
@@ -20,7 +21,7 @@ def parse_batch(batch: str) -> Optional[int]:
     return n
 
 
-def run(checkpoint: str, out: Optional[str] = None, opset: int = 17, batch: str = "dynamic", track=None) -> dict[str, Any]:
+def run(checkpoint: str, out: str | None = None, opset: int = 17, batch: str = "dynamic", track=None) -> dict[str, Any]:
     """Export CHECKPOINT to --out (default: beside it, .onnx); the optional packages are checked before any work."""
     from edcli.onnxio import DEFAULT_OPSET, export_graph, require_onnx
 
@@ -39,5 +40,11 @@ def run(checkpoint: str, out: Optional[str] = None, opset: int = 17, batch: str 
         track.log(f"exporting {checkpoint} ({ck.backbone['backbone']}, {ck.backbone['image_size']} px) to {path}")
     meta = graph_metadata(ck)
     info = export_graph(score_graph(ck), path, int(ck.backbone["image_size"]), meta, int(opset), n)
-    return {"path": str(path), "checkpoint": str(checkpoint), "batch": n or "dynamic", **info,
-            "threshold": (meta["calibration"] or {}).get("threshold"), "image_size": meta["image_size"]}
+    return {
+        "path": str(path),
+        "checkpoint": str(checkpoint),
+        "batch": n or "dynamic",
+        **info,
+        "threshold": (meta["calibration"] or {}).get("threshold"),
+        "image_size": meta["image_size"],
+    }

@@ -1,4 +1,5 @@
 """`ed features`: per category, prototypes and cached pooled features of the train and test images."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,8 +8,16 @@ from edcli.config import BackboneConfig, DataConfig
 from edcli.track import NullTracker
 
 
-def run(data: DataConfig, bb_cfg: BackboneConfig, store: str, device: str = "auto", batch_size: int = 16,
-        overwrite: bool = False, num_workers: int = 0, track=None) -> list[dict[str, Any]]:
+def run(
+    data: DataConfig,
+    bb_cfg: BackboneConfig,
+    store: str,
+    device: str = "auto",
+    batch_size: int = 16,
+    overwrite: bool = False,
+    num_workers: int = 0,
+    track=None,
+) -> list[dict[str, Any]]:
     """Run the frozen backbone once per category (under torchrun: this rank's categories)."""
     from edcli.config import check_count
     from edcli.distributed import gather_rows, run_sharded, shard
@@ -27,10 +36,18 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, store: str, device: str = "aut
     dist = init_distributed(device)
     ctx = build_context(data, bb_cfg, device)
     S = data.image_size
-    check_image_size([(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))], S,
-                     batch_size, ctx.device, backbone=bb_cfg.name)
+    check_image_size(
+        [(c, h, w) for c, (h, w) in zip(ctx.extractor.channels, ctx.extractor.grids(S))],
+        S,
+        batch_size,
+        ctx.device,
+        backbone=bb_cfg.name,
+    )
     if ctx.winfo.random_init:
         track.warn("--random-init: features come from an untrained backbone (for tests and timing only)")
-    rows, err = run_sharded(shard(cats, dist), dist,
-                            lambda cat: extract_category(ctx, store, cat, batch_size, num_workers, track, overwrite))
+    rows, err = run_sharded(
+        shard(cats, dist),
+        dist,
+        lambda cat: extract_category(ctx, store, cat, batch_size, num_workers, track, overwrite),
+    )
     return gather_rows(rows, dist, order=cats, error=err) if dist.enabled else rows

@@ -1,8 +1,9 @@
 """`ed infer`: score any images with a checkpoint or an exported ONNX model; predictions, heat maps, masks, raw maps."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edcli.track import NullTracker
 
@@ -15,9 +16,20 @@ def _counted(track, loader, n: int):
             bar.advance(len(batch["error"]))
 
 
-def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, device: str = "auto",
-        precision: str = "fp32", recursive: bool = False, save_heatmaps: bool = True,
-        threshold: Optional[float] = None, num_workers: int = 2, stdin=None, track=None) -> dict[str, Any]:
+def run(
+    checkpoint: str,
+    inputs: list[str],
+    out: str,
+    batch_size: int = 8,
+    device: str = "auto",
+    precision: str = "fp32",
+    recursive: bool = False,
+    save_heatmaps: bool = True,
+    threshold: float | None = None,
+    num_workers: int = 2,
+    stdin=None,
+    track=None,
+) -> dict[str, Any]:
     """`ed infer`: score files, folders and globs with a checkpoint (`.pt`, PyTorch) or an exported `.onnx` model
     (ONNX Runtime), through edcli.detector; bad files become rows with their error."""
     import torch
@@ -56,23 +68,56 @@ def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, devic
         good = [b for b, e in enumerate(errors) if not e]
         preds = []
         if good:
-            preds = det.predictions(*det.score(batch["image"][torch.tensor(good)]),
-                                    [(int(batch["orig_h"][b]), int(batch["orig_w"][b])) for b in good],
-                                    [paths[mine[int(batch["index"][b])]] for b in good])
+            preds = det.predictions(
+                *det.score(batch["image"][torch.tensor(good)]),
+                [(int(batch["orig_h"][b]), int(batch["orig_w"][b])) for b in good],
+                [paths[mine[int(batch["index"][b])]] for b in good],
+            )
         pred_of = dict(zip(good, preds))
         for b, err in enumerate(errors):
             i = mine[int(batch["index"][b])]
             if err:
-                rows.append({"index": i, "path": paths[i], "score": None, "normalized_score": None, "label": None,
-                             "threshold": thr, "threshold_origin": origin, "error": err})
+                rows.append(
+                    {
+                        "index": i,
+                        "path": paths[i],
+                        "score": None,
+                        "normalized_score": None,
+                        "label": None,
+                        "threshold": thr,
+                        "threshold_origin": origin,
+                        "error": err,
+                    }
+                )
                 continue
             p = pred_of[b]
-            rows.append({"index": i, "path": paths[i], "score": p.score, "normalized_score": p.normalized_score,
-                         "label": p.label, "threshold": thr, "threshold_origin": origin, "error": ""})
+            rows.append(
+                {
+                    "index": i,
+                    "path": paths[i],
+                    "score": p.score,
+                    "normalized_score": p.normalized_score,
+                    "label": p.label,
+                    "threshold": thr,
+                    "threshold_origin": origin,
+                    "error": "",
+                }
+            )
             if save_heatmaps:
-                panel = save_infer_maps(outdir, paths[i], i, p.raw_map, p.smoothed_map, thr, det.resize_mode, *p.size,
-                                        score=p.score, normalized=p.normalized_score, label=p.label,
-                                        color_max=color_max)
+                panel = save_infer_maps(
+                    outdir,
+                    paths[i],
+                    i,
+                    p.raw_map,
+                    p.smoothed_map,
+                    thr,
+                    det.resize_mode,
+                    *p.size,
+                    score=p.score,
+                    normalized=p.normalized_score,
+                    label=p.label,
+                    color_max=color_max,
+                )
                 rows[-1]["heatmap"] = str(panel)
     if dist.enabled:
         from edcli.distributed import gather_rows
@@ -82,5 +127,10 @@ def run(checkpoint: str, inputs: list[str], out: str, batch_size: int = 8, devic
             return {"rows": rows, "csv": None, "jsonl": None, "heatmaps": None, "threshold_origin": origin}
     rows.sort(key=lambda r: r["index"])
     cpath, jpath = write_predictions(outdir, rows)
-    return {"rows": rows, "csv": str(cpath), "jsonl": str(jpath), "threshold_origin": origin,
-            "heatmaps": str(outdir / "heatmaps") if save_heatmaps else None}
+    return {
+        "rows": rows,
+        "csv": str(cpath),
+        "jsonl": str(jpath),
+        "threshold_origin": origin,
+        "heatmaps": str(outdir / "heatmaps") if save_heatmaps else None,
+    }

@@ -1,15 +1,16 @@
 """`ed report`: one self-contained HTML page of an evaluated run, from the files `ed eval` and `ed train` left."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edcli.errors import DataError
 from edcli.track import NullTracker
 
 
-def run(run_dir: str, out: Optional[str] = None, track=None) -> dict[str, Any]:
+def run(run_dir: str, out: str | None = None, track=None) -> dict[str, Any]:
     """Read RUN/metrics.json, RUN/predictions/<category>.csv (with the panels they name) and the checkpoints'
     histories; write RUN/report.html (or `out`)."""
     from edcli.checkpoint import checkpoint_path, load_checkpoint
@@ -28,8 +29,10 @@ def run(run_dir: str, out: Optional[str] = None, track=None) -> dict[str, Any]:
         cat = row["category"]
         ppath = run / "predictions" / f"{cat}.csv"
         if not ppath.is_file():
-            raise DataError(f"{ppath} does not exist (metrics.json was written by an older ed eval); "
-                            f"evaluate again: ed eval --run {run}")
+            raise DataError(
+                f"{ppath} does not exist (metrics.json was written by an older ed eval); "
+                f"evaluate again: ed eval --run {run}"
+            )
         ck_path = checkpoint_path(run, cat)
         history, train = [], {}
         if ck_path.is_file():
@@ -41,9 +44,18 @@ def run(run_dir: str, out: Optional[str] = None, track=None) -> dict[str, Any]:
     path = Path(out) if out else run / "report.html"
     text = build_html(run, metrics, views)
     write_text(path, text)
-    missing = [r["path"] for v in views for kind in ("fn", "fp") for r in worst(v, kind)
-               if v.metrics.get("threshold") is not None and not (r.get("heatmap") and (run / r["heatmap"]).is_file())]
+    missing = [
+        r["path"]
+        for v in views
+        for kind in ("fn", "fp")
+        for r in worst(v, kind)
+        if v.metrics.get("threshold") is not None and not (r.get("heatmap") and (run / r["heatmap"]).is_file())
+    ]
     if missing:
         track.warn(f"{len(missing)} of the worst images have no heat-map panel; `ed eval --run {run}` draws them")
-    return {"report": str(path), "categories": [v.name for v in views], "bytes": len(text.encode("utf-8")),
-            "missing_panels": missing}
+    return {
+        "report": str(path),
+        "categories": [v.name for v in views],
+        "bytes": len(text.encode("utf-8")),
+        "missing_panels": missing,
+    }

@@ -3,6 +3,7 @@
 Categories go one after another, to torchrun ranks (`--strategy categories`), data-parallel over ranks
 (`--strategy ddp`), or side by side in `--jobs N` worker processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,21 @@ from edcli.errors import ConfigError, DistributedError, EdError
 from edcli.track import NullTracker
 
 
-def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: str, out: str,
-        resume: bool = False, feature_batch_size: int = 16, num_workers: int = 0, eval_cfg=None,
-        track=None, overwrite: bool = False, claim: bool = True) -> list[dict[str, Any]]:
+def run(
+    data: DataConfig,
+    bb_cfg: BackboneConfig,
+    model_cfg,
+    train_cfg,
+    store: str,
+    out: str,
+    resume: bool = False,
+    feature_batch_size: int = 16,
+    num_workers: int = 0,
+    eval_cfg=None,
+    track=None,
+    overwrite: bool = False,
+    claim: bool = True,
+) -> list[dict[str, Any]]:
     """Train every selected category and write RUN/checkpoints/<category>.pt and RUN/run.json.
 
     A run folder that holds checkpoints is refused unless `overwrite` (which removes them and the run's results) or
@@ -53,18 +66,23 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
     if strategy == "ddp" and not dist.enabled:
         raise ConfigError("--strategy ddp needs torchrun (e.g. torchrun --nproc-per-node 2 -m edcli train ...)")
     if strategy == "ddp" and len(cats) != 1:
-        raise ConfigError(f"--strategy ddp trains ONE category data-parallel; pick one with --category (found {len(cats)})")
+        raise ConfigError(
+            f"--strategy ddp trains ONE category data-parallel; pick one with --category (found {len(cats)})"
+        )
     from edcli.backbone import feature_shapes
 
     # shapes from a dry run on the meta device: a refused size or width costs no weights and no allocation
-    _check_shapes(feature_shapes(bb_cfg.name, tuple(bb_cfg.levels), data.image_size), data, bb_cfg, model_cfg,
-                  train_cfg, device)
+    _check_shapes(
+        feature_shapes(bb_cfg.name, tuple(bb_cfg.levels), data.image_size), data, bb_cfg, model_cfg, train_cfg, device
+    )
     if claim:
         removed = claim_run_folder(out, cats, overwrite, resume, remove=dist.is_main)
         if removed:
             track.log(f"--overwrite: removed {', '.join(removed)} from {out}")
     if train_cfg.jobs > 1 and not dist.enabled and len(cats) > 1:
-        return run_jobs(data, bb_cfg, model_cfg, train_cfg, store, out, resume, feature_batch_size, eval_cfg, cats, track)
+        return run_jobs(
+            data, bb_cfg, model_cfg, train_cfg, store, out, resume, feature_batch_size, eval_cfg, cats, track
+        )
     mine = shard(cats, dist) if strategy == "categories" else cats
     ctx = build_context(data, bb_cfg, train_cfg.device)
     ctx.device = device
@@ -77,9 +95,15 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
         import torch.distributed as tdist
 
         tdist.barrier()
-    configs = {"data": data.to_dict(), "backbone": bb_cfg.to_dict(), "model": model_cfg.to_dict(),
-               "train": train_cfg.to_dict(), "eval": eval_cfg.to_dict(), "store": str(Path(store).resolve()),
-               "selection": _selection_rule(train_cfg)}
+    configs = {
+        "data": data.to_dict(),
+        "backbone": bb_cfg.to_dict(),
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "eval": eval_cfg.to_dict(),
+        "store": str(Path(store).resolve()),
+        "selection": _selection_rule(train_cfg),
+    }
     if dist.is_main:
         from edcli.files import write_text
 
@@ -99,10 +123,26 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
         meta = dict(ctx.meta, category=cat)
         with FeatureFile.open(path, meta) as ff:
             ff.path = path
-            val = (ensure_validation(ctx, store, cat, ff, train_cfg, track, feature_batch_size)
-                   if train_cfg.select == "validation" else None)
-            return train_category(ff, cat, meta, configs, model_cfg, train_cfg, checkpoint_path(out, cat), device,
-                                  track, resume=resume, eval_cfg=eval_cfg, dist=dist, validation=val)
+            val = (
+                ensure_validation(ctx, store, cat, ff, train_cfg, track, feature_batch_size)
+                if train_cfg.select == "validation"
+                else None
+            )
+            return train_category(
+                ff,
+                cat,
+                meta,
+                configs,
+                model_cfg,
+                train_cfg,
+                checkpoint_path(out, cat),
+                device,
+                track,
+                resume=resume,
+                eval_cfg=eval_cfg,
+                dist=dist,
+                validation=val,
+            )
 
     rows, err = run_sharded(mine, dist, one)
     if dist.enabled and strategy == "categories":
@@ -115,9 +155,11 @@ def run(data: DataConfig, bb_cfg: BackboneConfig, model_cfg, train_cfg, store: s
 def start_line(data: DataConfig, bb_cfg: BackboneConfig, cfg, out: str, resume: bool) -> str:
     cats = ", ".join(data.categories) if data.categories else "every category"
     jobs = f", {cfg.jobs} jobs" if cfg.jobs > 1 else ""
-    return (f"ed train: {cats} of {data.data_path} ({data.dataset}) -> {out}{' (resuming)' if resume else ''}; "
-            f"{bb_cfg.name} at {data.image_size} px, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
-            f"seed {cfg.seed}, device {cfg.device}, {cfg.precision}{jobs}")
+    return (
+        f"ed train: {cats} of {data.data_path} ({data.dataset}) -> {out}{' (resuming)' if resume else ''}; "
+        f"{bb_cfg.name} at {data.image_size} px, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
+        f"seed {cfg.seed}, device {cfg.device}, {cfg.precision}{jobs}"
+    )
 
 
 def _check_shapes(shapes, data, bb_cfg, model_cfg, cfg, device) -> None:
@@ -128,12 +170,16 @@ def _check_shapes(shapes, data, bb_cfg, model_cfg, cfg, device) -> None:
 
     check_image_size(shapes, data.image_size, cfg.batch_size, device, model_cfg, bb_cfg.name)
     if model_cfg.d_model and len(model_cfg.d_model) != len(shapes):
-        raise UsageError(f"--d-model {','.join(map(str, model_cfg.d_model))}: give one width per level "
-                         f"({len(shapes)} levels: --levels {','.join(map(str, bb_cfg.levels))})")
+        raise UsageError(
+            f"--d-model {','.join(map(str, model_cfg.d_model))}: give one width per level "
+            f"({len(shapes)} levels: --levels {','.join(map(str, bb_cfg.levels))})"
+        )
     for d in level_widths([c for c, _, _ in shapes], model_cfg):
         if d % model_cfg.heads:
-            raise UsageError(f"--heads {model_cfg.heads}: the model width {d} does not split into {model_cfg.heads} "
-                             "heads; use a --heads that divides it (e.g. 8) or set --d-model")
+            raise UsageError(
+                f"--heads {model_cfg.heads}: the model width {d} does not split into {model_cfg.heads} "
+                "heads; use a --heads that divides it (e.g. 8) or set --d-model"
+            )
 
 
 def _check_train_cfg(model_cfg, cfg) -> None:
@@ -146,11 +192,16 @@ def _check_train_cfg(model_cfg, cfg) -> None:
 
 def _selection_rule(cfg) -> dict[str, Any]:
     """How each category's epoch is chosen, for run.json (the chosen epochs are in the checkpoints and metrics)."""
-    how = {"last": "the last epoch",
-           "validation": f"the best validation epoch (--val-fraction {cfg.val_fraction:g} of the normal train images "
-                         "and their synthetic-defect copies); no test labels"}
-    return {"select": cfg.select, "test_selected": cfg.select not in how,
-            "how": how.get(cfg.select, f"{cfg.select}: the best epoch on the TEST set (test-selected)")}
+    how = {
+        "last": "the last epoch",
+        "validation": f"the best validation epoch (--val-fraction {cfg.val_fraction:g} of the normal train images "
+        "and their synthetic-defect copies); no test labels",
+    }
+    return {
+        "select": cfg.select,
+        "test_selected": cfg.select not in how,
+        "how": how.get(cfg.select, f"{cfg.select}: the best epoch on the TEST set (test-selected)"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- --jobs N
@@ -178,7 +229,9 @@ def _job(args: tuple) -> list[dict[str, Any]]:
     return run(data, bb_cfg, model_cfg, cfg, store, out, resume, fbs, 0, eval_cfg, track, claim=False)
 
 
-def run_jobs(data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, cats: list[str], track) -> list[dict]:
+def run_jobs(
+    data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, cats: list[str], track
+) -> list[dict]:
     """`--jobs N` without torchrun: N spawned processes, categories dealt round-robin, one GPU each when several exist."""
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -198,19 +251,23 @@ def run_jobs(data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_c
         device = f"cuda:{j % n_gpu}" if n_gpu > 1 else str(base) if base.type != "cpu" else "cpu"
         d = replace(data, categories=tuple(cats[j::jobs]))
         work.append((j + 1, d, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, device, threads))
-    track.log(f"training {len(cats)} categories in {jobs} worker processes ({threads} CPU thread(s) each): "
-              + "; ".join(f"worker {w[0]}: {', '.join(w[1].categories)}" for w in work))
+    track.log(
+        f"training {len(cats)} categories in {jobs} worker processes ({threads} CPU thread(s) each): "
+        + "; ".join(f"worker {w[0]}: {', '.join(w[1].categories)}" for w in work)
+    )
     rows: list[dict[str, Any]] = []
     errors = []
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     # the workers' progress (bars, epoch lines, logs) is replayed on this process's tracker by one thread
-    relay_thread = threading.Thread(target=relay, args=(queue, track, {w[0]: f"worker {w[0]}" for w in work}),
-                                    daemon=True)
+    relay_thread = threading.Thread(
+        target=relay, args=(queue, track, {w[0]: f"worker {w[0]}" for w in work}), daemon=True
+    )
     relay_thread.start()
     try:
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(queue,)) as pool:
+        with cf.ProcessPoolExecutor(
+            max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+        ) as pool:
             futures = {pool.submit(_job, w): w[1].categories for w in work}
             for fut in cf.as_completed(futures):
                 try:

@@ -3,6 +3,7 @@
 The listing is recorded with the cached features; a later run compares it with the files on disk, so an image
 added, removed or changed since is noticed (and the entry recomputed) instead of serving features of other files.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,9 +47,11 @@ def describe_changes(old: list[str], new: list[str], split: str) -> str | None:
     a, b = _parse(old), _parse(new)
     parts = []
     for kind in ("image", "mask"):
-        counts = [(sum(1 for k in b if k[0] == kind and k not in a), "added"),
-                  (sum(1 for k in a if k[0] == kind and k not in b), "removed"),
-                  (sum(1 for k in b if k[0] == kind and k in a and a[k] != b[k]), "changed")]
+        counts = [
+            (sum(1 for k in b if k[0] == kind and k not in a), "added"),
+            (sum(1 for k in a if k[0] == kind and k not in b), "removed"),
+            (sum(1 for k in b if k[0] == kind and k in a and a[k] != b[k]), "changed"),
+        ]
         said = [(n, what) for n, what in counts if n]
         if said:
             (n0, w0), rest = said[0], said[1:]

@@ -5,6 +5,7 @@ Geometry follows the reference (method.md §3.0) with PIL directly, reproducing 
 then CenterCrop(S) (offsets `int(round((side - S) / 2))`). Images use LANCZOS, masks NEAREST.
 Images come out in [0, 1] and unnormalised; the backbone normalises.
 """
+
 from __future__ import annotations
 
 import glob
@@ -138,8 +139,9 @@ def _binary_mask(path: str, dataset: str) -> Image.Image:
     return Image.fromarray(on.astype(np.uint8) * 255, mode="L")
 
 
-def load_mask(ref: SampleRef, size: int, mode: str, dataset: str,
-              image_wh: tuple[int, int] | None = None) -> np.ndarray:
+def load_mask(
+    ref: SampleRef, size: int, mode: str, dataset: str, image_wh: tuple[int, int] | None = None
+) -> np.ndarray:
     """(S, S) uint8 in {0, 1}; zeros for a normal image. An anomalous image without a known mask is an
     error, never an all-normal mask; so is a mask of another size than its image (resizing both would misalign
     them). image_wh: the image's (width, height) when the caller has decoded it already."""
@@ -147,13 +149,16 @@ def load_mask(ref: SampleRef, size: int, mode: str, dataset: str,
         _check_geometry(size, mode)
         return np.zeros((size, size), dtype=np.uint8)
     if ref.mask_path is None:
-        raise DataError(f"the mask of anomalous image {ref.path} is unknown (no ground_truth/ folder): "
-                        "pixel metrics need masks")
+        raise DataError(
+            f"the mask of anomalous image {ref.path} is unknown (no ground_truth/ folder): pixel metrics need masks"
+        )
     mask = _binary_mask(ref.mask_path, dataset)
     wh = tuple(image_wh) if image_wh is not None else _image_size(ref.path)
     if mask.size != wh:
-        raise DataError(f"mask {ref.mask_path} is {mask.size[0]}x{mask.size[1]} but its image {ref.path} is "
-                        f"{wh[0]}x{wh[1]} (width x height); the mask must have the image's size")
+        raise DataError(
+            f"mask {ref.mask_path} is {mask.size[0]}x{mask.size[1]} but its image {ref.path} is "
+            f"{wh[0]}x{wh[1]} (width x height); the mask must have the image's size"
+        )
     m = _geometry(mask, size, mode, Image.NEAREST)
     return (np.asarray(m) > 127).astype(np.uint8)
 
@@ -175,12 +180,18 @@ class SampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         ref = self.refs[i]
         img = _decode_rgb(ref.path)
-        item = {"image": _pil_to_tensor(_geometry(img, self.size, self.mode, Image.LANCZOS)), "label": ref.label,
-                "index": i}
+        item = {
+            "image": _pil_to_tensor(_geometry(img, self.size, self.mode, Image.LANCZOS)),
+            "label": ref.label,
+            "index": i,
+        }
         if self.with_masks:
             known = ref.label == 0 or ref.mask_path is not None
-            mask = load_mask(ref, self.size, self.mode, self.dataset, img.size) if known else \
-                np.zeros((self.size, self.size), dtype=np.uint8)
+            mask = (
+                load_mask(ref, self.size, self.mode, self.dataset, img.size)
+                if known
+                else np.zeros((self.size, self.size), dtype=np.uint8)
+            )
             item["mask"] = torch.from_numpy(mask)
             item["mask_known"] = known
         return item

@@ -3,12 +3,12 @@
 A new layout is one `Layout` entry in LAYOUTS (plus its test): the CLI's `--dataset` choices, the README's table and
 every listing below read it. Nothing here imports torch, so the CLI can read the choices at start-up.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from edcli.errors import ConfigError, DataError
 
@@ -23,7 +23,7 @@ class Layout:
     title: str  # for messages: "MVTec AD layout"
     exts: tuple[str, ...]  # image extensions listed (the official archives' own; `folder` takes any image)
     resize_mode: str  # the reference's geometry: "squash" (Resize((S, S))) or "shorter_crop" (Resize(S) + CenterCrop)
-    normal: Optional[str]  # the normal folder's name; None: --normal-name
+    normal: str | None  # the normal folder's name; None: --normal-name
     image_subdir: str = ""  # MVTec 3D-AD keeps the RGB images one level down, next to xyz/ and gt/
     mask_dir: str = "ground_truth/{type}"  # relative to the category folder
     mask_names: tuple[str, ...] = ("{stem}_mask",)  # in order of preference
@@ -44,23 +44,58 @@ class Layout:
         return "|".join("*" + e for e in self.exts)  # "*.png", "*.bmp|*.png"
 
 
-LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
-    Layout("mvtec", "MVTec AD", (".png",), "squash", "good",
-           doc_layout="`ROOT/<cat>/train/good/*.png`, `test/<type>/*.png`, `ground_truth/<type>/<stem>_mask.png`",
-           doc_resize="squashed to S×S"),
-    Layout("btad", "BTAD", (".bmp", ".png"), "shorter_crop", "ok", mask_names=("{stem}",), mask_exts=(".png", ".bmp"),
-           doc_layout="`ROOT/<cat>/train/ok/`, `test/ok/`, `test/ko/`, `ground_truth/ko/<stem>.png` (`.bmp` for 03)",
-           doc_resize="shorter side to S, centre crop"),
-    Layout("mvtec3d", "MVTec 3D-AD", (".png",), "shorter_crop", "good", image_subdir="rgb", mask_dir="test/{type}/gt",
-           mask_names=("{stem}",), mask_nonzero=True,
-           doc_layout="`ROOT/<cat>/train/good/rgb/*.png`, `test/<type>/rgb/`, `test/<type>/gt/<stem>.png`",
-           doc_resize="shorter side to S, centre crop"),
-    Layout("folder", "folder", IMAGE_EXTS, "squash", None, mask_names=("{stem}_mask", "{stem}"), mask_exts=IMAGE_EXTS,
-           masks_optional=True, test_optional=True,
-           doc_layout="MVTec-like with any image type; the normal folder's name is `--normal-name`; "
-                      "`ground_truth/` optional",
-           doc_resize="squashed to S×S"),
-)}
+LAYOUTS: dict[str, Layout] = {
+    lay.name: lay
+    for lay in (
+        Layout(
+            "mvtec",
+            "MVTec AD",
+            (".png",),
+            "squash",
+            "good",
+            doc_layout="`ROOT/<cat>/train/good/*.png`, `test/<type>/*.png`, `ground_truth/<type>/<stem>_mask.png`",
+            doc_resize="squashed to S×S",
+        ),
+        Layout(
+            "btad",
+            "BTAD",
+            (".bmp", ".png"),
+            "shorter_crop",
+            "ok",
+            mask_names=("{stem}",),
+            mask_exts=(".png", ".bmp"),
+            doc_layout="`ROOT/<cat>/train/ok/`, `test/ok/`, `test/ko/`, `ground_truth/ko/<stem>.png` (`.bmp` for 03)",
+            doc_resize="shorter side to S, centre crop",
+        ),
+        Layout(
+            "mvtec3d",
+            "MVTec 3D-AD",
+            (".png",),
+            "shorter_crop",
+            "good",
+            image_subdir="rgb",
+            mask_dir="test/{type}/gt",
+            mask_names=("{stem}",),
+            mask_nonzero=True,
+            doc_layout="`ROOT/<cat>/train/good/rgb/*.png`, `test/<type>/rgb/`, `test/<type>/gt/<stem>.png`",
+            doc_resize="shorter side to S, centre crop",
+        ),
+        Layout(
+            "folder",
+            "folder",
+            IMAGE_EXTS,
+            "squash",
+            None,
+            mask_names=("{stem}_mask", "{stem}"),
+            mask_exts=IMAGE_EXTS,
+            masks_optional=True,
+            test_optional=True,
+            doc_layout="MVTec-like with any image type; the normal folder's name is `--normal-name`; "
+            "`ground_truth/` optional",
+            doc_resize="squashed to S×S",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -104,22 +139,33 @@ def discover_categories(dataset: str, root: str | Path, normal_name: str = "good
     lay = layout(dataset)
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"dataset root {root} does not exist or is not a folder: "
-                        f"{_expected(lay, root, '<category>', normal_name)}")
+        raise DataError(
+            f"dataset root {root} does not exist or is not a folder: {_expected(lay, root, '<category>', normal_name)}"
+        )
     normal = lay.normal_folder(normal_name)
     with os.scandir(root) as it:
-        found = sorted(e.name for e in _visible(it)
-                       if e.is_dir() and lay.image_dir(Path(e.path) / "train" / normal).is_dir())
+        found = sorted(
+            e.name for e in _visible(it) if e.is_dir() and lay.image_dir(Path(e.path) / "train" / normal).is_dir()
+        )
     if not found:
         hint = ""
         if lay.image_dir(root / "train" / normal).is_dir():
             hint = f"; {root} looks like one category: pass its parent folder and --category {root.name}"
         else:
-            others = sorted({t.name for c in root.iterdir() if (c / "train").is_dir() and not c.name.startswith(".")
-                             for t in (c / "train").iterdir() if t.is_dir()})
+            others = sorted(
+                {
+                    t.name
+                    for c in root.iterdir()
+                    if (c / "train").is_dir() and not c.name.startswith(".")
+                    for t in (c / "train").iterdir()
+                    if t.is_dir()
+                }
+            )
             if others:
-                hint = (f"; the train/ folders hold {', '.join(others)}: for your own layout use --dataset folder "
-                        f"--normal-name {others[0]}")
+                hint = (
+                    f"; the train/ folders hold {', '.join(others)}: for your own layout use --dataset folder "
+                    f"--normal-name {others[0]}"
+                )
         raise DataError(f"no categories found in {root}: {_expected(lay, root, '<category>', normal_name)}{hint}")
     return found
 
@@ -178,8 +224,10 @@ class _MaskFinder:
 def _other_types_hint(lay: Layout, folder: Path) -> str:
     """'; it holds .jpg files: ...' when a folder has images of types this layout does not read."""
     with os.scandir(folder) as it:
-        others = sorted({os.path.splitext(e.name)[1].lower() for e in _visible(it) if e.is_file()}
-                        & (set(IMAGE_EXTS) - set(lay.exts)))
+        others = sorted(
+            {os.path.splitext(e.name)[1].lower() for e in _visible(it) if e.is_file()}
+            & (set(IMAGE_EXTS) - set(lay.exts))
+        )
     if not others:
         return ""
     return f"; it holds {', '.join(others)} files: --dataset folder reads any image type"
@@ -198,8 +246,15 @@ def test_is_held_out(dataset: str, root: str | Path, category: str) -> bool:
     return layout(dataset).test_optional and not (Path(root) / category / "test").is_dir()
 
 
-def list_split(dataset: str, root: str | Path, category: str, split: str,
-               normal_name: str = "good", test_fraction: float = 0.2, seed: int = 3407) -> list[SampleRef]:
+def list_split(
+    dataset: str,
+    root: str | Path,
+    category: str,
+    split: str,
+    normal_name: str = "good",
+    test_fraction: float = 0.2,
+    seed: int = 3407,
+) -> list[SampleRef]:
     """Samples of one category. "train": normal images sorted by name. "test": every type folder, the normal
     one first, then defect types alphabetically; images sorted by name within each.
 
@@ -232,8 +287,10 @@ def list_split(dataset: str, root: str | Path, category: str, split: str,
         images = _list_images(folder, lay.exts)
         keep = held_out(len(images), test_fraction, seed)
         if not keep:
-            raise DataError(f"{cat_dir} has no test/ folder and too few normal images to hold some out "
-                            f"(--test-fraction {test_fraction:g} of {len(images)})")
+            raise DataError(
+                f"{cat_dir} has no test/ folder and too few normal images to hold some out "
+                f"(--test-fraction {test_fraction:g} of {len(images)})"
+            )
         return [SampleRef(os.path.abspath(images[i]), 0, normal, None) for i in keep]
 
     test_dir = cat_dir / "test"

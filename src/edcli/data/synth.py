@@ -13,6 +13,7 @@ of rotated crops per axis is first upscaled with Pillow's Lanczos filter (for th
 Every image has its own generator, seeded from (seed, a SHA-256 key of the category name, split, index), so an
 image does not depend on the other categories or on how many images of each kind are asked for.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,9 +22,9 @@ import math
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image
@@ -136,8 +137,7 @@ def _layout(photo: np.ndarray, size: int) -> _Layout:
     return _Layout(photo, scale, window, train=(top + left, bottom + right), test=(top + right, bottom + left))
 
 
-def _crop(layout: _Layout, regions: tuple[Region, ...], size: int,
-          rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def _crop(layout: _Layout, regions: tuple[Region, ...], size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """A size x size crop from one of the regions: random position, rotation, horizontal flip and brightness."""
     R = layout.window
     ry0, ry1, rx0, rx1 = regions[int(rng.integers(len(regions)))]
@@ -146,11 +146,11 @@ def _crop(layout: _Layout, regions: tuple[Region, ...], size: int,
     angle = float(rng.uniform(-MAX_ANGLE, MAX_ANGLE))
     flip = bool(rng.random() < 0.5)
     brightness = float(rng.uniform(0.9, 1.1))
-    win = layout.photo[y0:y0 + R, x0:x0 + R].astype(np.float32)  # (R, R, C)
+    win = layout.photo[y0 : y0 + R, x0 : x0 + R].astype(np.float32)  # (R, R, C)
     # Rotate the larger window, then keep its centre: no corner of the kept square falls outside the window.
     rot = ndimage.rotate(win, angle, axes=(1, 0), reshape=False, order=3, mode="reflect")
     off = (R - size) // 2
-    img = rot[off:off + size, off:off + size]  # (S, S, C)
+    img = rot[off : off + size, off : off + size]  # (S, S, C)
     if flip:
         img = img[:, ::-1]
     img = np.clip(np.rint(img * brightness), 0, 255).astype(np.uint8)
@@ -163,8 +163,9 @@ def _crop(layout: _Layout, regions: tuple[Region, ...], size: int,
 # Defects
 
 
-def make_defect(kind: str, image: np.ndarray, rng: np.random.Generator,
-                source: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_defect(
+    kind: str, image: np.ndarray, rng: np.random.Generator, source: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Inject one defect into a (S, S, 3) uint8 image; return (defective image, bool (S, S) mask).
 
     The mask is exactly the pixels that differ: mask == (defective != image).any(-1). `source` (any (H, W, 3)
@@ -175,8 +176,9 @@ def make_defect(kind: str, image: np.ndarray, rng: np.random.Generator,
     return defective, (defective != image).any(axis=-1)
 
 
-def _defect(kind: str, image: np.ndarray, rng: np.random.Generator,
-            source: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _defect(
+    kind: str, image: np.ndarray, rng: np.random.Generator, source: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """(defective image, intended core region): the core is where the defect is meant to be strong."""
     if kind not in _DEFECTS:
         raise ConfigError(f"unknown defect kind {kind!r}: choose one of {', '.join(_DEFECTS)}")
@@ -227,7 +229,7 @@ def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
     d = np.array([math.sin(phi), math.cos(phi)])  # (y, x) direction
     n = np.array([d[1], -d[0]])  # its normal
     t = np.linspace(0.0, 1.0, int(4 * length) + 2)[:, None]  # (N, 1): 4 samples per pixel of length
-    curve = (1 - t) ** 2 * (-length / 2 * d) + 2 * t * (1 - t) * (bend * n) + t ** 2 * (length / 2 * d)  # (N, 2)
+    curve = (1 - t) ** 2 * (-length / 2 * d) + 2 * t * (1 - t) * (bend * n) + t**2 * (length / 2 * d)  # (N, 2)
     centre = _place(rng, S, curve.min(0) - reach, curve.max(0) + reach)
     pts = curve + centre
     yy, xx = _grid(S)
@@ -302,8 +304,7 @@ def _zoom_turn(region: np.ndarray, k: int, h: int, w: int) -> np.ndarray:
     return np.asarray(Image.fromarray(turned).resize((w, h), Image.Resampling.BICUBIC))
 
 
-def _patch(image: np.ndarray, rng: np.random.Generator,
-           source: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _patch(image: np.ndarray, rng: np.random.Generator, source: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """A rectangle cut from elsewhere, turned by a quarter turn and magnified x1.8-2.5, pasted with a hard edge.
 
     A plain copy of a stationary texture (gravel) is invisible: magnified, its grains are twice the size of their
@@ -330,14 +331,15 @@ def _patch(image: np.ndarray, rng: np.random.Generator,
     else:
         src = np.asarray(source)
         if src.dtype != np.uint8 or src.ndim != 3 or src.shape[2] != 3 or src.shape[0] < sh or src.shape[1] < sw:
-            raise DataError(f"patch source must be a (H, W, 3) uint8 picture of at least {sh}x{sw}, "
-                            f"got {src.shape} {src.dtype}")
+            raise DataError(
+                f"patch source must be a (H, W, 3) uint8 picture of at least {sh}x{sw}, got {src.shape} {src.dtype}"
+            )
         sy = int(rng.integers(0, src.shape[0] - sh + 1))
     sx = int(rng.integers(0, src.shape[1] - sw + 1))
     out = image.copy()
-    out[y0:y0 + h, x0:x0 + w] = _zoom_turn(src[sy:sy + sh, sx:sx + sw], k, h, w)
+    out[y0 : y0 + h, x0 : x0 + w] = _zoom_turn(src[sy : sy + sh, sx : sx + sw], k, h, w)
     core = np.zeros((S, S), bool)
-    core[y0:y0 + h, x0:x0 + w] = True
+    core[y0 : y0 + h, x0 : x0 + w] = True
     return out, core
 
 
@@ -391,8 +393,9 @@ def _blob(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.n
     reach = float((np.hypot(*offsets.T) + radii).max() + 1.5 * sigma)  # alpha > 0 needs field > 0.3
     candidates = np.stack([_place(rng, S, np.full(2, -reach), np.full(2, reach)) for _ in range(6)])
     grey = image.astype(np.float32).mean(axis=-1)
-    local = ndimage.uniform_filter(np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1)),
-                                   size=max(3, int(2 * r0)))
+    local = ndimage.uniform_filter(
+        np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1)), size=max(3, int(2 * r0))
+    )
     centre = candidates[int(np.argmax([local[int(cy), int(cx)] for cy, cx in candidates]))]
     yy, xx = _grid(S)
     union = np.zeros((S, S), bool)
@@ -424,8 +427,16 @@ def _erase(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return _blend(image, target, alpha), core
 
 
-_DEFECTS = {"scratch": _scratch, "hole": _hole, "stain": _stain, "patch": _patch, "distortion": _distortion,
-            "blur": _blur, "noise": _noise, "erase": _erase}
+_DEFECTS = {
+    "scratch": _scratch,
+    "hole": _hole,
+    "stain": _stain,
+    "patch": _patch,
+    "distortion": _distortion,
+    "blur": _blur,
+    "noise": _noise,
+    "erase": _erase,
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -455,8 +466,9 @@ def _write_category(folder: Path, name: str, spec: SynthSpec) -> None:
     try:
         photo = AVAILABLE[name]()
     except (OSError, ValueError, ImportError) as e:
-        raise DataError(f"cannot load the scikit-image photo for demo category {name!r}: {e}; "
-                        "reinstall scikit-image") from e
+        raise DataError(
+            f"cannot load the scikit-image photo for demo category {name!r}: {e}; reinstall scikit-image"
+        ) from e
     layout = _layout(photo, spec.size)
     key = _stable_key(name)
     crops: dict[str, dict] = {}
@@ -491,10 +503,17 @@ def _write_category(folder: Path, name: str, spec: SynthSpec) -> None:
             _save_png(defective, folder / "test" / kind / f"{i:03d}.png")
             _save_png(mask.astype(np.uint8) * 255, folder / "ground_truth" / kind / f"{i:03d}_mask.png")
             crops[f"test/{kind}/{i:03d}.png"] = info
-    marker = {"format": FORMAT_VERSION, "category": name, "photo": AVAILABLE[name].__name__,
-              "spec": spec.to_dict(), "scale": layout.scale, "photo_shape": list(layout.photo.shape[:2]),
-              "train_regions": [list(r) for r in layout.train], "test_regions": [list(r) for r in layout.test],
-              "crops": crops}
+    marker = {
+        "format": FORMAT_VERSION,
+        "category": name,
+        "photo": AVAILABLE[name].__name__,
+        "spec": spec.to_dict(),
+        "scale": layout.scale,
+        "photo_shape": list(layout.photo.shape[:2]),
+        "train_regions": [list(r) for r in layout.train],
+        "test_regions": [list(r) for r in layout.test],
+        "crops": crops,
+    }
     (folder / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -505,8 +524,9 @@ def _remove_leftovers(out: Path, name: str) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def make_dataset(out: str | Path, categories: Iterable[str] = DEMO_CATEGORIES, spec: SynthSpec = SynthSpec(),
-                 overwrite: bool = False) -> Path:
+def make_dataset(
+    out: str | Path, categories: Iterable[str] = DEMO_CATEGORIES, spec: SynthSpec = SynthSpec(), overwrite: bool = False
+) -> Path:
     """Write an MVTec-layout demo dataset under `out`, one folder per category; return `out`.
 
     A category is written into a hidden `out/.<category>.tmp-*` folder and renamed into place when complete, so
@@ -517,8 +537,10 @@ def make_dataset(out: str | Path, categories: Iterable[str] = DEMO_CATEGORIES, s
     names = [categories] if isinstance(categories, str) else list(dict.fromkeys(categories))
     unknown = [n for n in names if n not in AVAILABLE]
     if unknown or not names:
-        raise ConfigError(f"unknown demo category {', '.join(map(repr, unknown)) or '(none given)'}: "
-                          f"choose from {', '.join(AVAILABLE)}")
+        raise ConfigError(
+            f"unknown demo category {', '.join(map(repr, unknown)) or '(none given)'}: "
+            f"choose from {', '.join(AVAILABLE)}"
+        )
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder: choose another --out")
@@ -531,8 +553,11 @@ def make_dataset(out: str | Path, categories: Iterable[str] = DEMO_CATEGORIES, s
             marker = _marker_of(final)
             if marker is not None and {k: marker.get(k) for k in want} == want:
                 continue
-            what = (f"was made with other settings (format {marker.get('format')}, spec {marker.get('spec')})"
-                    if marker is not None else f"is not a complete demo dataset (no valid {MARKER} marker)")
+            what = (
+                f"was made with other settings (format {marker.get('format')}, spec {marker.get('spec')})"
+                if marker is not None
+                else f"is not a complete demo dataset (no valid {MARKER} marker)"
+            )
             raise DataError(f"{final} {what}; rerun with --overwrite to replace it, or choose another --out")
         tmp = out / f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"  # mkdir, not mkdtemp: honours umask
         try:

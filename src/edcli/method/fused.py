@@ -13,14 +13,15 @@ fp32 (fp64 if given).
 Gradients, with d = log(t+ε) − log(p+ε):  ∂D/∂t = d + 1 − e^(−d),  ∂D/∂p = 1 − d − e^d,
 ∂H/∂p = −log(p+ε) + ε/(p+ε) − 1, then the softmax backward gₗ = p ⊙ (g_p − Σ p g_p).
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-CHUNK_ELEMENTS = 1 << 16  # values per (rows, S) chunk: 256 KiB of fp32; measured on CPU (8x1024x1024 maps): 2^16 0.62 s, 2^18 0.79 s, 2^20 1.44 s per fwd+bwd
+CHUNK_ELEMENTS = (
+    1 << 16
+)  # values per (rows, S) chunk: 256 KiB of fp32; measured on CPU (8x1024x1024 maps): 2^16 0.62 s, 2^18 0.79 s, 2^20 1.44 s per fwd+bwd
 
 
 def _chunks(N: int, L: int, S: int):
@@ -56,7 +57,7 @@ def _rows_times_rx(m: Tensor, rx: Tensor) -> Tensor:
 
 class _AttentionCorrelation(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, ry, rx, eps: float, mm_dtype: Optional[torch.dtype]):
+    def forward(ctx, q, k, v, ry, rx, eps: float, mm_dtype: torch.dtype | None):
         ctx.set_materialize_grads(False)
         wide = ry.dtype
         mm = mm_dtype or wide
@@ -132,8 +133,9 @@ class _AttentionCorrelation(torch.autograd.Function):
         return gq.to(q.dtype), gk.to(k.dtype), gv.to(v.dtype), gry, grx, None, None
 
 
-def attention_correlation(q: Tensor, k: Tensor, v: Tensor, ry: Tensor, rx: Tensor, eps: float,
-                          mm_dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def attention_correlation(
+    q: Tensor, k: Tensor, v: Tensor, ry: Tensor, rx: Tensor, eps: float, mm_dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """q (N, L, dh) already scaled, k and v (N, S, dh), row factors ry (N, L, H), rx (N, L, W) with H*W = S.
 
     Returns out (N, L, dh) and per row D_t, D_a, H (N, L) in ry's dtype (fp32 or fp64)."""

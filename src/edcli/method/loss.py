@@ -9,6 +9,7 @@ The per-(P, T̄) maths is one autograd Function that shares the logarithms and w
 directly, and T̄ is never built through autograd: it is separable over the grid (edcli.prior), so only the small
 row factors get gradients. All of it runs in fp32 (or fp64 if given) with autocast off.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -126,16 +127,19 @@ def reconstruction_loss(recon: Tensor, x: Tensor) -> Tensor:
     return F.mse_loss(recon, x) + (1 - F.cosine_similarity(recon, x, dim=-1)).mean()
 
 
-def ed_objective(out: LevelOutput, x: Tensor, dx: Tensor, dy: Tensor, lambda1: float = 0.5,
-                 lambda2: float = 0.5, eps: float = EPS) -> LossTerms:
+def ed_objective(
+    out: LevelOutput, x: Tensor, dx: Tensor, dy: Tensor, lambda1: float = 0.5, lambda2: float = 0.5, eps: float = EPS
+) -> LossTerms:
     """One level's loss terms; `total.backward()` gives the gradients of the reference's two backward passes."""
     rec = reconstruction_loss(out.recon, x)
     total = 2 * rec  # rec appears in both loss1 and loss2
     zero = rec.detach().new_zeros(())
     vals = {}
     axes = None
-    for name, attn, sigma, fused, sign in (("intra", out.intra_attn, out.intra_sigma, out.intra_terms, 1.0),
-                                           ("inter", out.inter_attn, out.inter_sigma, out.inter_terms, -1.0)):
+    for name, attn, sigma, fused, sign in (
+        ("intra", out.intra_attn, out.intra_sigma, out.intra_terms, 1.0),
+        ("inter", out.inter_attn, out.inter_sigma, out.inter_terms, -1.0),
+    ):
         if fused is not None:  # branches="train": the model computed the row terms with its maps (eps = EPS)
             d_t, d_a, ent = (t.mean() for t in fused)
             total = total + sign * lambda1 * (d_t - d_a) - sign * lambda2 * ent

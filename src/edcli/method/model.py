@@ -6,10 +6,11 @@ The attention modules return the learned sigma, not the Gaussian target: the tar
 needed (edcli.prior), always in fp32. At inference (branches="score") the scoring branch reduces each attention
 map to its KL rows in place and the other branch runs through the fused attention kernel, so no map is kept.
 """
+
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,15 +42,15 @@ FUSED_MIN_ELEMENTS = 1 << 18
 class LevelOutput(NamedTuple):
     recon: Tensor  # (B, L, C)
     # training ("all"): stacked (layers, ...) tensors; None in score mode, which keeps no map
-    intra_attn: Optional[Tensor]  # (layers, B, heads, L, L) softmax attention, None if not returned
-    intra_sigma: Optional[Tensor]  # (layers, B, heads, L, 2) sigma (y, x), fp32
-    inter_attn: Optional[Tensor]
-    inter_sigma: Optional[Tensor]
+    intra_attn: Tensor | None  # (layers, B, heads, L, L) softmax attention, None if not returned
+    intra_sigma: Tensor | None  # (layers, B, heads, L, 2) sigma (y, x), fp32
+    inter_attn: Tensor | None
+    inter_sigma: Tensor | None
     # score mode only: mean over layers of the scoring branch's head-mean symmetric KL to the target (B, L)
-    score_kl: Optional[Tensor] = None
+    score_kl: Tensor | None = None
     # train mode only: per branch (D_t, D_a, H), each (layers, B, heads, L) in fp32 (edcli.method.fused)
-    intra_terms: Optional[tuple] = None
-    inter_terms: Optional[tuple] = None
+    intra_terms: tuple | None = None
+    inter_terms: tuple | None = None
 
 
 def positional_encoding_2d(d_model: int, grid: tuple[int, int]) -> Tensor:
@@ -59,8 +60,9 @@ def positional_encoding_2d(d_model: int, grid: tuple[int, int]) -> Tensor:
     f_i = 10000^(-2i/(d/2)); channels [d/2, d) encode the row the same way.
     """
     if d_model % 4:
-        raise ConfigError(f"d_model {d_model} must be divisible by 4 for the 2-D positional encoding; "
-                          f"pick another --d-model")
+        raise ConfigError(
+            f"d_model {d_model} must be divisible by 4 for the 2-D positional encoding; pick another --d-model"
+        )
     H, W = grid
     half = d_model // 2
     freq = 10000.0 ** (-2.0 * torch.arange(half // 2, dtype=torch.float64) / half)  # (half/2,)
@@ -101,8 +103,9 @@ class DifferenceAwareAttention(nn.Module):
     The reference allocates an output projection and discards its result; out_proj=True allocates and applies it.
     """
 
-    def __init__(self, d_model: int, heads: int, learn_temperature: bool = True, out_proj: bool = False,
-                 dropout: float = 0.0):
+    def __init__(
+        self, d_model: int, heads: int, learn_temperature: bool = True, out_proj: bool = False, dropout: float = 0.0
+    ):
         super().__init__()
         if d_model % heads:
             raise ConfigError(f"d_model {d_model} is not divisible by heads {heads}; change --heads or --d-model")
@@ -255,8 +258,18 @@ class FODFeedForward(nn.Module):
 class EncoderLayer(nn.Module):
     """Post-LN layer: branches -> fusion (ED: D2Fusion, FOD: u - v; one branch: x + a) -> LN -> LN(z + FFN(z))."""
 
-    def __init__(self, d_model: int, heads: int, grid: tuple[int, int], ffn_ratio: int = 4, dropout: float = 0.0,
-                 arch: str = "ed", intra: bool = True, inter: bool = True, attn_out_proj: bool = False):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        grid: tuple[int, int],
+        ffn_ratio: int = 4,
+        dropout: float = 0.0,
+        arch: str = "ed",
+        intra: bool = True,
+        inter: bool = True,
+        attn_out_proj: bool = False,
+    ):
         super().__init__()
         learn = arch == "ed"
         self.intra_attn = DifferenceAwareAttention(d_model, heads, learn, attn_out_proj, dropout) if intra else None
@@ -265,11 +278,12 @@ class EncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         hidden = ffn_ratio * d_model
-        self.ffn = (EDFeedForward(d_model, hidden, grid, dropout) if arch == "ed"
-                    else FODFeedForward(d_model, hidden, dropout))
+        self.ffn = (
+            EDFeedForward(d_model, hidden, grid, dropout) if arch == "ed" else FODFeedForward(d_model, hidden, dropout)
+        )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ref: Optional[Tensor]):
+    def forward(self, x: Tensor, ref: Tensor | None):
         """x (B, L, d); ref (1, L, d) embedded reference. Returns (x, (P, sigma) intra, (P, sigma) inter)."""
         intra = inter = (None, None)
         u = v = None
@@ -283,7 +297,7 @@ class EncoderLayer(nn.Module):
             inter = (p, s)
         return self._finish(u, v), intra, inter
 
-    def trained(self, x: Tensor, ref: Optional[Tensor], axes: tuple[Tensor, Tensor]):
+    def trained(self, x: Tensor, ref: Tensor | None, axes: tuple[Tensor, Tensor]):
         """Training without maps: the next x and each branch's (D_t, D_a, H) terms (or None)."""
         u = v = intra = inter = None
         if self.intra_attn is not None:
@@ -294,7 +308,7 @@ class EncoderLayer(nn.Module):
             v = x + self.drop(a)
         return self._finish(u, v), intra, inter
 
-    def score(self, x: Tensor, ref: Optional[Tensor], axes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def score(self, x: Tensor, ref: Tensor | None, axes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """Inference: the next x and the scoring branch's KL rows (B, L): the inter branch's, or the intra one's
         when the inter branch is off. The other branch runs through the fused kernel and keeps no map."""
         u = v = None
@@ -310,7 +324,7 @@ class EncoderLayer(nn.Module):
             v = x + self.drop(a)
         return self._finish(u, v), kl
 
-    def _finish(self, u: Optional[Tensor], v: Optional[Tensor]) -> Tensor:
+    def _finish(self, u: Tensor | None, v: Tensor | None) -> Tensor:
         """Fusion of the branch streams (ED: D2Fusion, FOD: u - v, one branch: itself), then the post-LN FFN."""
         if u is not None and v is not None:
             z = self.fusion(u, v) if self.fusion is not None else u - v  # FOD: u - v = a_intra - a_inter
@@ -320,16 +334,28 @@ class EncoderLayer(nn.Module):
         return self.norm2(z + self.ffn(z))
 
 
-def _stack(maps: list) -> Optional[Tensor]:
+def _stack(maps: list) -> Tensor | None:
     return None if not maps or maps[0] is None else torch.stack(maps)  # (layers, ...)
 
 
 class LevelModel(nn.Module):
     """The Transformer of one feature level: reconstructs pooled backbone tokens (B, L, C)."""
 
-    def __init__(self, channels: int, grid: tuple[int, int], ref: Tensor, d_model: int, heads: int = 8,
-                 layers: int = 3, ffn_ratio: int = 4, dropout: float = 0.0, arch: str = "ed", intra: bool = True,
-                 inter: bool = True, attn_out_proj: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        grid: tuple[int, int],
+        ref: Tensor,
+        d_model: int,
+        heads: int = 8,
+        layers: int = 3,
+        ffn_ratio: int = 4,
+        dropout: float = 0.0,
+        arch: str = "ed",
+        intra: bool = True,
+        inter: bool = True,
+        attn_out_proj: bool = False,
+    ):
         super().__init__()
         H, W = (int(g) for g in grid)
         L = H * W
@@ -338,8 +364,10 @@ class LevelModel(nn.Module):
         if not (intra or inter):
             raise ConfigError("both --no-intra and --no-inter given; at least one attention branch is needed")
         if tuple(ref.shape) != (channels, L):
-            raise ConfigError(f"reference features have shape {tuple(ref.shape)}, expected (C, L) = ({channels}, {L}) "
-                              f"for grid {H}x{W}; rebuild the store with `ed features`")
+            raise ConfigError(
+                f"reference features have shape {tuple(ref.shape)}, expected (C, L) = ({channels}, {L}) "
+                f"for grid {H}x{W}; rebuild the store with `ed features`"
+            )
         if layers < 1 or heads < 1:
             raise ConfigError(f"layers ({layers}) and heads ({heads}) must be at least 1")
         self.channels, self.grid, self.d_model, self.heads = channels, (H, W), d_model, heads
@@ -353,7 +381,8 @@ class LevelModel(nn.Module):
         self.ref_embed = Embedding2D(channels, d_model, (H, W)) if inter else None
         self.layers = nn.ModuleList(
             EncoderLayer(d_model, heads, (H, W), ffn_ratio, dropout, arch, intra, inter, attn_out_proj)
-            for _ in range(layers))
+            for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, channels)
 
@@ -366,8 +395,10 @@ class LevelModel(nn.Module):
             raise ConfigError(f"branches must be one of {BRANCH_MODES}, got {branches!r}")
         if x.dim() != 3 or x.shape[1:] != (self.grid[0] * self.grid[1], self.channels):
             L = self.grid[0] * self.grid[1]
-            raise DataError(f"features of shape {tuple(x.shape)} do not fit this model, which expects "
-                            f"(B, {L}, {self.channels}); were they made with another backbone or image size?")
+            raise DataError(
+                f"features of shape {tuple(x.shape)} do not fit this model, which expects "
+                f"(B, {L}, {self.channels}); were they made with another backbone or image size?"
+            )
         emb = self.embed(x)  # (B, L, d)
         # Embedded once per forward with batch 1 and never repeated; each inter attention expands its K/V to B.
         ref = self.ref_embed(self.ref.t().unsqueeze(0)) if self.inter else None  # (1, L, d)
@@ -386,8 +417,9 @@ class LevelModel(nn.Module):
                 emb, a, b = layer.trained(emb, ref, axes)
                 terms.append((a, b))
             stacked = [None if ts[0] is None else tuple(torch.stack(z) for z in zip(*ts)) for ts in zip(*terms)]
-            return LevelOutput(self.proj(self.norm(emb)), None, None, None, None, intra_terms=stacked[0],
-                               inter_terms=stacked[1])
+            return LevelOutput(
+                self.proj(self.norm(emb)), None, None, None, None, intra_terms=stacked[0], inter_terms=stacked[1]
+            )
         intra_p, intra_s, inter_p, inter_s = [], [], [], []
         for layer in self.layers:
             emb, (pa, sa), (pe, se) = layer(emb, ref)
@@ -416,15 +448,31 @@ def build_ed_model(channels: list[int], grids: list[tuple[int, int]], refs: list
     """One LevelModel per level; widths from config.level_widths (explicit, reference 256/512, or the C/2 rule)."""
     n = len(channels)
     if len(grids) != n or len(refs) != n:
-        raise ConfigError(f"{n} channel counts, {len(grids)} grids and {len(refs)} reference maps: "
-                          f"one of each per level")
+        raise ConfigError(
+            f"{n} channel counts, {len(grids)} grids and {len(refs)} reference maps: one of each per level"
+        )
     d_models = level_widths(channels, cfg)
     if len(d_models) != n:
         raise ConfigError(f"--d-model has {len(d_models)} values for {n} feature levels; give one per level or none")
-    return EDModel([
-        LevelModel(c, g, r, d, heads=cfg.heads, layers=cfg.layers, ffn_ratio=cfg.ffn_ratio, dropout=cfg.dropout,
-                   arch=cfg.arch, intra=cfg.intra, inter=cfg.inter, attn_out_proj=cfg.attn_out_proj)
-        for c, g, r, d in zip(channels, grids, refs, d_models)])
+    return EDModel(
+        [
+            LevelModel(
+                c,
+                g,
+                r,
+                d,
+                heads=cfg.heads,
+                layers=cfg.layers,
+                ffn_ratio=cfg.ffn_ratio,
+                dropout=cfg.dropout,
+                arch=cfg.arch,
+                intra=cfg.intra,
+                inter=cfg.inter,
+                attn_out_proj=cfg.attn_out_proj,
+            )
+            for c, g, r, d in zip(channels, grids, refs, d_models)
+        ]
+    )
 
 
 def count_trainable(module: nn.Module) -> int:

@@ -5,9 +5,8 @@ loops over head groups sized at run time; exporters reject or mis-trace those. T
 out-of-place ops on whole batches, with the grid axes computed once outside the graph. tests/test_export.py checks
 it equals the fast path.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +23,9 @@ def _attention(attn: DifferenceAwareAttention, q_in: Tensor, kv_in: Tensor) -> t
     return attn._merge(torch.bmm(p, v), q_in.shape[0]), p, q
 
 
-def _scored(attn: DifferenceAwareAttention, q_in: Tensor, kv_in: Tensor, axes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def _scored(
+    attn: DifferenceAwareAttention, q_in: Tensor, kv_in: Tensor, axes: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
     """As DifferenceAwareAttention.scored: output and Σ_j (t − p)(log(t+ε) − log(p+ε)) averaged over heads (B, L)."""
     B, L, _ = q_in.shape
     out, p, _ = _attention(attn, q_in, kv_in)
@@ -53,7 +54,7 @@ def _ffn(layer: EncoderLayer, z: Tensor) -> Tensor:
     return ffn.fc2(h + ffn.g * _lower_median(h))
 
 
-def _layer(layer: EncoderLayer, x: Tensor, ref: Optional[Tensor], axes) -> tuple[Tensor, Tensor]:
+def _layer(layer: EncoderLayer, x: Tensor, ref: Tensor | None, axes) -> tuple[Tensor, Tensor]:
     """As EncoderLayer.score (eval mode: dropout is the identity)."""
     u = v = kl = None
     if layer.intra_attn is not None:
@@ -144,4 +145,3 @@ def maps_from_levels(levels, feats: list[Tensor], axes: list, grids: list[tuple[
     """Raw anomaly maps (B, S, S) from pooled features per level, as engine.predict_maps in fp32."""
     scores = [level_score(level, f.flatten(2).transpose(1, 2), a) for level, f, a in zip(levels, feats, axes)]
     return combine_levels(scores, grids, size)
-

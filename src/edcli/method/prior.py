@@ -4,6 +4,7 @@ Shared by the model's fused scoring path, the training objective (edcli.loss) an
 normalised target is separable over the grid, T̄[i, (r, c)] = softmax_r(−dy/(2σy²))[i, r] · softmax_c(−dx/(2σx²))[i, c],
 so it is carried as its small row factors ry (..., L, H) and rx (..., L, W) wherever the full (L, L) map is not needed.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,14 +40,19 @@ def grid_axes(dx: Tensor, dy: Tensor) -> tuple[Tensor, Tensor]:
     W = int((dy[0] == 0).sum())  # tokens in the first grid row
     H = L // max(W, 1)
     if W < 1 or H * W != L:
-        raise ConfigError(f"dy ({L}x{L}) is not the row-distance matrix of a row-major grid; "
-                          f"rebuild it with `ed distmaps`")
+        raise ConfigError(
+            f"dy ({L}x{L}) is not the row-distance matrix of a row-major grid; rebuild it with `ed distmaps`"
+        )
     dy_rows = dy.view(L, H, W)[:, :, 0]  # (L, H): squared distance from token i to grid row r
     dx_cols = dx.view(L, H, W)[:, 0, :]  # (L, W): squared distance from token i to grid column c
-    if not (torch.equal(dy.view(L, H, W), dy_rows[:, :, None].expand(L, H, W))
-            and torch.equal(dx.view(L, H, W), dx_cols[:, None, :].expand(L, H, W))):
-        raise ConfigError(f"dx/dy ({L}x{L}) are not squared per-axis distances of a {H}x{W} row-major grid; "
-                          f"rebuild them with `ed distmaps`")
+    if not (
+        torch.equal(dy.view(L, H, W), dy_rows[:, :, None].expand(L, H, W))
+        and torch.equal(dx.view(L, H, W), dx_cols[:, None, :].expand(L, H, W))
+    ):
+        raise ConfigError(
+            f"dx/dy ({L}x{L}) are not squared per-axis distances of a {H}x{W} row-major grid; "
+            f"rebuild them with `ed distmaps`"
+        )
     return dy_rows, dx_cols
 
 

@@ -1,4 +1,5 @@
 """Test-time scoring (method.md §3.6): per-level discrepancy -> anomaly maps -> image scores; the calibration maths."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -63,8 +64,9 @@ def to_original(amap: np.ndarray, mode: str, h: int, w: int) -> np.ndarray:
     side = min(h, w)  # the centre crop is a square of the shorter side in original pixels
     full = np.full((h, w), float(amap.min()), np.float32)
     top, left = (h - side) // 2, (w - side) // 2
-    full[top:top + side, left:left + side] = F.interpolate(t, size=(side, side), mode="bilinear",
-                                                           align_corners=False)[0, 0].numpy()
+    full[top : top + side, left : left + side] = F.interpolate(
+        t, size=(side, side), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
     return full
 
 
@@ -114,9 +116,23 @@ def calibrate(scores: np.ndarray, source: str, reducer: str, sigma: float) -> di
     scores = np.asarray(scores, dtype=np.float64)
     thr = float(np.quantile(scores, CALIB_QUANTILE, method="higher"))
     std = float(scores.std()) if len(scores) > 1 else 0.0
-    what = "held-out normal train images" if source == "held-out" else "training images (no held-out split: --calib-fraction 0)"
-    return {"source": source, "n": int(len(scores)), "reducer": reducer, "sigma": float(sigma),
-            "scores": [float(s) for s in scores], "mean": float(scores.mean()), "std": std,
-            "min": float(scores.min()), "max": float(scores.max()), "quantile": CALIB_QUANTILE,
-            "threshold": thr, "scale": std if std > 0 else max(abs(thr) * 0.1, 1e-12),
-            "origin": f"{CALIB_QUANTILE:g} quantile of the scores of {len(scores)} {what}"}
+    what = (
+        "held-out normal train images"
+        if source == "held-out"
+        else "training images (no held-out split: --calib-fraction 0)"
+    )
+    return {
+        "source": source,
+        "n": int(len(scores)),
+        "reducer": reducer,
+        "sigma": float(sigma),
+        "scores": [float(s) for s in scores],
+        "mean": float(scores.mean()),
+        "std": std,
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "quantile": CALIB_QUANTILE,
+        "threshold": thr,
+        "scale": std if std > 0 else max(abs(thr) * 0.1, 1e-12),
+        "origin": f"{CALIB_QUANTILE:g} quantile of the scores of {len(scores)} {what}",
+    }
