@@ -5,7 +5,8 @@
 
 The data are `ed demo`'s (three texture categories, tf_efficientnet_lite0 packaged weights) at --image-size (the
 demo's by default; the images are made at that size, as the demo makes them), made once under --out and reused.
-A setting is a dict of `TrainConfig` fields (epochs, lr, optimizer, lr_schedule, warmup_epochs, batch_size) plus `d_model` ([w0, w1], or "auto" for the C/2 rule; default the reference 256/512).
+A setting is a dict of `TrainConfig` fields (epochs, lr, optimizer, lr_schedule, warmup_epochs, batch_size) plus
+`d_model` ([w0, w1], or "auto" for the C/2 rule; default the reference 256/512).
 Each (setting, seed) trains the three categories as the demo does (`--jobs` worker processes of one thread) with
 a test pass every --eval-every epochs and after the last; the category mean per evaluated epoch is then averaged
 over the seeds (the min and max over seeds are given too). Also reported: training seconds (the slowest
@@ -44,8 +45,8 @@ def _prepare(out: Path, size: int, demo: dict):
         make_dataset(data_root, DEMO_CATEGORIES, spec)
     data = DataConfig(dataset="mvtec", data_path=str(data_root), categories=DEMO_CATEGORIES, image_size=size)
     bb = BackboneConfig(name=DEMO_BACKBONE)
-    distmaps.run(str(store), DEMO_BACKBONE, size, bb.levels)
-    features.run(data, bb, str(store), "cpu", batch_size=16)
+    distmaps.run(store=str(store), backbone=DEMO_BACKBONE, image_size=size, levels=bb.levels)
+    features.run(data=data, bb_cfg=bb, store=str(store), device="cpu", batch_size=16)
     return data, bb, store
 
 
@@ -59,7 +60,7 @@ def _one(data, bb, store: Path, setting: dict, seed: int, eval_every: int, jobs:
     model = ModelConfig(width="auto") if width == "auto" else ModelConfig(d_model=tuple(width or ()))
     cfg = replace(TrainConfig(device="cpu", seed=seed, eval_every=eval_every, jobs=jobs), **s)
     run = Path(tempfile.mkdtemp(dir=out, prefix="run-"))
-    rows = train.run(data, bb, model, cfg, str(store), str(run))
+    rows = train.run(data=data, bb_cfg=bb, model_cfg=model, train_cfg=cfg, store=str(store), out=str(run))
     per_epoch: dict[int, list] = {}
     for cat in data.categories:
         for h in load_checkpoint(run / "checkpoints" / f"{cat}.pt").history:

@@ -38,7 +38,9 @@ def main() -> None:
     for name in args.backbones:
         bb = BackboneConfig(name=name, random_init=name != "tf_efficientnet_lite0")
         start = time.perf_counter()
-        rows = run_features(data, bb, str(tmp / f"store-{name}"), device="cpu", batch_size=args.batch_size)
+        rows = run_features(
+            data=data, bb_cfg=bb, store=str(tmp / f"store-{name}"), device="cpu", batch_size=args.batch_size
+        )
         total = time.perf_counter() - start  # includes building the backbone once
         n = rows[0]["train"] + rows[0]["test"]
         res[name] = {

@@ -4,11 +4,14 @@
                           [--device cpu|cuda] [--precision fp32|bf16] [--threads 1 2] [--n32 32] [--no-oracle]
 
 End to end = PNG decode + resize, backbone, both level models, scoring, sigma-4 smoothing, image score.
-edcli: `ed infer`'s path (FileDataset, extractor, predict_maps with branches="score": only the inter branch's
-targets and KL). onnxruntime: the same model exported by `ed export`'s code (edcli.graph, edcli.onnxio) and run
-by ONNX Runtime's CPU provider with as many intra-op threads (smoothing and reducer inside the graph; its largest
-score difference to the torch path on the bench images is reported). oracle (tests/oracle.py): every Gaussian target (with its 1/(2 pi sy sx) prefactor) and both
-branches' KL maps per layer, as the reference's test pass computes them, at batch 1 as the reference.
+edcli: `ed infer`'s path (FileDataset, then edcli.scorer.Scorer.images: the extractor and
+edcli.method.scorer.MapScorer, whose level models run with branches="score": only the inter branch's targets and
+KL). onnxruntime: the same model exported as `ed export` does (edcli.method.scorer.ImageScorer over a portable
+MapScorer, edcli.onnxio) and run by ONNX Runtime's CPU provider with as many intra-op threads (smoothing and
+reducer inside the graph; its largest score difference to the torch path on the bench images is reported).
+oracle (tests/oracle.py): every Gaussian target (with its 1/(2 pi sy sx) prefactor) and both branches' KL maps per
+layer, as the reference's test pass computes them, at batch 1 as the reference, then the same smoothing
+(edcli.method.scoring.GaussianSmooth) and reducer (reduce_maps).
 The level models have the reference's widths (d_model 256 / 512 whatever the backbone)
 and random weights (speed does not depend on them); wide_resnet50_2 is random-init (no hub here), lite0 uses its
 packaged weights. Reports the median over --reps of: ms per image at batch 1 (mean over 4 images) and images
@@ -85,9 +88,12 @@ def bench_backbone(name: str, args) -> dict:
     from edcli.backbone import build_backbone
     from edcli.config import BackboneConfig, ModelConfig
     from edcli.data.images import FileDataset
-    from edcli.engine import autocast, predict_maps, sync
+    from edcli.engine import autocast, sync
     from edcli.method.model import build_ed_model
-    from edcli.method.scoring import image_scores, smooth
+    from edcli.method.scorer import ImageScorer, MapScorer
+    from edcli.method.scoring import GaussianSmooth, reduce_maps
+    from edcli.onnxio import OnnxScorer, export_graph
+    from edcli.scorer import Scorer
 
     dev = torch.device(args.device)
     extractor, _ = build_backbone(BackboneConfig(name=name, random_init=name != "tf_efficientnet_lite0"))
@@ -107,18 +113,17 @@ def bench_backbone(name: str, args) -> dict:
     oracles = [oracle_from_level(level).eval() for level in model.levels]
     tmp = Path(tempfile.mkdtemp(prefix="ed-bench-"))
     paths = _images(tmp, max(args.n32, 4), args.size)
-    from edcli.graph import ScoreGraph
-    from edcli.onnxio import OnnxScorer, export_graph
-
     onnx_path = tmp / "model.onnx"
     export_graph(
-        ScoreGraph(extractor.cpu(), model.cpu(), grids, args.size, 4.0, "max"),
+        ImageScorer(extractor.cpu(), MapScorer(model.cpu().levels, args.size, 4.0, "max", portable=True)),
         onnx_path,
         args.size,
         {"format": "edcli-onnx", "image_size": args.size, "resize_mode": "squash"},
     )
     extractor, model = extractor.to(dev), model.to(dev)
-    scorer = OnnxScorer(onnx_path, args.device, torch.get_num_threads())
+    onnx_scorer = OnnxScorer(onnx_path, args.device, torch.get_num_threads())
+    torch_scorer = Scorer(MapScorer(model.levels, args.size, 4.0, "max"), dev, args.precision, extractor=extractor)
+    smooth = GaussianSmooth(args.size, 4.0).to(dev)
     scores: dict[str, list] = {"edcli": [], "onnxruntime": []}
 
     def run(which: str, batch: int, n: int) -> float:
@@ -128,28 +133,21 @@ def bench_backbone(name: str, args) -> dict:
         start = time.perf_counter()
         for b in loader:
             if which == "onnxruntime":
-                scores[which].append(scorer(b["image"].numpy())[2])
+                scores[which].append(onnx_scorer.images(b["image"].numpy())[2])
+                continue
+            if which == "edcli":
+                scores[which].append(torch_scorer.images(b["image"]).scores)
                 continue
             with torch.inference_mode():
                 feats = [f.half().float() for f in extractor(b["image"].to(dev))]
-                if which == "edcli":
-                    maps = predict_maps(model, feats, args.size, dev, args.precision).numpy()
-                else:
-                    with autocast(dev, args.precision):
-                        maps = (
-                            torch.cat(
-                                [
-                                    _oracle_maps(oracles, [f[i : i + 1] for f in feats], args.size)
-                                    for i in range(feats[0].shape[0])
-                                ]
-                            )
-                            .float()
-                            .cpu()
-                            .numpy()
-                        )
-            got = image_scores(smooth(maps, 4.0), "max")
-            if which == "edcli":
-                scores[which].append(got)
+                with autocast(dev, args.precision):
+                    maps = torch.cat(
+                        [
+                            _oracle_maps(oracles, [f[i : i + 1] for f in feats], args.size)
+                            for i in range(feats[0].shape[0])
+                        ]
+                    ).float()
+                reduce_maps(smooth(maps), "max").cpu().numpy()
         sync(dev)
         return time.perf_counter() - start
 

@@ -94,7 +94,7 @@ def make_objects(root: Path, size: int, n_train: int, n_good: int, n_per: int) -
         photo = np.asarray(getattr(skimage.data, name)())[..., :3]
         cat = root / name
 
-        def save(rel: str, arr: np.ndarray) -> None:
+        def save(rel: str, arr: np.ndarray, cat: Path = cat) -> None:
             (cat / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr).save(cat / rel)
 
@@ -174,7 +174,7 @@ def bench_dataset(name: str, root: Path, cats: tuple[str, ...], store: Path, run
     data = DataConfig(dataset="mvtec", data_path=str(root), categories=cats, image_size=args.size)
     bb = BackboneConfig(name="tf_efficientnet_lite0")
     model = ModelConfig()
-    run_features(data, bb, str(store), device="cpu", batch_size=16)
+    run_features(data=data, bb_cfg=bb, store=str(store), device="cpu", batch_size=16)
     ctx = build_context(data, bb, "cpu")
     out: dict = {}
     for cat in cats:
@@ -197,12 +197,11 @@ def bench_dataset(name: str, root: Path, cats: tuple[str, ...], store: Path, run
             build = time.perf_counter() - t0
             d = replace(data, categories=(cat,))
             run_dir = runs / f"{name}-{cat}-{seed}"
-            row = run_train(d, bb, model, cfg, str(store), str(run_dir))[0]
+            row = run_train(data=d, bb_cfg=bb, model_cfg=model, train_cfg=cfg, store=str(store), out=str(run_dir))[0]
             ck = load_checkpoint(run_dir / "checkpoints" / f"{cat}.pt")
             res = _summary(ck.history, ck.selection["epoch"])
-            ev = run_eval(str(run_dir), None, EvalConfig(device="cpu"))["rows"][
-                0
-            ]  # the checkpoint as `ed eval` sees it
+            # the checkpoint as `ed eval` sees it
+            ev = run_eval(run_dir=str(run_dir), checkpoint=None, eval_cfg=EvalConfig(device="cpu"))["rows"][0]
             assert abs(ev["image_auroc"] - res["validation"]["image_auroc"]) < 1e-9, (ev, res["validation"])
             res.update(
                 seed=seed,
@@ -212,10 +211,15 @@ def bench_dataset(name: str, root: Path, cats: tuple[str, ...], store: Path, run
             )
             if s == 0:  # the plain run a user would make without validation: same settings, no hold-out, no eval
                 plain_dir = runs / f"{name}-{cat}-{seed}-last"
-                plain = run_train(d, bb, model, replace(cfg, select="last", eval_every=0), str(store), str(plain_dir))[
-                    0
-                ]
-                pe = run_eval(str(plain_dir), None, EvalConfig(device="cpu"))["rows"][0]
+                plain = run_train(
+                    data=d,
+                    bb_cfg=bb,
+                    model_cfg=model,
+                    train_cfg=replace(cfg, select="last", eval_every=0),
+                    store=str(store),
+                    out=str(plain_dir),
+                )[0]
+                pe = run_eval(run_dir=str(plain_dir), checkpoint=None, eval_cfg=EvalConfig(device="cpu"))["rows"][0]
                 res["plain_last"] = {
                     "image_auroc": pe["image_auroc"],
                     "pixel_auroc": pe["pixel_auroc"],
@@ -277,7 +281,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from edcli.data.synth import VALIDATION_KINDS, SynthSpec, make_dataset
+    from edcli.data.defects import VALIDATION_KINDS
+    from edcli.data.synth import SynthSpec, make_dataset
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="ed-bench-select-"))

@@ -66,7 +66,7 @@ def _setup(args, impls):
         model = (level if impl == "edcli" else oracle_from_level(level)).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         if impl == "edcli" and fused:  # `ed train`'s optimizer (--optimizer reference: torch's fused Adam)
-            from edcli.engine import make_optimizers
+            from edcli.training import make_optimizers  # (engine's, imported there, in an older --baseline)
 
             (opt,) = make_optimizers([model], "reference", 1e-4)
 

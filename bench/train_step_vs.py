@@ -27,7 +27,7 @@ def load(src):
     for k in [k for k in sys.modules if k == "edcli" or k.startswith("edcli.")]:
         del sys.modules[k]
     sys.path.insert(0, src)
-    mods = {n: importlib.import_module("edcli." + n) for n in ("method.model", "method.loss", "engine")}
+    mods = {n: importlib.import_module("edcli." + n) for n in ("method.model", "method.loss", "training")}
     sys.path.remove(src)
     return mods
 
@@ -47,7 +47,7 @@ for name, mods, prec in (("main fp32", base, "fp32"), ("this fp32", new, "fp32")
     if name.startswith("main"):
         opt = torch.optim.Adam(m.parameters(), 1e-4)
     else:
-        opt = mods["engine"].make_optimizers([m], "reference", 1e-4)[0]
+        opt = mods["training"].make_optimizers([m], "reference", 1e-4)[0]
 
     def step(m=m, obj=obj, opt=opt, prec=prec, fused=not name.startswith("main")):
         opt.zero_grad(set_to_none=True)
@@ -60,7 +60,7 @@ for name, mods, prec in (("main fp32", base, "fp32"), ("this fp32", new, "fp32")
     step()
     steps[name] = (step, [])
 for _ in range(reps):
-    for name, (f, ts) in steps.items():
+    for _name, (f, ts) in steps.items():
         t0 = time.perf_counter()
         f()
         ts.append(time.perf_counter() - t0)

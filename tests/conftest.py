@@ -106,7 +106,7 @@ def tiny_store(tmp_path_factory, tiny_configs) -> Path:
 
     data, bb, _, _ = tiny_configs
     store = tmp_path_factory.mktemp("store")
-    run_features(data, bb, str(store), device="cpu", batch_size=8)
+    run_features(data=data, bb_cfg=bb, store=str(store), device="cpu", batch_size=8)
     return store
 
 
@@ -116,5 +116,5 @@ def tiny_run(tmp_path_factory, tiny_configs, tiny_store) -> Path:
 
     data, bb, model, train = tiny_configs
     out = tmp_path_factory.mktemp("run")
-    run_train(data, bb, model, train, str(tiny_store), str(out))
+    run_train(data=data, bb_cfg=bb, model_cfg=model, train_cfg=train, store=str(tiny_store), out=str(out))
     return out

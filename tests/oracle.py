@@ -1,9 +1,11 @@
 """A naive oracle of one ED level, written straight from method.md §3.1, §3.4 and §3.5.
 
-It shares no maths with edcli.model / edcli.loss: its own positional encoding, distances, attention with the full
-Gaussian T = 1/(2π σy σx) exp(−dy/(2σy²) − dx/(2σx²)) normalised as T/ΣT, its own KL/entropy, the reference
-repeated (not expanded) to the batch, and the reference's two-backward-pass step. Its module tree uses the same
-parameter names as edcli.model.LevelModel, so both compute on identical weights.
+It shares no maths with edcli.method.model / edcli.method.loss: its own positional encoding, distances, attention
+with the full Gaussian T = 1/(2π σy σx) exp(−dy/(2σy²) − dx/(2σx²)) normalised as T/ΣT, its own KL/entropy, the
+reference repeated (not expanded) to the batch, and the reference's two-backward-pass step. Its module tree uses the
+same parameter names as edcli.method.model.LevelModel, so both compute on identical weights.
+
+The helpers at the end were in src but only tests used them; the first two compose edcli.method.prior's pieces.
 
 API
     oracle_from_level(level: LevelModel) -> OracleLevel
@@ -21,6 +23,14 @@ API
     kl(p, q), entropy(p): (B, heads, L, L) -> (B, L), the reference's formulas with eps 1e-4.
     oracle_target(sigma (B, heads, L, 2), dx, dy) -> T (B, heads, L, L), with the 1/(2π σy σx) prefactor.
     oracle_distances(H, W) -> (dx, dy); oracle_pos_embedding(d, H, W) -> (H*W, d).
+
+Test-only helpers (formerly in src)
+    gaussian_target(sigma (..., L, 2), dx, dy) -> T̄ (..., L, L) fp32, the full map from edcli.method.prior's
+        separable row factors (grid_axes, row_factors, outer).
+    sym_kl(p, q) -> (B, L): KL(p, q) + KL(q, p) per row averaged over heads, via edcli.method.prior.rowdot.
+    kl_rows(p, q), entropy_rows(p): (B, heads, L, L) -> (B, L), as kl / entropy with an eps argument.
+    count_trainable(module) -> int: the number of trainable parameters.
+    best_f1_threshold(labels, scores) -> float | None: the lowest threshold reaching F1-max (edcli.metrics).
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
+
+from edcli.method.prior import grid_axes, outer, row_factors, rowdot
 
 EPS = 1e-4
 
@@ -326,3 +338,43 @@ def oracle_train(
             opt.zero_grad(set_to_none=mode != "reference")
             backward(model, x)
             opt.step()
+
+
+# ---------------------------------------------------------------------------------------------- test-only helpers
+
+
+def gaussian_target(sigma: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Row-normalised target T̄ = T/ΣT (..., L, L) in fp32 from sigma (..., L, 2) (index 0 is sigma_y)."""
+    with torch.autocast(sigma.device.type, enabled=False):
+        return outer(*row_factors(sigma, *grid_axes(dx, dy)))
+
+
+def sym_kl(p: torch.Tensor, q: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """KL(p, q) + KL(q, p) per row, averaged over heads: (B, heads, L, L) -> (B, L), as
+    Σ_j (p − q)(log(p+ε) − log(q+ε))."""
+    return rowdot(p - q, torch.log(p + eps) - torch.log(q + eps)).mean(-2)
+
+
+def kl_rows(p: torch.Tensor, q: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Σ_j p (log(p+ε) − log(q+ε)) averaged over heads: (B, heads, L, L) -> (B, L)."""
+    return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(-1).mean(-2)
+
+
+def entropy_rows(p: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """−Σ_j p log(p+ε) averaged over heads: (B, heads, L, L) -> (B, L)."""
+    return -(p * torch.log(p + eps)).sum(-1).mean(-2)
+
+
+def count_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def best_f1_threshold(labels, scores) -> float | None:
+    """The lowest threshold reaching F1-max (score >= threshold is anomalous), from edcli.metrics' F1 curve."""
+    from edcli.metrics import _both_classes, _f1_curve, _labels_scores
+
+    y, s = _labels_scores(labels, scores)
+    if not _both_classes(y):
+        return None
+    f1, thresholds = _f1_curve(y, s)
+    return float(thresholds[int(np.argmax(f1))])  # thresholds ascend, so argmax's first hit is the lowest

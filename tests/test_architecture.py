@@ -1,6 +1,6 @@
 """The import rules of design.md, enforced on the AST of every module (imports inside functions and relative
-imports included): layers only import down or sideways, the graph has no cycle, one importer per heavy library,
-and the `method/` folder stays pure."""
+imports included): layers only import down or sideways, the graph has no cycle, one importer (a module, or every
+module of one package) per heavy library, and the `method/` folder stays pure."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ LAYERS = [
         "edcli.report",
         "edcli.html_report",
         "edcli.detector",
-        "edcli.graph",
+        "edcli.scorer",
         "edcli.onnxio",
     },
     {"edcli.engine", "edcli.backbone", "edcli.store", "edcli.checkpoint", "edcli.metrics", "edcli.data"},
     {"edcli.method"},
-    {"edcli.config", "edcli.errors", "edcli.track", "edcli.files", "edcli.version"},
+    {"edcli.config", "edcli.errors", "edcli.track", "edcli.files", "edcli.version", "edcli.identity"},
 ]
+# the one module, or package (placed by folder: all its modules), that may import the library
 ONLY_IMPORTER = {
     "typer": "edcli.cli",
     "rich": "edcli.ui",
@@ -100,6 +101,21 @@ def internal_edges(src: Path = SRC) -> dict[str, set[str]]:
     return edges
 
 
+def owns(owner: str, name: str, mods: dict[str, Path]) -> bool:
+    """`name` is `owner` or, when `owner` is a package, one of the modules inside it."""
+    return name == owner or (name.startswith(owner + ".") and mods.get(owner, Path()).name == "__init__.py")
+
+
+def foreign_heavy_imports(name: str, mods: dict[str, Path], src: Path = SRC) -> list[str]:
+    """The heavy libraries module `name` imports although another module or package owns them."""
+    imported = imports_of(mods[name], src)
+    return [
+        f"{name} imports {lib}; only {owner} may"
+        for lib, owner in ONLY_IMPORTER.items()
+        if not owns(owner, name, mods) and any(n == lib or n.startswith(lib + ".") for n in imported)
+    ]
+
+
 def layer_of(name: str) -> int:
     for i, layer in enumerate(LAYERS):
         if name in layer:
@@ -164,18 +180,30 @@ def test_no_import_cycle():
 
 @pytest.mark.parametrize("name", sorted(modules()), ids=str)
 def test_heavy_library_has_one_importer(name: str):
-    imported = imports_of(modules()[name])
-    for lib, owner in ONLY_IMPORTER.items():
-        if name != owner:
-            assert not any(n == lib or n.startswith(lib + ".") for n in imported), (
-                f"{name} imports {lib}; only {owner} may"
-            )
+    bad = foreign_heavy_imports(name, modules())
+    assert not bad, "; ".join(bad)
+
+
+def test_the_store_package_is_placed_by_its_folder():
+    store = [n for n in modules() if n == "edcli.store" or n.startswith("edcli.store.")]
+    assert {"edcli.store", "edcli.store.hdf5"} <= set(store)
+    assert {layer_of(n) for n in store} == {layer_of("edcli.store")}
+
+
+def test_the_cli_package_is_placed_by_its_folder():
+    cli = [n for n in modules() if owns("edcli.cli", n, modules())]
+    assert {"edcli.cli", "edcli.cli.core", "edcli.cli.options"} <= set(cli)
+    assert {layer_of(n) for n in cli} == {layer_of("edcli.cli")}
 
 
 def test_nothing_imports_cli_or_ui():
+    mods = modules()
     for a, bs in internal_edges().items():
-        assert "edcli.cli" not in bs or a == "edcli.__main__", f"{a} imports edcli.cli"
-        assert "edcli.ui" not in bs or a == "edcli.cli", f"{a} imports edcli.ui"
+        in_cli = owns("edcli.cli", a, mods)
+        assert in_cli or a == "edcli.__main__" or not any(owns("edcli.cli", b, mods) for b in bs), (
+            f"{a} imports edcli.cli"
+        )
+        assert "edcli.ui" not in bs or in_cli, f"{a} imports edcli.ui"
 
 
 def test_method_folder_is_pure():
@@ -209,6 +237,27 @@ def test_checker_catches_an_upward_import(tmp_path: Path):
 def test_checker_catches_a_cycle(tmp_path: Path):
     src = _tree(tmp_path, {"errors.py": "def f():\n    import edcli.method.model\n"})
     assert find_cycle(src) == ["edcli.errors", "edcli.method.model", "edcli.errors"]
+
+
+def test_checker_lets_only_the_owning_package_import_a_library(tmp_path: Path):
+    src = _tree(
+        tmp_path,
+        {
+            "store/__init__.py": "from edcli.store.hdf5 import f\n",
+            "store/hdf5.py": "import h5py\n",
+            "store/keys.py": "from h5py import File\n",
+            "storage.py": "import h5py\n",
+            "cli.py": "import typer\nimport h5py.h5f\n",
+            "ui.py": "",
+            "ui/extra.py": "import rich\n",
+        },
+    )
+    mods = modules(src)
+    assert {n: foreign_heavy_imports(n, mods, src) for n in mods if foreign_heavy_imports(n, mods, src)} == {
+        "edcli.cli": ["edcli.cli imports h5py; only edcli.store may"],
+        "edcli.storage": ["edcli.storage imports h5py; only edcli.store may"],
+        "edcli.ui.extra": ["edcli.ui.extra imports rich; only edcli.ui may"],
+    }
 
 
 def test_no_cuda_calls_outside_engine():

@@ -14,7 +14,6 @@ from edcli.backbone import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     build_backbone,
-    build_lite0_classifier,
     feature_shapes,
     packaged_lite0_path,
 )
@@ -32,7 +31,10 @@ def lite0():
 
 @pytest.fixture(scope="module")
 def classifier():
-    return build_lite0_classifier()
+    """The full `tf_efficientnet_lite0` ImageNet classifier with the packaged weights, frozen, in eval mode."""
+    model = backbone._timm().create_model(LITE0, pretrained=False)
+    model.load_state_dict(backbone._packaged_lite0_state_dict(), strict=True)
+    return model.requires_grad_(False).eval()
 
 
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -24,7 +24,10 @@ def test_help_lists_every_command():
 
 
 def test_help_does_not_import_heavy_libraries():
-    code = "import sys; from edcli import cli; print(sorted(m for m in ('torch','h5py','timm','sklearn') if m in sys.modules))"
+    code = (
+        "import sys; from edcli import cli; "
+        "print(sorted(m for m in ('torch','h5py','timm','sklearn') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

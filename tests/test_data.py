@@ -24,7 +24,6 @@ from edcli.data.layouts import (
     SampleRef,
     discover_categories,
     list_split,
-    masks_known,
     normal_folder,
     resize_mode,
     select_categories,
@@ -33,6 +32,11 @@ from edcli.errors import ConfigError, DataError
 
 W, H = 40, 28  # non-square, so squash and shorter-side + centre crop differ
 RECT = (10, 6, 18, 14)  # x0, y0, x1, y1 of the defect, even edges so a 2x NEAREST downscale is exact
+
+
+def masks_known(refs: list[SampleRef]) -> bool:
+    """True when every anomalous sample has a mask (False for a `folder` dataset without ground_truth/)."""
+    return all(r.label == 0 or r.mask_path is not None for r in refs)
 
 
 def _save(path: Path, arr: np.ndarray, **kw) -> Path:

@@ -102,3 +102,17 @@ def test_readme_lists_the_accepted_mask_names():
         assert lay.mask_dir.replace("{type}", "<type>") in row, name
         assert all(f"`{n.replace('{stem}', '<stem>')}`" in row for n in lay.mask_names), name
         assert "any image type" in row if len(lay.mask_exts) > 2 else all(f"`{e}`" in row for e in lay.mask_exts)
+
+
+def test_architecture_names_every_module():
+    """ARCHITECTURE.md's code map names every module under src/edcli (a new module must be placed on the map)."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    src = ROOT / "src" / "edcli"
+    missing = []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src)
+        name = f"{rel.parent.as_posix()}/" if rel.name == "__init__.py" and rel.parent != Path(".") else rel.as_posix()
+        if f"`{name}`" not in text and f"`{rel.as_posix()}`" not in text:
+            missing.append(rel.as_posix())
+    assert not missing, f"ARCHITECTURE.md does not name {missing}"
+    assert "ARCHITECTURE.md" in README.split("## Development", 1)[1]

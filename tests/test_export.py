@@ -48,23 +48,30 @@ def test_portable_level_score_equals_the_fast_score_mode(arch, inter, one_thread
 
 @pytest.mark.parametrize("size,sigma", [(64, 4.0), (20, 4.0), (7, 4.0), (33, 1.5)])
 def test_gaussian_smooth_equals_scipy_reflect(size, sigma):
-    from edcli.method.portable import GaussianSmooth
-    from edcli.method.scoring import smooth
+    from scipy.ndimage import gaussian_filter
+
+    from edcli.method.scoring import GaussianSmooth
 
     maps = np.random.default_rng(size).random((2, size, size)).astype(np.float32) * 5
     got = GaussianSmooth(size, sigma)(torch.from_numpy(maps)).numpy()
-    np.testing.assert_allclose(got, smooth(maps, sigma), rtol=0, atol=2e-6)  # radius 16 > size 7: repeated reflection
+    want = np.stack([gaussian_filter(m, sigma=sigma, truncate=4.0, mode="reflect") for m in maps])
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)  # radius 16 > size 7: repeated reflection
 
 
 @pytest.mark.parametrize("reducer", ["max", "mean", "topk:0.01", "topk:0.3"])
-def test_reduce_maps_equals_image_scores(reducer):
-    from edcli.method.portable import reduce_maps
-    from edcli.method.scoring import image_scores
+def test_reduce_maps_equals_numpy(reducer):
+    from edcli.method.scoring import reduce_maps
 
     maps = np.random.default_rng(1).random((3, 16, 16)).astype(np.float32)
-    np.testing.assert_allclose(
-        reduce_maps(torch.from_numpy(maps), reducer).numpy(), image_scores(maps, reducer), rtol=1e-6
-    )
+    flat = maps.reshape(3, -1).astype(np.float64)
+    if reducer == "max":
+        want = flat.max(1)
+    elif reducer == "mean":
+        want = flat.mean(1)
+    else:  # the mean of the top round(R * pixels) values, at least one
+        k = max(1, int(round(float(reducer.split(":")[1]) * flat.shape[1])))
+        want = np.sort(flat, axis=1)[:, -k:].mean(1)
+    np.testing.assert_allclose(reduce_maps(torch.from_numpy(maps), reducer).numpy(), want, rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------- the Python API
@@ -90,7 +97,12 @@ def test_detector_takes_every_input_type_and_writes_nothing(tiny_run, tiny_data,
 
     paths = _test_images(tiny_data)
     rows = run_infer(
-        str(_ck(tiny_run)), paths, str(tmp_path / "infer"), device="cpu", num_workers=0, save_heatmaps=False
+        checkpoint=str(_ck(tiny_run)),
+        inputs=paths,
+        out=str(tmp_path / "infer"),
+        device="cpu",
+        num_workers=0,
+        save_heatmaps=False,
     )["rows"]
     monkeypatch.chdir(tmp_path / "infer")
     before = sorted(Path(".").rglob("*"))
@@ -155,10 +167,9 @@ def test_onnx_parity_with_the_torch_path(tiny_run, tiny_data, tmp_path, one_thre
 
     from edcli import Detector
     from edcli.checkpoint import load_checkpoint
-    from edcli.engine import predict_maps
-    from edcli.graph import ScoreGraph, graph_metadata
-    from edcli.method.scoring import score_maps
+    from edcli.method.scorer import ImageScorer, MapScorer
     from edcli.onnxio import OnnxScorer, export_graph
+    from edcli.scorer import scoring_metadata
 
     ck_path, model_path = _ck(tiny_run), tmp_path / "brick.onnx"
     res = invoke("export", ck_path, "--out", model_path, "--json")
@@ -178,12 +189,13 @@ def test_onnx_parity_with_the_torch_path(tiny_run, tiny_data, tmp_path, one_thre
 
     # 1. the conversion itself, fp32 end to end (no float16 rounding): the spec's 1e-4 tolerances
     scorer = torch_det.scorer  # its backbone and model, built once
-    graph = ScoreGraph(scorer.ctx.extractor, scorer.model, ck.backbone["grids"], 64, 4.0, "max", quantize=False)
-    export_graph(graph, tmp_path / "fp32.onnx", 64, graph_metadata(ck), batch=3)  # fixed batch: 8 images pad
-    raw, smoothed, scores = OnnxScorer(tmp_path / "fp32.onnx", "cpu")(images.numpy())
-    with torch.no_grad():
-        want_raw = predict_maps(scorer.model, graph.extractor(images), 64, torch.device("cpu"), "fp32").numpy()
-    want_smoothed, want_scores = score_maps(want_raw, 4.0, "max")
+    extractor, levels = scorer.images_module.extractor, scorer.maps.levels
+    graph = ImageScorer(extractor, MapScorer(levels, 64, 4.0, "max", portable=True), quantize=False)
+    export_graph(graph, tmp_path / "fp32.onnx", 64, scoring_metadata(ck), batch=3)  # fixed batch: 8 images pad
+    raw, smoothed, scores = OnnxScorer(tmp_path / "fp32.onnx", "cpu").images(images.numpy())
+    with torch.no_grad():  # the fast flavour of the same path on the same fp32 features
+        want = MapScorer(levels, 64, 4.0, "max")(extractor(images))
+    want_raw, want_smoothed, want_scores = (t.double().numpy() for t in want)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-4)
     np.testing.assert_allclose(raw, want_raw, rtol=0, atol=1e-4)
     np.testing.assert_allclose(smoothed, want_smoothed, rtol=0, atol=1e-4)

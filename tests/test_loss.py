@@ -1,4 +1,4 @@
-"""edcli.loss: the target, the divergences, and one-backward gradients equal to the reference's two passes."""
+"""edcli.method.loss: the target, the divergences, and one-backward gradients equal to the reference's two passes."""
 
 from __future__ import annotations
 
@@ -7,24 +7,26 @@ import torch
 import torch.nn.functional as F
 from oracle import (
     entropy,
+    entropy_rows,
+    gaussian_target,
     kl,
+    kl_rows,
     oracle_backward,
     oracle_distances,
     oracle_from_level,
     oracle_losses,
     oracle_target,
+    sym_kl,
 )
 
 from edcli.errors import ConfigError
 from edcli.method.loss import (
     _Correlation,
     ed_objective,
-    entropy_rows,
-    kl_rows,
     reconstruction_loss,
 )
 from edcli.method.model import LevelModel
-from edcli.method.prior import gaussian_target, grid_axes, grid_distances, sym_kl
+from edcli.method.prior import grid_axes, grid_distances
 
 C, GRID, D, HEADS, LAYERS = 24, (6, 6), 32, 4, 2
 L = GRID[0] * GRID[1]

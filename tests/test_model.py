@@ -1,4 +1,4 @@
-"""edcli.model: sizes, shapes, buffers, the positional encoding and each architectural variant."""
+"""edcli.method.model: sizes, shapes, buffers, the positional encoding and each architectural variant."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from oracle import oracle_from_level, oracle_level_forward
+from oracle import count_trainable, gaussian_target, oracle_from_level, oracle_level_forward, sym_kl
 
 from edcli.config import ModelConfig
 from edcli.errors import ConfigError, DataError
+from edcli.method.attention import positional_encoding_2d, sigma_map
 from edcli.method.model import (
     D2Fusion,
     EDFeedForward,
@@ -18,12 +19,8 @@ from edcli.method.model import (
     FODFeedForward,
     LevelModel,
     build_ed_model,
-    count_trainable,
     grid_distances,
-    positional_encoding_2d,
-    sigma_map,
 )
-from edcli.method.prior import gaussian_target, sym_kl
 
 C, GRID, D, HEADS, LAYERS = 24, (6, 6), 32, 4, 2
 L = GRID[0] * GRID[1]

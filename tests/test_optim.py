@@ -11,9 +11,9 @@ import pytest
 import torch
 from oracle import oracle_from_level, oracle_train
 
-from edcli.engine import epoch_generator, lr_factor, make_optimizers, train_epoch
 from edcli.method.loss import ed_objective
 from edcli.method.model import LevelModel
+from edcli.training import epoch_generator, lr_factor, make_optimizers, train_epoch
 
 SEED = 5
 
@@ -99,7 +99,7 @@ def test_train_category_equals_an_independent_loop_bit_for_bit(mode, tiny_config
 
     data, bb, model_cfg, train = tiny_configs
     train = replace(train, optimizer=mode)
-    run_train(data, bb, model_cfg, train, str(tiny_store), str(tmp_path))
+    run_train(data=data, bb_cfg=bb, model_cfg=model_cfg, train_cfg=train, store=str(tiny_store), out=str(tmp_path))
     got = load_checkpoint(tmp_path / "checkpoints" / "brick.pt")
     assert got.config["train"]["optimizer"] == mode and got.config["model"]["d_model"] == [64, 64]
     assert json.loads((tmp_path / "run.json").read_text())["train"]["optimizer"] == mode
@@ -134,21 +134,23 @@ def test_lr_factor_warmup_then_cosine():
 
 def test_cosine_schedule_reaches_the_optimizer(tiny_configs, tiny_store, tmp_path, monkeypatch):
     """The lr of every batch follows the schedule, recorded in the checkpoint; resume keeps it (same weights)."""
-    from edcli import training
     from edcli.checkpoint import load_checkpoint
     from edcli.commands.train import run as run_train
+    from edcli.training import loop  # train_epoch as fit_epoch looks it up
 
     data, bb, model_cfg, train = tiny_configs
     train = replace(train, epochs=3, lr_schedule="cosine", warmup_epochs=1, optimizer="per-level")
     seen = []
-    real = training.train_epoch
+    real = loop.train_epoch
 
     def spy(*a, **k):
         seen.append([k["lr_at"](k["step0"] + b) for b in range(4)])
         return real(*a, **k)
 
-    monkeypatch.setattr(training, "train_epoch", spy)
-    run_train(data, bb, model_cfg, train, str(tiny_store), str(tmp_path / "full"))
+    monkeypatch.setattr(loop, "train_epoch", spy)
+    run_train(
+        data=data, bb_cfg=bb, model_cfg=model_cfg, train_cfg=train, store=str(tiny_store), out=str(tmp_path / "full")
+    )
     # 7 fit images, batch 2 -> 4 batches per epoch, 12 in all; warm-up over the first 4
     lrs = [x for row in seen for x in row]
     want = [train.lr * lr_factor(s, 12, 4, "cosine") for s in range(12)]
@@ -161,11 +163,21 @@ def test_cosine_schedule_reaches_the_optimizer(tiny_configs, tiny_store, tmp_pat
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(training, "train_epoch", interrupted)
+    monkeypatch.setattr(loop, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_train(data, bb, model_cfg, train, str(tiny_store), str(tmp_path / "cut"))
-    monkeypatch.setattr(training, "train_epoch", real)
-    run_train(data, bb, model_cfg, train, str(tiny_store), str(tmp_path / "cut"), resume=True)
+        run_train(
+            data=data, bb_cfg=bb, model_cfg=model_cfg, train_cfg=train, store=str(tiny_store), out=str(tmp_path / "cut")
+        )
+    monkeypatch.setattr(loop, "train_epoch", real)
+    run_train(
+        data=data,
+        bb_cfg=bb,
+        model_cfg=model_cfg,
+        train_cfg=train,
+        store=str(tiny_store),
+        out=str(tmp_path / "cut"),
+        resume=True,
+    )
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "brick.pt")
     for a, b in zip(ck.state_dicts, cut.state_dicts):
         assert all(torch.equal(a[k], b[k]) for k in a)

@@ -37,10 +37,10 @@ def test_features_rerun_skips_and_overwrite_redoes(tiny_configs, tiny_store):
     from edcli.commands.features import run as run_features
 
     data, bb, _, _ = tiny_configs
-    rows = run_features(data, bb, str(tiny_store), device="cpu")
+    rows = run_features(data=data, bb_cfg=bb, store=str(tiny_store), device="cpu")
     assert [r["status"] for r in rows] == ["cached"]
     before = _store_file(tiny_store).stat().st_mtime_ns
-    rows = run_features(data, bb, str(tiny_store), device="cpu", overwrite=True)
+    rows = run_features(data=data, bb_cfg=bb, store=str(tiny_store), device="cpu", overwrite=True)
     assert [r["status"] for r in rows] == ["written"] and _store_file(tiny_store).stat().st_mtime_ns != before
 
 
@@ -81,27 +81,32 @@ def test_checkpoint_rebuilds_the_model_from_the_file_alone(tiny_run, tiny_store)
     assert ck.backbone["backbone"] == "tf_efficientnet_lite0" and ck.backbone["random_init"] is False
     assert ck.calibration["source"] == "held-out" and ck.calibration["n"] == 1
     assert len(ck.history) == 2 and all(np.isfinite(h["rec"]) for h in ck.history)
+    assert not (tiny_store / "distmaps.h5").exists()  # the model computes its own; only `ed distmaps` exports them
 
 
 def test_same_seed_same_losses(tiny_configs, tiny_store, tmp_path):
     from edcli.commands.train import run as run_train
 
     data, bb, model, train = tiny_configs
-    a = run_train(data, bb, model, train, str(tiny_store), str(tmp_path / "a"))
-    b = run_train(data, bb, model, train, str(tiny_store), str(tmp_path / "b"))
+    a = run_train(
+        data=data, bb_cfg=bb, model_cfg=model, train_cfg=train, store=str(tiny_store), out=str(tmp_path / "a")
+    )
+    b = run_train(
+        data=data, bb_cfg=bb, model_cfg=model, train_cfg=train, store=str(tiny_store), out=str(tmp_path / "b")
+    )
     assert a[0]["rec"] == b[0]["rec"] and a[0]["inter1"] == b[0]["inter1"]
 
 
 def test_resume_after_interruption_gives_the_same_weights(tiny_configs, tiny_store, tmp_path, monkeypatch):
-    from edcli import training
     from edcli.checkpoint import load_checkpoint
     from edcli.commands.train import run as run_train
+    from edcli.training import loop  # train_epoch as fit_epoch looks it up
 
     data, bb, model, train = tiny_configs
     train = replace(train, epochs=3)
-    run_train(data, bb, model, train, str(tiny_store), str(tmp_path / "full"))
+    run_train(data=data, bb_cfg=bb, model_cfg=model, train_cfg=train, store=str(tiny_store), out=str(tmp_path / "full"))
     calls = {"n": 0}
-    real = training.train_epoch
+    real = loop.train_epoch
 
     def interrupted(*a, **k):
         calls["n"] += 1
@@ -109,13 +114,23 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_configs, tiny_sto
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(training, "train_epoch", interrupted)
+    monkeypatch.setattr(loop, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_train(data, bb, model, train, str(tiny_store), str(tmp_path / "cut"))
+        run_train(
+            data=data, bb_cfg=bb, model_cfg=model, train_cfg=train, store=str(tiny_store), out=str(tmp_path / "cut")
+        )
     assert (tmp_path / "cut" / "checkpoints" / "brick.resume.pt").exists()
     assert not (tmp_path / "cut" / "checkpoints" / "brick.pt").exists()
-    monkeypatch.setattr(training, "train_epoch", real)
-    run_train(data, bb, model, train, str(tiny_store), str(tmp_path / "cut"), resume=True)
+    monkeypatch.setattr(loop, "train_epoch", real)
+    run_train(
+        data=data,
+        bb_cfg=bb,
+        model_cfg=model,
+        train_cfg=train,
+        store=str(tiny_store),
+        out=str(tmp_path / "cut"),
+        resume=True,
+    )
     full = load_checkpoint(tmp_path / "full" / "checkpoints" / "brick.pt")
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "brick.pt")
     for a, b in zip(full.state_dicts, cut.state_dicts):
@@ -129,7 +144,14 @@ def test_training_lowers_the_reconstruction_loss(tiny_configs, tiny_store, tmp_p
     from edcli.commands.train import run as run_train
 
     data, bb, model, train = tiny_configs
-    run_train(data, bb, model, replace(train, epochs=6), str(tiny_store), str(tmp_path))
+    run_train(
+        data=data,
+        bb_cfg=bb,
+        model_cfg=model,
+        train_cfg=replace(train, epochs=6),
+        store=str(tiny_store),
+        out=str(tmp_path),
+    )
     hist = load_checkpoint(tmp_path / "checkpoints" / "brick.pt").history
     recs = [h["rec"] for h in hist]
     assert all(b < a for a, b in zip(recs, recs[1:])) and recs[-1] < 0.9 * recs[0], recs
@@ -139,7 +161,7 @@ def test_eval_writes_metrics_with_protocol(tiny_run):
     from edcli.commands.eval import run as run_eval
     from edcli.config import EvalConfig
 
-    res = run_eval(str(tiny_run), None, EvalConfig(device="cpu"))
+    res = run_eval(run_dir=str(tiny_run), checkpoint=None, eval_cfg=EvalConfig(device="cpu"))
     assert [r["category"] for r in res["rows"]] == ["brick"]
     row = res["rows"][0]
     for key in ("image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "f1_max"):
@@ -166,7 +188,7 @@ def test_infer_scores_equal_eval_scores(tiny_run, tiny_store, tmp_path):
     with FeatureFile.open(_store_file(tiny_store)) as ff:
         split = score_cached(model, read_from(ff, "test"), ff.n_test, 64, torch.device("cpu"), "fp32", EvalConfig())
         paths = list(ff.test_paths)
-    res = run_infer(str(ck_path), paths, str(tmp_path), device="cpu", num_workers=0, batch_size=3)
+    res = run_infer(checkpoint=str(ck_path), inputs=paths, out=str(tmp_path), device="cpu", num_workers=0, batch_size=3)
     got = np.array([r["score"] for r in res["rows"]])
     assert [r["path"] for r in res["rows"]] == paths
     np.testing.assert_allclose(got, split.scores, rtol=1e-5, atol=1e-7)
@@ -180,14 +202,19 @@ def test_test_selection_is_marked_everywhere(tiny_configs, tiny_store, tmp_path)
 
     data, bb, model, train = tiny_configs
     run_train(
-        data, bb, model, replace(train, epochs=3, eval_every=1, select="best-image"), str(tiny_store), str(tmp_path)
+        data=data,
+        bb_cfg=bb,
+        model_cfg=model,
+        train_cfg=replace(train, epochs=3, eval_every=1, select="best-image"),
+        store=str(tiny_store),
+        out=str(tmp_path),
     )
     ck = load_checkpoint(tmp_path / "checkpoints" / "brick.pt")
     assert ck.selection["test_selected"] is True and ck.selection["select"] == "best-image"
     assert all("image_auroc" in h for h in ck.history) and 1 <= ck.selection["epoch"] <= 3
     best = max(h["image_auroc"] for h in ck.history)
     assert ck.history[ck.selection["epoch"] - 1]["image_auroc"] == best
-    res = run_eval(str(tmp_path), None, EvalConfig(device="cpu"))
+    res = run_eval(run_dir=str(tmp_path), checkpoint=None, eval_cfg=EvalConfig(device="cpu"))
     assert res["protocol"]["test_selected"] is True and "test-selected" in res["protocol"]["warning"]
     assert res["rows"][0]["image_auroc"] == pytest.approx(best, abs=1e-9)
     csv = (tmp_path / "metrics.csv").read_text()
@@ -200,15 +227,27 @@ def test_select_without_eval_every_is_refused(tiny_configs, tiny_store, tmp_path
 
     data, bb, model, train = tiny_configs
     with pytest.raises(ConfigError, match="--eval-every"):
-        run_train(data, bb, model, replace(train, select="best-pixel"), str(tiny_store), str(tmp_path))
+        run_train(
+            data=data,
+            bb_cfg=bb,
+            model_cfg=model,
+            train_cfg=replace(train, select="best-pixel"),
+            store=str(tiny_store),
+            out=str(tmp_path),
+        )
 
 
 def test_eval_without_cached_features_runs_the_backbone_and_agrees(tiny_run, tmp_path):
     from edcli.commands.eval import run as run_eval
     from edcli.config import EvalConfig
 
-    cached = run_eval(str(tiny_run), None, EvalConfig(device="cpu"))["rows"][0]
-    fresh = run_eval(str(tiny_run), None, EvalConfig(device="cpu"), store=str(tmp_path / "empty-store"))["rows"][0]
+    cached = run_eval(run_dir=str(tiny_run), checkpoint=None, eval_cfg=EvalConfig(device="cpu"))["rows"][0]
+    fresh = run_eval(
+        run_dir=str(tiny_run),
+        checkpoint=None,
+        eval_cfg=EvalConfig(device="cpu"),
+        store=str(tmp_path / "empty-store"),
+    )["rows"][0]
     assert list((tmp_path / "empty-store" / "features" / "mvtec" / "brick").glob("*.h5"))
     for key in ("image_auroc", "pixel_auroc", "aupro"):
         assert fresh[key] == pytest.approx(cached[key], abs=1e-6)

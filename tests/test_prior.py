@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import torch
+from oracle import gaussian_target, sym_kl
 
 from edcli.method.prior import (
     EPS,
-    gaussian_target,
     grid_axes,
     grid_distances,
     row_factors,
-    sym_kl,
     sym_kl_rows_,
 )
 

@@ -56,14 +56,14 @@ def test_tiny_model_finds_easy_defects(tmp_path):
     root = _easy_category(tmp_path / "data")
     data = DataConfig(dataset="mvtec", data_path=str(root), image_size=SIZE)
     run_train(
-        data,
-        BackboneConfig(name="tf_efficientnet_lite0"),
-        ModelConfig(layers=2, heads=4, d_model=(64, 64)),
-        TrainConfig(epochs=5, batch_size=2, lr=1e-3, seed=3407, device="cpu", calib_fraction=0.0),
-        str(tmp_path / "store"),
-        str(tmp_path / "run"),
+        data=data,
+        bb_cfg=BackboneConfig(name="tf_efficientnet_lite0"),
+        model_cfg=ModelConfig(layers=2, heads=4, d_model=(64, 64)),
+        train_cfg=TrainConfig(epochs=5, batch_size=2, lr=1e-3, seed=3407, device="cpu", calib_fraction=0.0),
+        store=str(tmp_path / "store"),
+        out=str(tmp_path / "run"),
     )
-    res = run_eval(str(tmp_path / "run"), None, EvalConfig(device="cpu"))
+    res = run_eval(run_dir=str(tmp_path / "run"), checkpoint=None, eval_cfg=EvalConfig(device="cpu"))
     row = res["rows"][0]
     print({k: row[k] for k in ("image_auroc", "pixel_auroc", "aupro")})
     assert row["image_auroc"] > 0.9 and row["pixel_auroc"] > 0.9, row

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from oracle import kl, oracle_from_level, oracle_level_forward
 
 from edcli.config import ModelConfig
-from edcli.engine import predict_maps
 from edcli.errors import ConfigError
 from edcli.method.model import build_ed_model
-from edcli.method.scoring import image_scores, normalize, smooth
+from edcli.method.scorer import MapScorer
+from edcli.method.scoring import GaussianSmooth, normalize, reduce_maps
 
 
 def _naive_maps(model, feats, size: int, branch: str = "inter") -> torch.Tensor:
@@ -36,6 +36,12 @@ def _naive_maps(model, feats, size: int, branch: str = "inter") -> torch.Tensor:
     return torch.stack(maps).mean(0)
 
 
+def _raw_maps(model, feats, size: int) -> torch.Tensor:
+    """The raw maps of the one scoring path (edcli.method.scorer.MapScorer, fast flavour)."""
+    with torch.inference_mode():
+        return MapScorer(model.levels, size, 4.0, "max")(feats).raw
+
+
 def _small_model(**kw):
     torch.manual_seed(0)
     channels, grids = [12, 20], [(6, 6), (3, 3)]
@@ -48,7 +54,7 @@ def _small_model(**kw):
 @pytest.mark.parametrize("kw,branch", [({}, "inter"), ({"inter": False}, "intra"), ({"arch": "fod"}, "inter")])
 def test_maps_equal_the_naive_equations(kw, branch):
     model, feats = _small_model(**kw)
-    fast = predict_maps(model, feats, 24, torch.device("cpu"), "fp32").double()
+    fast = _raw_maps(model, feats, 24).double()
     naive = _naive_maps(model, feats, 24, branch)
     assert fast.shape == (3, 24, 24)
     scale = naive.abs().max()
@@ -58,8 +64,8 @@ def test_maps_equal_the_naive_equations(kw, branch):
 
 def test_batch_items_are_scored_independently():
     model, feats = _small_model()
-    batch = predict_maps(model, feats, 24, torch.device("cpu"), "fp32")
-    single = predict_maps(model, [f[1:2] for f in feats], 24, torch.device("cpu"), "fp32")
+    batch = _raw_maps(model, feats, 24)
+    single = _raw_maps(model, [f[1:2] for f in feats], 24)
     torch.testing.assert_close(batch[1:2], single, rtol=1e-5, atol=1e-7)
 
 
@@ -68,18 +74,20 @@ def test_smoothing_is_scipy_sigma4_truncate4():
 
     rng = np.random.default_rng(0)
     maps = rng.random((2, 40, 40)).astype(np.float32)
-    np.testing.assert_allclose(smooth(maps, 4.0)[1], gaussian_filter(maps[1], sigma=4, truncate=4.0), rtol=1e-6)
+    got = GaussianSmooth(40, 4.0)(torch.from_numpy(maps)).numpy()
+    # K @ m @ Kᵀ in float32 against scipy's float64-accumulated filter: the documented 2e-6 (maps in [0, 1))
+    np.testing.assert_allclose(got[1], gaussian_filter(maps[1], sigma=4, truncate=4.0), rtol=0, atol=2e-6)
 
 
 def test_reducers():
-    m = np.zeros((1, 10, 10))
-    m[0, 0, :4] = [4, 3, 2, 1]
-    assert image_scores(m, "max")[0] == 4
-    assert image_scores(m, "mean")[0] == pytest.approx(0.1)
-    assert image_scores(m, "topk:0.02")[0] == pytest.approx(3.5)
+    m = torch.zeros((1, 10, 10), dtype=torch.float64)
+    m[0, 0, :4] = torch.tensor([4.0, 3, 2, 1])
+    assert reduce_maps(m, "max")[0] == 4
+    assert float(reduce_maps(m, "mean")[0]) == pytest.approx(0.1)
+    assert float(reduce_maps(m, "topk:0.02")[0]) == pytest.approx(3.5)
     for bad in ("median", "topk:0", "topk:2", "topk:x"):
         with pytest.raises(ConfigError):
-            image_scores(m, bad)
+            reduce_maps(m, bad)
 
 
 def test_normalized_score_puts_the_threshold_at_one_half():

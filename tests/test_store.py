@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edcli import __version__, store
+from edcli import __version__
 from edcli.errors import StoreError
 from edcli.store import (
     KEY_FIELDS,
@@ -292,7 +292,7 @@ def test_open_with_other_settings_names_the_field(tmp_path, field, value):
 
 
 def test_open_other_schema_version(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "SCHEMA_VERSION", SCHEMA_VERSION + 1)  # a file from a future edcli
+    monkeypatch.setattr("edcli.store.writer.SCHEMA_VERSION", SCHEMA_VERSION + 1)  # a file from a future edcli
     path = write_file(tmp_path / "f.h5", make_meta(), make_data(5, 4))
     monkeypatch.undo()
     with pytest.raises(StoreError, match="schema version") as err:
@@ -352,15 +352,16 @@ KILLED_WRITER = textwrap.dedent("""
     from pathlib import Path
     import numpy as np
     import edcli.store as st
+    import edcli.store.distmaps as dm
 
     store, what, marker = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     if what == "distmaps":
-        real = st.distance_matrices
+        real = dm.distance_matrices
         def slow(h, w):  # called after the temp file was made and the old grids copied into it
             marker.touch()
             time.sleep(60)
             return real(h, w)
-        st.distance_matrices = slow
+        dm.distance_matrices = slow  # patched where write_distmaps looks it up
         st.write_distmaps(store, [(16, 16)])
     else:
         meta = dict(backbone="b", weights_sha256="big", levels=[2, 3], image_size=8, resize_mode="resize")

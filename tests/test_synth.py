@@ -15,14 +15,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from edcli.data import synth
-from edcli.data.synth import (
-    DEFECT_KINDS,
-    DEMO_CATEGORIES,
-    SynthSpec,
-    make_dataset,
-    make_defect,
-)
+from edcli.data import defects, synth
+from edcli.data.defects import DEFECT_KINDS, make_defect
+from edcli.data.synth import DEMO_CATEGORIES, SynthSpec, make_dataset
 from edcli.errors import ConfigError, DataError
 
 SMALL = SynthSpec(n_train=3, n_test_good=2, n_per_defect=2, size=64, seed=0)
@@ -75,7 +70,7 @@ def _check_defect(kind: str, img: np.ndarray, defective: np.ndarray, mask: np.nd
     assert not mask[:m].any() and not mask[-m:].any() and not mask[:, :m].any() and not mask[:, -m:].any(), kind
     if kind in BLENDED:  # every marked pixel moved visibly
         change = np.abs(defective.astype(int) - img.astype(int)).max(axis=-1)
-        assert change[mask].min() >= synth.MIN_CHANGE, kind
+        assert change[mask].min() >= defects.MIN_CHANGE, kind
 
 
 @pytest.mark.parametrize("size", [32, 64])  # 32: the smallest size, where the margins leave least room
@@ -102,7 +97,7 @@ def test_defect_at_256_is_exact_and_covers_its_intended_region(kind, layouts):
             defective, mask = make_defect(kind, img, rng, source)
             _check_defect(kind, img, defective, mask)
             rng.bit_generator.state = state  # the same draws again give the same defect and its core
-            again, core = synth._defect(kind, img, rng, source)
+            again, core = defects._defect(kind, img, rng, source)
             assert np.array_equal(again, defective)
             assert core.sum() > 0 and (mask & core).sum() >= least * core.sum(), (name, i, kind)
 
@@ -125,7 +120,7 @@ def test_patch_is_a_turned_and_magnified_window_of_the_source(layouts):
     source = np.stack([yy, xx, (yy + xx) // 2], axis=-1).astype(np.uint8)  # (200, 240, 3)
     zooms = []
     for img, rng in _test_crops(layouts, "gravel", 128, 4):
-        defective, core = synth._defect("patch", img, rng, source)
+        defective, core = defects._defect("patch", img, rng, source)
         ys, xs = np.nonzero(core)
         pasted = defective[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(int)
         h, w, _ = pasted.shape
@@ -141,7 +136,7 @@ def test_patch_is_a_turned_and_magnified_window_of_the_source(layouts):
         sy, sx = pasted[..., 0].min(), pasted[..., 1].min()
         k = 1 if dg_dy < 0 else 3  # np.rot90 by k = 1 turns the first column into the last row
         found = any(
-            np.array_equal(synth._zoom_turn(source[y : y + sh, x : x + sw], k, h, w), pasted)
+            np.array_equal(defects._zoom_turn(source[y : y + sh, x : x + sw], k, h, w), pasted)
             for y in range(sy - 1, sy + 2)
             for x in range(sx - 1, sx + 2)
             for sh in range(w // 3, w // 2 + 2)
@@ -154,9 +149,9 @@ def test_patch_is_a_turned_and_magnified_window_of_the_source(layouts):
 def test_lens_radius_scales_the_inner_disc_and_is_the_identity_outside():
     rho = np.linspace(0.0, 30.0, 601)
     for scale in (3.0, 2.3, 1 / 2.0, 1 / 2.6):
-        src = synth._lens_radius(rho, 20.0, scale)
+        src = defects._lens_radius(rho, 20.0, scale)
         assert (np.diff(src) > 0).all()  # increasing: nothing folds over
-        inner = rho < 20.0 * (synth.LENS_INNER_BULGE if scale > 1 else synth.LENS_INNER_PINCH)
+        inner = rho < 20.0 * (defects.LENS_INNER_BULGE if scale > 1 else defects.LENS_INNER_PINCH)
         np.testing.assert_allclose(src[inner], rho[inner] / scale, rtol=1e-6)
         np.testing.assert_allclose(src[rho >= 20.0], rho[rho >= 20.0], rtol=1e-6)
         assert np.abs(np.diff(src)).max() < 0.05 * 20  # continuous

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import invoke
 
-from edcli.data import synth
+from edcli.data import defects, synth
 from edcli.errors import ConfigError, TrainingError
 
 
@@ -46,17 +46,17 @@ def test_ties_keep_the_earlier_epoch():
 
 
 def test_validation_kinds_are_exact_and_not_in_the_demo_test_split():
-    assert not set(synth.VALIDATION_KINDS) & set(synth.DEFECT_KINDS)
+    assert not set(defects.VALIDATION_KINDS) & set(defects.DEFECT_KINDS)
     for name in synth.DEMO_CATEGORIES:
         lay = synth._layout(synth.AVAILABLE[name](), 64)
         for i in range(3):
             img, _ = synth._crop(lay, lay.train, 64, np.random.default_rng(i))
-            for kind in synth.VALIDATION_KINDS:
-                bad, mask = synth.make_defect(kind, img, np.random.default_rng([i, 1]))
+            for kind in defects.VALIDATION_KINDS:
+                bad, mask = defects.make_defect(kind, img, np.random.default_rng([i, 1]))
                 assert np.array_equal(mask, (bad != img).any(-1)), (name, kind)
                 assert 0.002 <= mask.mean() <= 0.12, (name, kind, mask.mean())
                 change = np.abs(bad.astype(int) - img.astype(int)).max(-1)
-                assert change[mask].min() >= synth.MIN_CHANGE
+                assert change[mask].min() >= defects.MIN_CHANGE
 
 
 def _copy_store(src: Path, dst: Path) -> Path:
@@ -127,7 +127,9 @@ def test_choice_never_reads_test_labels_and_is_recorded_everywhere(tiny_data, ti
     )
     assert a.selection["epoch"] == int(np.argmax(curve)) + 1 and a.selection["value"] == max(curve)
     assert a.selection["select"] == "validation" and a.selection["test_selected"] is False
-    assert "no test labels" in a.selection["how"] and a.selection["val_images"] == 2 * (1 + len(synth.VALIDATION_KINDS))
+    assert "no test labels" in a.selection["how"] and a.selection["val_images"] == 2 * (
+        1 + len(defects.VALIDATION_KINDS)
+    )
     held = set(a.selection["val_train_index"])
     assert len(held) == 2 and a.calibration["n"] == 1  # 8 train images: 1 for the threshold, 2 for validation
     run_json = json.loads((tmp_path / "a" / "run.json").read_text())
@@ -221,8 +223,9 @@ def _fake_validation(store: Path, cfg) -> Path:
 def test_resume_keeps_the_best_so_far(tiny_store, tmp_path, monkeypatch):
     import copy
 
-    from edcli import training, validation
+    from edcli import validation
     from edcli.store import ValidationFile
+    from edcli.training import loop  # train_epoch as fit_epoch looks it up
 
     store = _copy_store(tiny_store, tmp_path / "store")
     cfg = _cfg(epochs=3)
@@ -237,7 +240,7 @@ def test_resume_keeps_the_best_so_far(tiny_store, tmp_path, monkeypatch):
 
     monkeypatch.setattr(validation, "score", scripted)
     full = _train_direct(store, tmp_path / "full" / "brick.pt", cfg, validation=vf)
-    real, steps = training.train_epoch, {"n": 0}
+    real, steps = loop.train_epoch, {"n": 0}
 
     def interrupted(*a, **k):
         steps["n"] += 1
@@ -246,12 +249,12 @@ def test_resume_keeps_the_best_so_far(tiny_store, tmp_path, monkeypatch):
         return real(*a, **k)
 
     calls["n"] = 0
-    monkeypatch.setattr(training, "train_epoch", interrupted)
+    monkeypatch.setattr(loop, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _train_direct(store, tmp_path / "cut" / "brick.pt", cfg, validation=vf)
     state = torch.load(tmp_path / "cut" / "brick.resume.pt", weights_only=True)
     assert state["epoch"] == 2 and state["best"][validation.KEY]["epoch"] == 1
-    monkeypatch.setattr(training, "train_epoch", real)
+    monkeypatch.setattr(loop, "train_epoch", real)
     other = copy.copy(vf)
     other.settings = dict(vf.settings, val_fraction=0.4)
     with pytest.raises(TrainingError, match="another validation hold-out"):

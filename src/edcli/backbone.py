@@ -119,13 +119,6 @@ def packaged_lite0_path() -> Path:
     return path
 
 
-def build_lite0_classifier() -> nn.Module:
-    """The full `tf_efficientnet_lite0` ImageNet classifier with the packaged weights, frozen, in eval mode."""
-    model = _timm().create_model(LITE0_NAME, pretrained=False)
-    model.load_state_dict(_packaged_lite0_state_dict(), strict=True)
-    return model.requires_grad_(False).eval()
-
-
 def feature_shapes(name: str, levels: tuple[int, ...], image_size: int) -> list[tuple[int, int, int]]:
     """(C, H, W) per level for a square input, without loading or even allocating weights."""
     model = _create_features(name, levels, meta=True)

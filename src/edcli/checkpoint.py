@@ -11,6 +11,7 @@ import torch
 
 from edcli.errors import CheckpointError, ConfigError
 from edcli.files import atomic_open
+from edcli.identity import FeatureIdentity
 from edcli.version import __version__
 
 FORMAT = "edcli-checkpoint"
@@ -45,6 +46,11 @@ class Checkpoint:
     complete: bool = False
     store_file: str = ""
     edcli_version: str = __version__
+
+    @property
+    def identity(self) -> FeatureIdentity:
+        """The typed feature identity recorded in `backbone` (beside the model's channels and grids)."""
+        return FeatureIdentity.from_dict(self.backbone)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -157,7 +157,8 @@ def _fish_script(model, head: str) -> str:
 
 
 def completion_scripts(root) -> dict[str, str]:
-    """Static bash, zsh and fish completion scripts generated from the click group `root` (no Python start-up on TAB)."""
+    """Static bash, zsh and fish completion scripts generated from the click group `root` (no Python start-up on
+    TAB)."""
     model = _completion_model(root)
     head = "# ed completion, generated from the app by `ed completions DIR`; do not edit\n"
     return {"ed.bash": _bash(model, head), "ed.zsh": _zsh_script(model, head), "ed.fish": _fish_script(model, head)}

@@ -11,11 +11,12 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from edcli.errors import ConfigError, DataError
+from edcli.identity import FeatureIdentity
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Prediction:
         return self.anomaly_map > self.threshold
 
 
-ImageLike = Union[str, os.PathLike, Any]  # a path, a PIL image or a uint8 array (H, W, 3) / (H, W)
+ImageLike = str | os.PathLike | Any  # a path, a PIL image or a uint8 array (H, W, 3) / (H, W)
 
 
 class Detector:
@@ -63,7 +64,8 @@ class Detector:
         else:
             raise ConfigError(f"{source} holds no calibrated threshold; pass --threshold VALUE")
         self.scale = float(calib.get("scale", 1.0))
-        self.image_size, self.resize_mode = int(meta["image_size"]), meta["resize_mode"]
+        self.identity = FeatureIdentity.from_dict(meta)
+        self.image_size, self.resize_mode = self.identity.image_size, self.identity.resize_mode
 
     @classmethod
     def load(
@@ -76,7 +78,7 @@ class Detector:
     ) -> Detector:
         """A `.pt` checkpoint of `ed train` (PyTorch) or an `.onnx` file of `ed export` (ONNX Runtime)."""
         path = str(path)
-        if path.lower().endswith(".onnx"):
+        if is_onnx(path):
             from edcli.onnxio import OnnxScorer
 
             if precision != "fp32":
@@ -89,16 +91,18 @@ class Detector:
 
         from edcli.checkpoint import load_checkpoint
         from edcli.engine import check_precision, resolve_device
-        from edcli.graph import graph_metadata
+        from edcli.scorer import load_scorer, scoring_metadata
 
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         check_precision(precision, dev)
         ck = load_checkpoint(path)
-        return cls(TorchScorer(ck, dev, precision), graph_metadata(ck), threshold, path)
+        return cls(load_scorer(ck, dev, precision), scoring_metadata(ck), threshold, path)
 
     @property
     def backend(self) -> str:
-        return "torch" if isinstance(self.scorer, TorchScorer) else "onnxruntime"
+        from edcli.scorer import Scorer
+
+        return "torch" if isinstance(self.scorer, Scorer) else "onnxruntime"
 
     def prepare(self, image: ImageLike):
         """One input -> ((3, S, S) float32 tensor in [0, 1], (h, w), path or None)."""
@@ -125,7 +129,7 @@ class Detector:
 
     def score(self, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A prepared batch (B, 3, S, S) -> raw maps (B, S, S), smoothed maps (B, S, S), image scores (B,) float64."""
-        return self.scorer(images)
+        return self.scorer.images(images)
 
     def predictions(self, raw, smoothed, scores, sizes, paths) -> list[Prediction]:
         from edcli.method.scoring import normalize
@@ -158,35 +162,6 @@ class Detector:
             batch = torch.stack([p[0] for p in prepared])
             out += self.predictions(*self.score(batch), [p[1] for p in prepared], [p[2] for p in prepared])
         return out[0] if single else out
-
-
-class TorchScorer:
-    """The PyTorch path: backbone, float16 features as the store, score-mode level models, scipy smoothing."""
-
-    def __init__(self, ck, device, precision: str = "fp32"):
-        from edcli.checkpoint import build_model
-        from edcli.features import context_for_checkpoint
-
-        calib = ck.calibration or {}
-        self.reducer, self.sigma = calib.get("reducer", "max"), float(calib.get("sigma", 4.0))
-        self.device, self.precision, self.size = device, precision, int(ck.backbone["image_size"])
-        self.model = build_model(ck).to(device)
-        self.ctx = context_for_checkpoint(ck, None, device, {})
-
-    def __call__(self, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        import torch
-
-        from edcli.engine import predict_maps
-        from edcli.method.scoring import score_maps
-
-        images = torch.as_tensor(images)
-        with torch.inference_mode():
-            feats = self.ctx.extractor(images.to(self.device))
-            # quantised to float16 as in the feature store, so infer and eval see identical inputs
-            feats = [f.half().float() for f in feats]
-            maps = predict_maps(self.model, feats, self.size, self.device, self.precision).numpy()
-        smoothed, scores = score_maps(maps, self.sigma, self.reducer)
-        return maps, smoothed, scores
 
 
 def is_onnx(path: str | Path) -> bool:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,11 +78,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The shuffling order of an epoch depends on (seed, epoch) only, so a resumed run sees the same batches."""
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -155,15 +148,10 @@ def rank_device(device_name: str, info: DistInfo) -> torch.device:
     return device
 
 
-# ---------------------------------------------------------------------------------------------- loops
+# ---------------------------------------------------------------------------------------------- data
 
 
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
-    return getattr(module, "module", module)
-
-
-def data_loader(dataset, batch_size: int, num_workers: int, shuffle: bool = False):
+def data_loader(dataset, batch_size: int, num_workers: int, shuffle: bool = False, collate_fn=None):
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -171,115 +159,5 @@ def data_loader(dataset, batch_size: int, num_workers: int, shuffle: bool = Fals
         num_workers=num_workers,
         persistent_workers=False,
         pin_memory=False,
+        collate_fn=collate_fn,
     )
-
-
-def tokens(feat: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, L, C) tokens in row-major order."""
-    return feat.flatten(2).transpose(1, 2)
-
-
-LOSS_KEYS = ("rec", "intra1", "intra2", "intra_ent", "inter1", "inter2", "inter_ent")
-
-
-def make_optimizers(levels: list, mode: str, lr: float) -> list:
-    """`reference`: ONE Adam over every level model (the reference); `per-level`: one Adam per level."""
-    params = [list(unwrap(m).parameters()) for m in levels]
-    if mode == "reference":
-        # torch's fused Adam: the same update in one kernel per tensor list, 4x faster on CPU than the loop over
-        # tensors (every step touches both levels here); per-level keeps the default loop (bit-exact with before)
-        return [torch.optim.Adam([p for ps in params for p in ps], lr=lr, fused=True)]
-    if mode == "per-level":
-        return [torch.optim.Adam(ps, lr=lr) for ps in params]
-    raise ConfigError(f"--optimizer {mode!r}: use reference or per-level")
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of --lr at batch `step` (0-based) of `total`: linear warm-up over `warmup` batches, then
-    constant or a cosine decay that reaches 0 one batch after the last."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-    return 1.0
-
-
-def train_epoch(
-    levels: list,
-    optimizers: list,
-    feats: list[torch.Tensor],
-    batch_size: int,
-    generator: torch.Generator,
-    device: torch.device,
-    precision: str,
-    lambda1: float,
-    lambda2: float,
-    sampler_indices: torch.Tensor | None = None,
-    optimizer_mode: str = "per-level",
-    lr_at: Callable[[int], float] | None = None,
-    step0: int = 0,
-    on_batch: Callable[[], None] | None = None,
-) -> dict[str, float]:
-    """One epoch over cached tokens: per batch, each level in turn gets zero_grad / one backward / step.
-
-    levels: the level modules (possibly DDP-wrapped); feats: per level (N, L, C) tensors (float16 on the CPU).
-    optimizer_mode "per-level": optimizers[k] steps level k, gradients removed (set_to_none) before its backward,
-    through the attention maps (the unfused step of before, bit for bit).
-    "reference": optimizers[0] holds every level and gradients are zero-filled, as torch 1.13's zero_grad(): from
-    the second batch on each level's step also gives the other levels a zero-gradient (momentum-only) Adam update.
-    lr_at(step) (if given) sets the learning rate of batch step0 + b before its first step.
-    Returns the mean loss terms over batches (summed over levels). Raises FloatingPointError on a non-finite loss
-    before the step, so the weights stay the last good ones. `on_batch()` is called after each batch (progress).
-    """
-    from edcli.method.loss import ed_objective
-
-    shared = optimizer_mode == "reference"
-    # reference: the fused step (attention + loss terms chunk by chunk, no (L, L) map kept; equal to the maps path
-    # within float rounding); per-level: the step edcli had before --optimizer, bit for bit
-    branches = "train" if shared else "all"
-    N = feats[0].shape[0]
-    order = torch.randperm(N, generator=generator) if sampler_indices is None else sampler_indices
-    sums = dict.fromkeys(LOSS_KEYS, 0.0)
-    n_batches = 0
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        if lr_at is not None:
-            lr = lr_at(step0 + n_batches)
-            for opt in optimizers:
-                for group in opt.param_groups:
-                    group["lr"] = lr
-        for k, level in enumerate(levels):
-            opt = optimizers[0] if shared else optimizers[k]
-            module = unwrap(level)
-            x = feats[k][idx].to(device, non_blocking=True).to(module.ref.dtype)  # (B, L, C), the model's dtype
-            opt.zero_grad(set_to_none=not shared)
-            with autocast(device, precision):
-                out = level(x, branches=branches)
-            terms = ed_objective(out, x, module.dx, module.dy, lambda1, lambda2)
-            if not torch.isfinite(terms.total.detach()):
-                raise FloatingPointError(f"non-finite loss at level {k}")
-            terms.total.backward()
-            opt.step()
-            for key in LOSS_KEYS:
-                sums[key] += float(getattr(terms, key))
-        n_batches += 1
-        if on_batch is not None:
-            on_batch()
-    return {k: v / max(1, n_batches) for k, v in sums.items()}
-
-
-@torch.no_grad()
-def predict_maps(
-    model, feats: list[torch.Tensor], image_size: int, device: torch.device, precision: str
-) -> torch.Tensor:
-    """Anomaly maps (B, S, S) float32 on the CPU from pooled backbone features (B, C, H, W) per level."""
-    from edcli.method.scoring import combine_levels, level_score
-
-    scores, grids = [], []
-    for level, feat in zip(model.levels, feats):
-        x = tokens(feat.to(device).float())
-        with autocast(device, precision):
-            out = level(x, branches="score")  # attention maps go head group by head group: memory stays bounded
-        scores.append(level_score(out, x))
-        grids.append(tuple(feat.shape[-2:]))
-    return combine_levels(scores, grids, image_size).cpu()

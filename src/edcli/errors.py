@@ -1,4 +1,4 @@
-"""One error hierarchy. Library code raises these; only cli.py turns them into exit codes."""
+"""One error hierarchy. Library code raises these; only edcli.cli turns them into exit codes."""
 
 
 class EdError(Exception):

@@ -1,24 +1,14 @@
-"""Scoring a whole split from cached features or from images, and the metrics of a category."""
+"""A split scored from cached features (through edcli.scorer) and the metrics of a category."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from edcli.config import EvalConfig
-
-
-@dataclass
-class ScoredSplit:
-    maps: np.ndarray  # (N, S, S) float32 raw (unsmoothed) anomaly maps
-    smoothed: np.ndarray  # (N, S, S) float32
-    scores: np.ndarray  # (N,) image scores (reducer over the smoothed maps)
-    seconds: float
+from edcli.scorer import ScoredSplit, Scorer
 
 
 def score_cached(
@@ -34,34 +24,9 @@ def score_cached(
     keep_maps: bool = True,
     on_batch: Callable[[int], None] | None = None,
 ) -> ScoredSplit:
-    """Score items of a cached split. read_level(k, idx) -> (b, C, H, W) float32 numpy; on_batch(images) after
-    each batch (progress)."""
-    from edcli.engine import predict_maps, sync
-    from edcli.method.scoring import score_maps
-
-    idx_all = np.arange(n) if indices is None else np.asarray(indices)
-    maps, smoothed, scores = [], [], []
-    start = time.perf_counter()
-    for s in range(0, len(idx_all), batch_size):
-        idx = idx_all[s : s + batch_size]
-        feats = [torch.from_numpy(read_level(k, idx)) for k in range(len(model.levels))]
-        m = predict_maps(model, feats, image_size, device, precision).numpy()
-        sm, sc = score_maps(m, cfg.sigma, cfg.reducer)
-        scores.append(sc)
-        if keep_maps:
-            maps.append(m)
-            smoothed.append(sm)
-        if on_batch is not None:
-            on_batch(len(idx))
-    sync(device)
-    seconds = time.perf_counter() - start
-    empty = np.zeros((0, image_size, image_size), np.float32)
-    return ScoredSplit(
-        np.concatenate(maps) if maps else empty,
-        np.concatenate(smoothed) if smoothed else empty,
-        np.concatenate(scores) if scores else np.zeros(0),
-        seconds,
-    )
+    """Score items of a cached split with `model` as `cfg` scores (σ, reducer): edcli.scorer's one path."""
+    scorer = Scorer.for_model(model, image_size, cfg.sigma, cfg.reducer, device, precision)
+    return scorer.split(read_level, n, batch_size, indices, keep_maps, on_batch)
 
 
 def category_metrics(

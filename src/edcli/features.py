@@ -10,23 +10,28 @@ from typing import Any
 
 from edcli.config import BackboneConfig, DataConfig
 from edcli.errors import UsageError
+from edcli.identity import FeatureIdentity
+
+
+def feature_identity(data: DataConfig, bb_cfg: BackboneConfig, winfo, resize_mode: str) -> FeatureIdentity:
+    return FeatureIdentity(
+        backbone=bb_cfg.name,
+        weights_sha256=winfo.sha256,
+        levels=tuple(bb_cfg.levels),
+        image_size=int(data.image_size),
+        resize_mode=resize_mode,
+        mean=tuple(winfo.mean),
+        std=tuple(winfo.std),
+        weights_source=winfo.source,
+        random_init=bool(winfo.random_init),
+    )
 
 
 def feature_meta(data: DataConfig, bb_cfg: BackboneConfig, winfo, resize_mode: str) -> dict[str, Any]:
-    """Everything recorded with cached features; the store derives its file key from the number-changing part."""
-    return {
-        "backbone": bb_cfg.name,
-        "weights_sha256": winfo.sha256,
-        "weights_source": winfo.source,
-        "random_init": bool(winfo.random_init),
-        "levels": list(bb_cfg.levels),
-        "image_size": int(data.image_size),
-        "resize_mode": resize_mode,
-        "mean": list(winfo.mean),
-        "std": list(winfo.std),
-        "dataset": data.dataset,
-        "dataset_root": str(Path(data.data_path).resolve()),
-    }
+    """Everything recorded with cached features: the feature identity (whose key names the store file) and where
+    the images came from."""
+    identity = feature_identity(data, bb_cfg, winfo, resize_mode)
+    return {**identity.to_dict(), "dataset": data.dataset, "dataset_root": str(Path(data.data_path).resolve())}
 
 
 def categories_of(data: DataConfig) -> list[str]:
@@ -116,6 +121,10 @@ class FeatureContext:
     def meta(self) -> dict[str, Any]:
         return feature_meta(self.data, self.bb_cfg, self.winfo, self.resize_mode)
 
+    @property
+    def identity(self) -> FeatureIdentity:
+        return feature_identity(self.data, self.bb_cfg, self.winfo, self.resize_mode)
+
 
 def build_context(data: DataConfig, bb_cfg: BackboneConfig, device_name: str) -> FeatureContext:
     from edcli.backbone import build_backbone
@@ -131,10 +140,10 @@ def build_context(data: DataConfig, bb_cfg: BackboneConfig, device_name: str) ->
 def backbone_cfg_of(ck) -> BackboneConfig:
     bb = ck.config.get("backbone", {})
     return BackboneConfig(
-        name=ck.backbone["backbone"],
-        levels=tuple(ck.backbone["levels"]),
+        name=ck.identity.backbone,
+        levels=ck.identity.levels,
         weights=bb.get("weights"),
-        random_init=bool(ck.backbone.get("random_init", False)),
+        random_init=ck.identity.random_init,
     )
 
 
@@ -149,7 +158,7 @@ def context_for_checkpoint(
     data = DataConfig(
         dataset=dataset or ck.dataset,
         data_path=data_path or ck.data_path,
-        image_size=int(ck.backbone["image_size"]),
+        image_size=ck.identity.image_size,
         normal_name=recorded.get("normal_name", "good"),
         test_fraction=recorded.get("test_fraction", DataConfig.test_fraction),
         split_seed=recorded.get("split_seed", DataConfig.split_seed),
@@ -157,10 +166,10 @@ def context_for_checkpoint(
     key = (bb_cfg, data)
     if key not in cache:
         ctx = build_context(data, bb_cfg, "cpu")
-        if ctx.winfo.sha256 != ck.backbone["weights_sha256"]:
+        if ctx.winfo.sha256 != ck.identity.weights_sha256:
             raise WeightsError(
                 f"the backbone weights found ({ctx.winfo.source}, sha256 {ctx.winfo.sha256[:12]}) are not the "
-                f"ones {ck.category} was trained with (sha256 {ck.backbone['weights_sha256'][:12]}); "
+                f"ones {ck.category} was trained with (sha256 {ck.identity.weights_sha256[:12]}); "
                 "pass the same --weights FILE"
             )
         ctx.extractor.to(device)
@@ -320,18 +329,3 @@ def ensure_features(ctx: FeatureContext, store: str, category: str, batch_size: 
         track.log(f"{category}: no cached features for these settings in {store}; computing them first")
     extract_category(ctx, store, category, batch_size, num_workers, track, say_cached=False)
     return path
-
-
-def ensure_distmaps(store: str, grids: list[tuple[int, int]], track) -> None:
-    """Write the distance-matrix export (`distmaps.h5`) for grids it lacks; the model computes its own."""
-    from edcli.store import read_distmaps, write_distmaps
-
-    missing = []
-    for h, w in grids:
-        try:
-            read_distmaps(store, h, w)
-        except Exception:  # absent file or grid
-            missing.append((h, w))
-    if missing:
-        track.log(f"distance maps for {', '.join(f'{h}x{w}' for h, w in missing)} not in {store}; writing them")
-        write_distmaps(store, missing)

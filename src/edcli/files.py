@@ -4,6 +4,9 @@ A target is complete or absent: a killed or failing writer leaves at most its te
 (``<name>.tmp-<pid>-<random>``), which readers ignore and the next writer of the same target removes once that pid
 is gone. A write that fails (read-only folder, no space, permission) is a WriteError naming the path and the cause;
 its temp file is removed and what was at the target before is untouched.
+
+A folder is written the same way by `atomic_folder`: into a hidden temp sibling (``.<name>.tmp-<pid>-<random>``),
+renamed onto the target once complete; `remove_folder_leftovers` clears what a killed writer left.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -131,6 +135,38 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """`with atomic_folder(d) as tmp: ...` (write the files into `tmp`): the folder `d` appears, complete, only if
+    the block finishes. `tmp` is a fresh hidden sibling ``.<name>.tmp-<pid>-<random>``; an existing `d` is swapped
+    out (to ``.<name>.old-<random>``), the new one renamed in, then the old one deleted. A block that fails or is
+    interrupted leaves no temp folder; an OSError goes through as it is, not as a WriteError."""
+    final = Path(path)
+    tmp = temp_path(final.with_name(f".{final.name}"))  # mkdir, not mkdtemp: honours umask
+    try:
+        tmp.mkdir()
+        yield tmp
+        if final.exists():  # overwrite: swap the old folder out, the new one in, then delete the old one
+            old = final.with_name(f".{final.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_folder_leftovers(path: str | Path) -> None:
+    """Delete the temp and swapped-out folders an interrupted `atomic_folder` of `path` left, whatever their pid:
+    callers write a folder from one process at a time."""
+    final = Path(path)
+    for pattern in (f".{final.name}{TMP_MARK}*", f".{final.name}.old-*"):
+        for p in final.parent.glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 class GuardedFile:
     """A binary file for a library that writes through callbacks (h5py's fileobj driver). The first OSError of a
     write is kept in `error`; from then on the file lives on in memory (later writes kept in an overlay that reads
@@ -232,10 +268,4 @@ class GuardedFile:
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_open(path, "w") as fh:
         fh.write(text)
-    return Path(path)
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    with atomic_open(path, "wb") as fh:
-        fh.write(data)
     return Path(path)

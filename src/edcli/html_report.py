@@ -15,12 +15,15 @@ import numpy as np
 WORST = 3  # panels per kind (false negatives, false positives) and category
 
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;color:#222;
+padding:0 16px}
 h1{font-size:22px} h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:36px}
 h3{font-size:15px;margin-bottom:6px} table{border-collapse:collapse;font-size:13px;margin:8px 0}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}
 tr.mean td{font-weight:bold;background:#fafafa} .warn{color:#a00;font-weight:bold} .note{color:#555;font-size:13px}
-img{max-width:100%;display:block;margin:6px 0} dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:13px}
+img{max-width:100%;display:block;margin:6px 0}
+dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:13px}
 dt{font-weight:bold} dd{margin:0;font-family:monospace;word-break:break-all}
 """
 
@@ -218,7 +221,7 @@ def _protocol(protocol: dict[str, Any], views: list[CategoryView]) -> str:
     train = views[0].train if views else {}
     items = dict(protocol)
     if train:
-        # training.py trains every level with torch.optim.Adam at the recorded lr
+        # edcli.training trains every level with torch.optim.Adam at the recorded lr
         items["optimizer"] = (
             f"Adam, lr {train.get('lr')}, batch size {train.get('batch_size')}, "
             f"{train.get('epochs')} epochs, lambda1 {train.get('lambda1')}, lambda2 {train.get('lambda2')}"

@@ -111,16 +111,6 @@ def f1_max(labels: Any, scores: Any) -> float | None:
     return float(f1.max())
 
 
-def best_f1_threshold(labels: Any, scores: Any) -> float | None:
-    """The lowest threshold reaching F1-max (score >= threshold is anomalous). For visualisation only: a
-    deployment threshold must come from normal data, never from the test set."""
-    y, s = _labels_scores(labels, scores)
-    if not _both_classes(y):
-        return None
-    f1, thresholds = _f1_curve(y, s)
-    return float(thresholds[int(np.argmax(f1))])  # thresholds ascend, so argmax's first hit is the lowest
-
-
 # ---------------------------------------------------------------------------------------------- pixel level
 def pixel_auroc(masks: Any, maps: Any) -> float | None:
     """ROC AUC over every pixel of every test image (normal images included); None without both classes."""

@@ -1,5 +1,5 @@
-"""ONNX files: the export of a ScoreGraph with its metadata, and ONNX Runtime scoring. The only importer of onnx and
-onnxruntime (the optional extra `edcli[onnx]`)."""
+"""ONNX files: the export of the scoring pass (edcli.scorer.export_module) with its metadata, and ONNX Runtime
+scoring. The only importer of onnx and onnxruntime (the optional extra `edcli[onnx]`)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def export_graph(
         raise _missing("ed export", exc) from exc
     import torch
 
-    from edcli.graph import INPUT_NAME, OUTPUT_NAMES
+    from edcli.scorer import INPUT_NAME, OUTPUT_NAMES
 
     example = torch.rand(batch or 2, 3, image_size, image_size)
     dynamic = None if batch else {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
@@ -136,7 +136,8 @@ class OnnxScorer:
         self.batch = shape[0] if isinstance(shape[0], int) else None  # a fixed batch size, or None (dynamic)
         self.input_name = self.session.get_inputs()[0].name
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, 3, S, S) images -> raw maps, smoothed maps, float64 scores (as edcli.scorer.Scorer.images)."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         n = len(images)
         if not self.batch:

@@ -43,7 +43,8 @@ def _csv_text(fields: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
 def write_metrics(
     run_dir: Path, rows: list[dict[str, Any]], mean: dict[str, Any], protocol: dict[str, Any]
 ) -> tuple[Path, Path]:
-    """metrics.json (rows, mean, protocol) and metrics.csv (one row per category, then the mean; protocol as columns)."""
+    """metrics.json (rows, mean, protocol) and metrics.csv (one row per category, then the mean; protocol as
+    columns)."""
     run_dir = Path(run_dir)
     jpath, cpath = run_dir / "metrics.json", run_dir / "metrics.csv"
     write_text(jpath, json.dumps({"protocol": protocol, "categories": rows, "mean": mean}, indent=2) + "\n")
@@ -265,7 +266,7 @@ def save_eval_maps(
     per defect type; returns {index: panel path}. threshold: the calibrated one when it applies to these scores."""
     from edcli.data.images import load_image
 
-    S = int(ck.backbone["image_size"])
+    S, resize_mode = ck.identity.image_size, ck.identity.resize_mode
     vmin, vmax = color_range(ck.calibration, (float(split.maps.min()), float(split.maps.max())))
     bar_line = (ck.calibration or {}).get("threshold")
     labels = ff.test_labels
@@ -277,11 +278,7 @@ def save_eval_maps(
         if npy:
             save_npy(sub / f"{stem}.npy", split.maps[i])
         try:
-            img = (
-                (load_image(paths[i], S, ck.backbone["resize_mode"]).permute(1, 2, 0).numpy() * 255)
-                .round()
-                .astype(np.uint8)
-            )
+            img = (load_image(paths[i], S, resize_mode).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         except Exception:  # the image may have moved since the features were cached: draw on grey
             img = np.full((S, S, 3), 128, np.uint8)
         pred = split.smoothed[i] > threshold if threshold is not None else None
@@ -313,6 +310,7 @@ def save_eval_maps(
 def save_infer_maps(
     outdir: Path,
     path: str,
+    img: np.ndarray,
     index: int,
     amap,
     smoothed,
@@ -325,18 +323,15 @@ def save_infer_maps(
     label: str | None = None,
     color_max: float | None = None,
 ) -> Path:
-    """The raw map (.npy), the predicted mask and the heat-map panel of one scored file, at its original size;
-    returns the panel's path. color_max: the top of the colour scale (default twice thr; pass twice the model's
-    calibrated threshold so a --threshold override does not change the colours)."""
-    from PIL import Image
-
+    """The raw map (.npy), the predicted mask and the heat-map panel of one scored file (`img`: its decoded RGB
+    (h, w, 3) uint8), at its original size; returns the panel's path. color_max: the top of the colour scale
+    (default twice thr; pass twice the model's calibrated threshold so a --threshold override does not change the
+    colours)."""
     from edcli.method.scoring import to_original
 
     stem = f"{index:06d}_{Path(path).stem}"
     big = to_original(amap, mode, h, w)
     big_s = to_original(smoothed, mode, h, w)
-    with Image.open(path) as im:
-        img = np.asarray(im.convert("RGB"))
     pred = big_s > thr
     save_npy(Path(outdir) / "maps" / f"{stem}.npy", amap)
     save_png(Path(outdir) / "masks" / f"{stem}.png", (pred * 255).astype(np.uint8))

@@ -1,7 +1,7 @@
 """The progress protocol the lower layers call, and its relay from worker processes.
 
 A tracker has `track(iterable, total, description)` (a bar over an iterable), `task(description, total, unit)` (a
-context manager yielding a `Task` the caller advances itself: batches within epochs), log, warn and postfix.
+context manager yielding a `Task` the caller advances itself: batches within epochs), log and warn.
 `ui.Tracker` implements it with rich for the CLI; `NullTracker` is the silent one for library use and tests;
 `QueueTracker` sends every call of a `--jobs` worker to its parent, where `relay` replays them on the real tracker.
 """
@@ -44,9 +44,6 @@ class NullTracker:
         pass
 
     def warn(self, message: str) -> None:  # noqa: D102
-        pass
-
-    def postfix(self, text: str) -> None:  # noqa: D102
         pass
 
 

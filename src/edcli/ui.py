@@ -119,7 +119,6 @@ class Tracker:
         self._lock = threading.RLock()  # the --jobs relay thread and the main thread share the bars
         self._progress: Progress | None = None
         self._active = 0
-        self._current: list[Any] = []
 
     def _stamp(self, message: str) -> str:
         return message if self.live else f"{time.perf_counter() - self.started:7.1f}s  {message}"
@@ -133,11 +132,6 @@ class Tracker:
         with self._lock:
             self.console.print(self._stamp(f"warning: {message}"), style="yellow", markup=False, highlight=False)
 
-    def postfix(self, text: str) -> None:
-        """Numbers shown beside the current bar (e.g. loss terms)."""
-        if self._current:
-            self._current[-1].update(postfix=text)
-
     @contextlib.contextmanager
     def task(self, description: str, total: int | None = None, unit: str = "", auto: bool = False) -> Iterator[Any]:
         """A bar the caller advances (`advance`, `update`, `checkpoint`); several may be live at once."""
@@ -146,11 +140,7 @@ class Tracker:
             return
         if not self.live:
             t = _PlainTask(self, description, total, unit, auto)
-            self._current.append(t)
-            try:
-                yield t
-            finally:
-                self._current.remove(t)
+            yield t
             t.finish()
             return
         with self._lock:
@@ -169,11 +159,9 @@ class Tracker:
                 self._progress.start()
             self._active += 1
             live = _LiveTask(self._progress, self._progress.add_task(description, total=total, postfix="", unit=unit))
-        self._current.append(live)
         try:
             yield live
         finally:
-            self._current.remove(live)
             with self._lock:
                 self._active -= 1
                 if self._active == 0 and self._progress is not None:

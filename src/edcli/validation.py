@@ -1,7 +1,7 @@
 """`ed train --select validation`: choose the epoch without test labels.
 
 A share of the normal train images (`--val-fraction`, chosen by the seed) is held out of training AND of the
-calibration hold-out; each held-out image gets one copy per kind of `data/synth.VALIDATION_KINDS` (exact masks).
+calibration hold-out; each held-out image gets one copy per kind of `data/defects.VALIDATION_KINDS` (exact masks).
 Their pooled features are computed once and cached in the store (`STORE/validation/...`). Every `--eval-every N`
 epochs (every epoch by default) the model scores them; the epoch with the best mean of the validation image and
 pixel AUROC is kept (a tie goes to the earlier epoch).
@@ -23,7 +23,7 @@ import numpy as np
 
 from edcli.errors import ConfigError
 
-VALIDATION_FORMAT = 1  # bump when a change here or in synth's validation kinds changes the validation images
+VALIDATION_FORMAT = 1  # bump when a change here or in data/defects.py's validation kinds changes the validation images
 MIN_AREA = 0.001  # a copy whose defect changed fewer pixels than this share is drawn again (flat image regions)
 DRAWS = 8
 KEY = "validation"  # the selection's name and its entry in the best-so-far dict of the resume state
@@ -49,7 +49,7 @@ def split(n: int, calib_fraction: float, val_fraction: float, seed: int) -> tupl
 
 def settings(cfg, n_train: int) -> dict[str, Any]:
     """What decides the validation images: part of the store key and of the resume check."""
-    from edcli.data.synth import VALIDATION_KINDS
+    from edcli.data.defects import VALIDATION_KINDS
 
     return {
         "format": VALIDATION_FORMAT,
@@ -63,7 +63,7 @@ def settings(cfg, n_train: int) -> dict[str, Any]:
 
 def defect_copies(image: np.ndarray, seed: int, index: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(kind, defective image, mask) for each validation kind, seeded by (seed, train index, kind)."""
-    from edcli.data.synth import VALIDATION_KINDS, make_defect
+    from edcli.data.defects import VALIDATION_KINDS, make_defect
 
     out = []
     for j, kind in enumerate(VALIDATION_KINDS):

@@ -46,7 +46,7 @@ DEMO_QUICK = {
 
 
 def run(
-    out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto", track=None
+    *, out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto", track=None
 ) -> dict[str, Any]:
     """`ed demo`: a dataset from real textures with injected defects, then distmaps, features, train, eval, infer."""
     import os
@@ -71,9 +71,9 @@ def run(
     data = DataConfig(dataset="mvtec", data_path=str(data_root), categories=cats, image_size=s["image_size"])
     bb = BackboneConfig(name=DEMO_BACKBONE)
     track.log(f"2/6 distance maps -> {store}")
-    distmaps.run(str(store), DEMO_BACKBONE, s["image_size"], bb.levels)
+    distmaps.run(store=str(store), backbone=DEMO_BACKBONE, image_size=s["image_size"], levels=bb.levels)
     track.log(f"3/6 features ({DEMO_BACKBONE}, packaged ImageNet weights, {s['image_size']} px) -> {store}")
-    features.run(data, bb, str(store), device, batch_size=16, track=track)
+    features.run(data=data, bb_cfg=bb, store=str(store), device=device, batch_size=16, track=track)
     track.log(f"4/6 training {s['epochs']} epochs per category -> {run}")
     parallel = not quick and resolve_device(device).type == "cpu" and (os.cpu_count() or 1) > 1
     tcfg = TrainConfig(
@@ -88,10 +88,19 @@ def run(
     )
     # the demo folder is the demo's own: a rerun replaces its run (and the results of the last one)
     train_rows = train.run(
-        data, bb, ModelConfig(d_model=tuple(s["d_model"])), tcfg, str(store), str(run), track=track, overwrite=True
+        data=data,
+        bb_cfg=bb,
+        model_cfg=ModelConfig(d_model=tuple(s["d_model"])),
+        train_cfg=tcfg,
+        store=str(store),
+        out=str(run),
+        track=track,
+        overwrite=True,
     )
     track.log("5/6 evaluation on the labelled test split")
-    ev = eval_cmd.run(str(run), None, EvalConfig(device=device), save_maps=True, track=track)
+    ev = eval_cmd.run(
+        run_dir=str(run), checkpoint=None, eval_cfg=EvalConfig(device=device), save_maps=True, track=track
+    )
     track.log("6/6 inference on a few test images per category")
     preds = []
     for cat in cats:
@@ -103,9 +112,9 @@ def run(
             for p in sorted(d.glob("*.png"))[:1]
         ][:3]
         res = infer.run(
-            str(run / "checkpoints" / f"{cat}.pt"),
-            [str(p) for p in picks],
-            str(root / "predictions" / cat),
+            checkpoint=str(run / "checkpoints" / f"{cat}.pt"),
+            inputs=[str(p) for p in picks],
+            out=str(root / "predictions" / cat),
             device=device,
             num_workers=0,
             track=track,
@@ -114,7 +123,8 @@ def run(
     summary = "\n".join(
         [
             f"demo folder: {root}",
-            f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, d_model {'/'.join(map(str, s['d_model'])) or '256/512'}, "
+            f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, "
+            f"d_model {'/'.join(map(str, s['d_model'])) or '256/512'}, "
             f"{s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g} ({s['lr_schedule']}, "
             f"{s['warmup_epochs']:g} warm-up epoch(s)), optimizer {tcfg.optimizer}",
             f"  heat maps of the test split: {ev['maps']}/<category>/<defect type>/",

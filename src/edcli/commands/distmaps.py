@@ -12,7 +12,7 @@ from edcli.config import BackboneConfig
 
 
 def run(
-    store: str, backbone: str | None, image_size: int, levels: tuple[int, ...], grids: tuple[int, ...] = ()
+    *, store: str, backbone: str | None, image_size: int, levels: tuple[int, ...], grids: tuple[int, ...] = ()
 ) -> dict[str, Any]:
     """Squared row/column index-distance matrices for each level's token grid (or the given grid sizes)."""
     from edcli.config import check_count

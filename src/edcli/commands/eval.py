@@ -12,6 +12,7 @@ from edcli.track import NullTracker
 
 
 def run(
+    *,
     run_dir: str | None,
     checkpoint: str | None,
     eval_cfg,
@@ -80,7 +81,7 @@ def run(
                         model,
                         read_from(ff, "test"),
                         ff.n_test,
-                        int(meta["image_size"]),
+                        ck.identity.image_size,
                         device,
                         eval_cfg.precision,
                         eval_cfg,
@@ -129,7 +130,7 @@ def run(
                     "predictions": str(pred_csv),
                 }
             )
-            protocol = protocol or _protocol(ck, meta, sel, eval_cfg)
+            protocol = protocol or _protocol(ck, sel, eval_cfg)
     finally:
         if tmp_store:
             shutil.rmtree(tmp_store, ignore_errors=True)
@@ -205,7 +206,7 @@ def _cache_problem(fpath: Path | None, meta: dict, ck, data_path: str | None, da
     data = DataConfig(
         dataset=dataset or ck.dataset,
         data_path=root,
-        image_size=int(meta["image_size"]),
+        image_size=ck.identity.image_size,
         normal_name=ck.config.get("data", {}).get("normal_name", "good"),
     )
     _, listings = split_listings(data, ck.category, splits=("test",))
@@ -214,24 +215,25 @@ def _cache_problem(fpath: Path | None, meta: dict, ck, data_path: str | None, da
     return f"the cached features in {fpath} cannot be used: {reason}" if reason else ""
 
 
-def _protocol(ck, meta: dict, sel: dict, eval_cfg) -> dict[str, Any]:
+def _protocol(ck, sel: dict, eval_cfg) -> dict[str, Any]:
     """How the numbers were made: epoch and selection, maps, reducer, resolution, seed, backbone, version."""
     from edcli.version import __version__
 
+    ident = ck.identity
     return {
         "selection_how": sel.get("how", "last epoch"),
         "pixel_map": eval_cfg.pixel_map + (" (unsmoothed, as the reference)" if eval_cfg.pixel_map == "raw" else ""),
         "reducer": eval_cfg.reducer,
         "smoothing_sigma": eval_cfg.sigma,
-        "resolution": f"{meta['image_size']}x{meta['image_size']}",
+        "resolution": f"{ident.image_size}x{ident.image_size}",
         "seed": ck.config.get("train", {}).get("seed"),
-        "backbone": meta["backbone"],
+        "backbone": ident.backbone,
         # how the weights were trained (checkpoints from before these options: per-level, constant)
         "optimizer": ck.config.get("train", {}).get("optimizer", "per-level"),
         "lr_schedule": ck.config.get("train", {}).get("lr_schedule", "constant"),
         "d_model": "/".join(str(d) for d in ck.config.get("model", {}).get("d_model") or ()) or "C/2 rule",
-        "weights_sha256": meta["weights_sha256"],
-        "random_init": bool(meta.get("random_init", False)),
+        "weights_sha256": ident.weights_sha256,
+        "random_init": ident.random_init,
         "edcli_version": __version__,
         "aupro_fpr_limit": 0.3,
         "averaging": "macro (per category, then mean)",

@@ -21,13 +21,15 @@ def parse_batch(batch: str) -> int | None:
     return n
 
 
-def run(checkpoint: str, out: str | None = None, opset: int = 17, batch: str = "dynamic", track=None) -> dict[str, Any]:
+def run(
+    *, checkpoint: str, out: str | None = None, opset: int = 17, batch: str = "dynamic", track=None
+) -> dict[str, Any]:
     """Export CHECKPOINT to --out (default: beside it, .onnx); the optional packages are checked before any work."""
     from edcli.onnxio import DEFAULT_OPSET, export_graph, require_onnx
 
     require_onnx("ed export")
     from edcli.checkpoint import load_checkpoint
-    from edcli.graph import graph_metadata, score_graph
+    from edcli.scorer import export_module, scoring_metadata
 
     n = parse_batch(batch)
     if not 13 <= int(opset) <= 20:
@@ -38,8 +40,8 @@ def run(checkpoint: str, out: str | None = None, opset: int = 17, batch: str = "
         raise ConfigError(f"--out {path}: the file name must end in .onnx (ed infer recognises models by it)")
     if track is not None:
         track.log(f"exporting {checkpoint} ({ck.backbone['backbone']}, {ck.backbone['image_size']} px) to {path}")
-    meta = graph_metadata(ck)
-    info = export_graph(score_graph(ck), path, int(ck.backbone["image_size"]), meta, int(opset), n)
+    meta = scoring_metadata(ck)
+    info = export_graph(export_module(ck), path, ck.identity.image_size, meta, int(opset), n)
     return {
         "path": str(path),
         "checkpoint": str(checkpoint),

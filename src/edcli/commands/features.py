@@ -9,6 +9,7 @@ from edcli.track import NullTracker
 
 
 def run(
+    *,
     data: DataConfig,
     bb_cfg: BackboneConfig,
     store: str,

@@ -17,6 +17,7 @@ def _counted(track, loader, n: int):
 
 
 def run(
+    *,
     checkpoint: str,
     inputs: list[str],
     out: str,
@@ -35,7 +36,7 @@ def run(
     import torch
 
     from edcli.config import check_count, check_real
-    from edcli.data.images import FileDataset, expand_inputs
+    from edcli.data.images import FileDataset, collate_files, expand_inputs
     from edcli.detector import Detector, is_onnx
     from edcli.distributed import shard
     from edcli.engine import data_loader, init_distributed, rank_device
@@ -59,8 +60,9 @@ def run(
     calibrated = float((det.meta.get("calibration") or {}).get("threshold", thr))
     color_max = 2.0 * calibrated if calibrated > 0 else None
     mine = shard(list(range(len(paths))), dist)
-    dataset = FileDataset([paths[i] for i in mine], S, det.resize_mode)
-    loader = data_loader(dataset, batch_size, num_workers)
+    # the panels draw the image the loader decoded: each file is decoded once
+    dataset = FileDataset([paths[i] for i in mine], S, det.resize_mode, keep_original=save_heatmaps)
+    loader = data_loader(dataset, batch_size, num_workers, collate_fn=collate_files)
     outdir = Path(out)
     rows: list[dict[str, Any]] = []
     for batch in _counted(track, loader, len(mine)):
@@ -107,6 +109,7 @@ def run(
                 panel = save_infer_maps(
                     outdir,
                     paths[i],
+                    batch["original"][b],
                     i,
                     p.raw_map,
                     p.smoothed_map,

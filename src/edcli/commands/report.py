@@ -10,7 +10,7 @@ from edcli.errors import DataError
 from edcli.track import NullTracker
 
 
-def run(run_dir: str, out: str | None = None, track=None) -> dict[str, Any]:
+def run(*, run_dir: str, out: str | None = None, track=None) -> dict[str, Any]:
     """Read RUN/metrics.json, RUN/predictions/<category>.csv (with the panels they name) and the checkpoints'
     histories; write RUN/report.html (or `out`)."""
     from edcli.checkpoint import checkpoint_path, load_checkpoint

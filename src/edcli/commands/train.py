@@ -18,6 +18,7 @@ from edcli.track import NullTracker
 
 
 def run(
+    *,
     data: DataConfig,
     bb_cfg: BackboneConfig,
     model_cfg,
@@ -47,7 +48,6 @@ def run(
     from edcli.features import (
         build_context,
         categories_of,
-        ensure_distmaps,
         ensure_features,
     )
     from edcli.store import FeatureFile
@@ -55,7 +55,7 @@ def run(
     from edcli.validation import ensure_validation
 
     eval_cfg = eval_cfg or EvalConfig()
-    _check_train_cfg(model_cfg, train_cfg)
+    _check_train_cfg(train_cfg)
     check_count("--num-workers", num_workers, 0)
     cats = categories_of(data)
     dist = init_distributed(train_cfg.device)
@@ -89,9 +89,7 @@ def run(
     ctx.extractor.to(device)
     if ctx.winfo.random_init:
         track.warn("--random-init: the backbone is untrained (for tests and timing only); recorded in the checkpoint")
-    if dist.is_main:
-        ensure_distmaps(store, ctx.extractor.grids(data.image_size), track)
-    if dist.enabled:  # the other ranks wait for the shared distmaps file
+    if dist.enabled:  # the other ranks wait until rank 0's --overwrite removals (claim_run_folder) are done
         import torch.distributed as tdist
 
         tdist.barrier()
@@ -182,7 +180,7 @@ def _check_shapes(shapes, data, bb_cfg, model_cfg, cfg, device) -> None:
             )
 
 
-def _check_train_cfg(model_cfg, cfg) -> None:
+def _check_train_cfg(cfg) -> None:
     """Combinations of values (each value alone was checked when its config was built)."""
     if cfg.select not in ("last", "validation") and cfg.eval_every < 1:
         raise ConfigError(f"--select {cfg.select} picks an epoch by its test metrics: add --eval-every N")
@@ -226,13 +224,27 @@ def _job(args: tuple) -> list[dict[str, Any]]:
 
     torch.set_num_threads(threads)
     cfg = replace(train_cfg, jobs=1, device=device)
-    return run(data, bb_cfg, model_cfg, cfg, store, out, resume, fbs, 0, eval_cfg, track, claim=False)
+    return run(
+        data=data,
+        bb_cfg=bb_cfg,
+        model_cfg=model_cfg,
+        train_cfg=cfg,
+        store=store,
+        out=out,
+        resume=resume,
+        feature_batch_size=fbs,
+        num_workers=0,
+        eval_cfg=eval_cfg,
+        track=track,
+        claim=False,
+    )
 
 
 def run_jobs(
     data, bb_cfg, model_cfg, train_cfg, store, out, resume, fbs, eval_cfg, cats: list[str], track
 ) -> list[dict]:
-    """`--jobs N` without torchrun: N spawned processes, categories dealt round-robin, one GPU each when several exist."""
+    """`--jobs N` without torchrun: N spawned processes, categories dealt round-robin, one GPU each when several
+    exist."""
     import concurrent.futures as cf
     import multiprocessing as mp
     import threading

@@ -72,8 +72,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _decode_rgb(path: str) -> Image.Image:
-    """The fully decoded image as RGB; DataError naming the file when it cannot be read."""
+def decode_rgb(path: str) -> Image.Image:
+    """The fully decoded file as an RGB PIL image, as every command reads it; DataError naming the file when it
+    cannot be read."""
     try:
         with Image.open(path) as im:
             im.load()  # decode now so a truncated file fails here, not later
@@ -89,7 +90,7 @@ def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
 
 def load_image(path: str, size: int, mode: str) -> torch.Tensor:
     """(3, S, S) float32 in [0, 1], unnormalised."""
-    return _pil_to_tensor(_geometry(_decode_rgb(path), size, mode, Image.LANCZOS))
+    return _pil_to_tensor(_geometry(decode_rgb(path), size, mode, Image.LANCZOS))
 
 
 def _image_size(path: str) -> tuple[int, int]:
@@ -99,11 +100,6 @@ def _image_size(path: str) -> tuple[int, int]:
             return im.size
     except Exception as err:
         raise DataError(f"could not decode image {path}: {_reason(err)}") from err
-
-
-def decode_rgb(path: str) -> Image.Image:
-    """The fully decoded file as an RGB PIL image, as `ed infer` reads it (DataError naming the file)."""
-    return _decode_rgb(path)
 
 
 def prepare_image(img: Image.Image, size: int, mode: str) -> torch.Tensor:
@@ -179,7 +175,7 @@ class SampleDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         ref = self.refs[i]
-        img = _decode_rgb(ref.path)
+        img = decode_rgb(ref.path)
         item = {
             "image": _pil_to_tensor(_geometry(img, self.size, self.mode, Image.LANCZOS)),
             "label": ref.label,
@@ -271,23 +267,37 @@ class FileDataset(torch.utils.data.Dataset):
     """Unlabelled files. Never raises for a bad file: its item has a zero image and a non-empty `error`;
     orig_h/orig_w are the decoded size, 0 when decoding failed."""
 
-    def __init__(self, paths: list[str], size: int, mode: str):
+    def __init__(self, paths: list[str], size: int, mode: str, keep_original: bool = False):
         _check_geometry(size, mode)  # fail early, not once per item
         self.paths = list(paths)
-        self.size, self.mode = size, mode
+        self.size, self.mode, self.keep_original = size, mode, keep_original
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
         path = self.paths[i]
+        original = None
         try:
-            img = _decode_rgb(path)
+            img = decode_rgb(path)
             orig_w, orig_h = img.size
             image = _pil_to_tensor(_geometry(img, self.size, self.mode, Image.LANCZOS))
+            original = np.asarray(img) if self.keep_original else None
             error = ""
         except Exception as err:  # one bad file must not stop a batch job
             image = torch.zeros(3, self.size, self.size)
             orig_h = orig_w = 0
             error = str(err) if isinstance(err, DataError) else f"could not read image {path}: {_reason(err)}"
-        return {"image": image, "index": i, "orig_h": orig_h, "orig_w": orig_w, "error": error}
+        item = {"image": image, "index": i, "orig_h": orig_h, "orig_w": orig_w, "error": error}
+        if self.keep_original:  # the decoded RGB (h, w, 3) uint8 for the heat-map panel: no second decode
+            item["original"] = original
+        return item
+
+
+def collate_files(items: list[dict]) -> dict:
+    """A FileDataset batch: the default collation, with the originals (of different sizes) kept as a list."""
+    originals = [item.pop("original") for item in items] if items and "original" in items[0] else None
+    batch = torch.utils.data.default_collate(items)
+    if originals is not None:
+        batch["original"] = originals
+    return batch

@@ -325,8 +325,3 @@ def list_split(
     if not refs:
         raise DataError(f"no test images in {test_dir}: {expected_test}")
     return refs
-
-
-def masks_known(refs: list[SampleRef]) -> bool:
-    """True when every anomalous sample has a mask (False for a `folder` dataset without ground_truth/)."""
-    return all(r.label == 0 or r.mask_path is not None for r in refs)

@@ -6,8 +6,8 @@ one pass:  total = 2*rec + Σ_branch s*λ1*(D_t − D_a) − s*λ2*H  (s = +1 in
 have the value of the symmetric KL but pass gradient only into T̄ and only into P respectively.
 
 The per-(P, T̄) maths is one autograd Function that shares the logarithms and writes the analytic gradients
-directly, and T̄ is never built through autograd: it is separable over the grid (edcli.prior), so only the small
-row factors get gradients. All of it runs in fp32 (or fp64 if given) with autocast off.
+directly, and T̄ is never built through autograd: it is separable over the grid (edcli.method.prior), so only the
+small row factors get gradients. All of it runs in fp32 (or fp64 if given) with autocast off.
 """
 
 from __future__ import annotations
@@ -108,16 +108,6 @@ def _pair_means(p: Tensor, sigma: Tensor, dy_rows: Tensor, dx_cols: Tensor, eps:
         ry, rx = row_factors(sigma.to(dtype), dy_rows, dx_cols)
         D_t, D_a, H = _Correlation.apply(p.to(dtype), ry, rx, eps)
         return D_t.mean(), D_a.mean(), H.mean()
-
-
-def kl_rows(p: Tensor, q: Tensor, eps: float = EPS) -> Tensor:
-    """Σ_j p (log(p+ε) − log(q+ε)) averaged over heads: (B, heads, L, L) -> (B, L)."""
-    return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(-1).mean(-2)
-
-
-def entropy_rows(p: Tensor, eps: float = EPS) -> Tensor:
-    """−Σ_j p log(p+ε) averaged over heads: (B, heads, L, L) -> (B, L)."""
-    return -(p * torch.log(p + eps)).sum(-1).mean(-2)
 
 
 def reconstruction_loss(recon: Tensor, x: Tensor) -> Tensor:

@@ -2,18 +2,19 @@
 
 The fast path (LevelModel(branches="score")) softmaxes in place (`out=`), consumes each attention map in place and
 loops over head groups sized at run time; exporters reject or mis-trace those. This path does the same maths with
-out-of-place ops on whole batches, with the grid axes computed once outside the graph. tests/test_export.py checks
-it equals the fast path.
+out-of-place ops on whole batches, with the grid axes computed once outside the graph. method/scorer.py's
+MapScorer(portable=True) scores through it; tests/test_export.py checks it equals the fast path.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from edcli.method.model import DifferenceAwareAttention, EncoderLayer, LevelModel
+from edcli.method.attention import DifferenceAwareAttention
+from edcli.method.model import EncoderLayer, LevelModel
 from edcli.method.prior import EPS, outer, row_factors
-from edcli.method.scoring import combine_levels, peak_gap, reconstruction_score
+from edcli.method.scoring import peak_gap, reconstruction_score
 
 
 def _attention(attn: DifferenceAwareAttention, q_in: Tensor, kv_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -84,64 +85,3 @@ def level_score(level: LevelModel, x: Tensor, axes: tuple[Tensor, Tensor]) -> Te
         kl = kl + k
     recon = level.proj(level.norm(emb))
     return reconstruction_score(recon, x) * peak_gap(kl / len(level.layers))
-
-
-# ---------------------------------------------------------------------------------------------- smoothing, reducer
-
-
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
-    """scipy.ndimage's kernel: exp(-x²/(2σ²)) on x in [-r, r], r = int(truncate·σ + 0.5), normalised (float64)."""
-    r = int(truncate * float(sigma) + 0.5)
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    phi = torch.exp(-0.5 / float(sigma) ** 2 * x * x)
-    return phi / phi.sum()
-
-
-def reflect_index(n: int, r: int) -> Tensor:
-    """Indices that pad a length-n axis by r on both sides as scipy's mode 'reflect' (d c b a | a b c d | d c b a),
-    any r: the pattern repeats with period 2n."""
-    i = torch.arange(-r, n + r)
-    m = torch.remainder(i, 2 * n)
-    return torch.where(m < n, m, 2 * n - 1 - m)
-
-
-class GaussianSmooth(nn.Module):
-    """scipy.ndimage.gaussian_filter(m, sigma, truncate=4, mode='reflect') of (B, S, S) maps as two 1-D convolutions,
-    the borders padded by index gathers (exportable, unlike reflect padding wider than the map)."""
-
-    def __init__(self, size: int, sigma: float):
-        super().__init__()
-        self.identity = sigma <= 0
-        k = gaussian_kernel1d(sigma if sigma > 0 else 1.0).float()
-        self.r = (len(k) - 1) // 2
-        self.register_buffer("kernel_w", k.view(1, 1, 1, -1), persistent=False)
-        self.register_buffer("kernel_h", k.view(1, 1, -1, 1), persistent=False)
-        self.register_buffer("index", reflect_index(size, self.r), persistent=False)
-
-    def forward(self, maps: Tensor) -> Tensor:
-        if self.identity:
-            return maps
-        x = maps.unsqueeze(1)  # (B, 1, S, S)
-        x = torch.nn.functional.conv2d(torch.index_select(x, 3, self.index), self.kernel_w)  # along columns
-        x = torch.nn.functional.conv2d(torch.index_select(x, 2, self.index), self.kernel_h)  # along rows
-        return x[:, 0]
-
-
-def reduce_maps(smoothed: Tensor, reducer: str) -> Tensor:
-    """scoring.image_scores in torch (B,): max, mean or the mean of the top ratio of pixels."""
-    from edcli.method.scoring import parse_reducer
-
-    kind, ratio = parse_reducer(reducer)
-    flat = smoothed.flatten(1)
-    if kind == "max":
-        return flat.max(dim=1).values
-    if kind == "mean":
-        return flat.mean(dim=1)
-    k = max(1, int(round(ratio * flat.shape[1])))
-    return torch.topk(flat, k, dim=1).values.mean(dim=1)
-
-
-def maps_from_levels(levels, feats: list[Tensor], axes: list, grids: list[tuple[int, int]], size: int) -> Tensor:
-    """Raw anomaly maps (B, S, S) from pooled features per level, as engine.predict_maps in fp32."""
-    scores = [level_score(level, f.flatten(2).transpose(1, 2), a) for level, f, a in zip(levels, feats, axes)]
-    return combine_levels(scores, grids, size)

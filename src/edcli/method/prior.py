@@ -1,7 +1,8 @@
 """The Gaussian prior over token positions (method.md §3.5) and the symmetric KL of attention rows against it.
 
-Shared by the model's fused scoring path, the training objective (edcli.loss) and test-time scoring. The row-
-normalised target is separable over the grid, T̄[i, (r, c)] = softmax_r(−dy/(2σy²))[i, r] · softmax_c(−dx/(2σx²))[i, c],
+Shared by the model's fused scoring path, the training objective (edcli.method.loss) and test-time scoring.
+The row-normalised target is separable over the grid,
+T̄[i, (r, c)] = softmax_r(−dy/(2σy²))[i, r] · softmax_c(−dx/(2σx²))[i, c],
 so it is carried as its small row factors ry (..., L, H) and rx (..., L, W) wherever the full (L, L) map is not needed.
 """
 
@@ -70,20 +71,9 @@ def outer(ry: Tensor, rx: Tensor) -> Tensor:
     return (ry.unsqueeze(-1) * rx.unsqueeze(-2)).flatten(-2)  # (..., L, H*W)
 
 
-def gaussian_target(sigma: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
-    """Row-normalised target T̄ = T/ΣT (..., L, L) in fp32 from sigma (..., L, 2) (index 0 is sigma_y)."""
-    with torch.autocast(sigma.device.type, enabled=False):
-        return outer(*row_factors(sigma, *grid_axes(dx, dy)))
-
-
 def rowdot(a: Tensor, b: Tensor) -> Tensor:
     """Σ_j a[..., j] b[..., j] without materialising a*b (a batched matrix-vector product)."""
     return (a.unsqueeze(-2) @ b.unsqueeze(-1)).flatten(-3)  # (..., 1, 1) -> (...)
-
-
-def sym_kl(p: Tensor, q: Tensor, eps: float = EPS) -> Tensor:
-    """KL(p, q) + KL(q, p) per row, averaged over heads: (B, heads, L, L) -> (B, L), as Σ_j (p − q)(log(p+ε) − log(q+ε))."""
-    return rowdot(p - q, torch.log(p + eps) - torch.log(q + eps)).mean(-2)
 
 
 def sym_kl_rows_(p: Tensor, ry: Tensor, rx: Tensor, eps: float = EPS) -> Tensor:

@@ -1,0 +1,59 @@
+"""The `ed` Typer app: thin commands (parse -> config -> one commands.<cmd>.run(...) -> render).
+
+The only typer importer: `core` (the app, its help layout, the runner), `options` (the shared options), and the
+command modules, imported here in the order of `ed --help`: `prepare` (distmaps, features), `train`, `evaluate`
+(eval), `deploy` (infer, export, report, demo).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edcli.cli.core import app, command, run_command
+
+# each command module registers its commands on `app` when imported: this order is the order of `ed --help`
+# isort: off
+from edcli.cli import prepare  # noqa: F401
+from edcli.cli import train  # noqa: F401
+from edcli.cli import evaluate  # noqa: F401
+from edcli.cli import deploy  # noqa: F401
+# isort: on
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    import os
+
+    # idle OpenMP threads sleep instead of spinning: on a shared or small CPU (and beside DataLoader workers) spinning
+    # threads steal the cores the work needs. Set before torch is imported; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import signal
+
+    try:
+        app(prog_name="ed")
+    finally:
+        # the command has finished and said so: a Ctrl-C from here on (interpreter shutdown, h5py and torch
+        # finalisers) must not turn its exit code into a signal death or print a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@command("completions", hidden=True)
+def completions(
+    folder: Annotated[Path, typer.Argument(help="Where to write ed.bash, ed.zsh and ed.fish.")] = Path("completions"),
+) -> None:
+    """Regenerate the static shell completion scripts."""
+    from edcli.completions import completion_scripts
+    from edcli.files import write_text
+
+    scripts = completion_scripts(typer.main.get_command(app))
+
+    def write() -> None:
+        for name, text in scripts.items():
+            write_text(folder / name, text)
+            typer.echo(str(folder / name))
+
+    run_command(write)
