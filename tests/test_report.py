@@ -131,3 +131,21 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     assert shot.shape[0] == report["height"] > 900  # the whole page, longer than one screen
     colours, counts = np.unique(shot.reshape(-1, 3)[::7], axis=0, return_counts=True)
     assert len(colours) > 200 and counts.max() < 0.97 * counts.sum()  # not blank, not a single colour
+
+
+def test_csv_cells_a_spreadsheet_would_evaluate_are_escaped_and_json_stays_raw(tmp_path):
+    from edcli.report import read_csv_rows, write_predictions
+
+    names = ['=HYPERLINK("http://x").png', "+1.png", "-2.png", "@sum.png", "plain.png"]
+    rows = [{"path": n, "score": -0.5, "label": "normal", "error": ""} for n in names]
+    cpath, jpath = write_predictions(tmp_path, rows)
+    lines = cpath.read_text().splitlines()[1:]
+    assert [ln.split(",")[0].strip('"') for ln in lines][:4] == [
+        '\'=HYPERLINK(""http://x"").png',
+        "'+1.png",
+        "'-2.png",
+        "'@sum.png",
+    ]
+    assert lines[4].startswith("plain.png,-0.5,")  # numbers (a negative score too) are written as they are
+    assert [r["path"] for r in read_csv_rows(cpath)] == names  # read back raw
+    assert [json.loads(ln)["path"] for ln in jpath.read_text().splitlines()] == names

@@ -31,12 +31,30 @@ THRESHOLD_FIELDS = ("threshold", "tpr", "fpr", "fp", "fn")  # at the calibrated 
 HARDEST = 3  # panels `ed eval` always saves per class: the lowest-scored anomalous and highest-scored normal images
 
 
+# A spreadsheet evaluates a cell that starts with one of these (a file named "=HYPERLINK(...).png")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string that starts like a formula gets a leading ' (OWASP's
+    CSV-injection advice); numbers and the JSON files keep their raw values; read_csv_rows undoes it."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _uncell(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+
+
 def _csv_text(fields: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+        writer.writerow({k: _cell(row.get(k)) for k in fields})
     return buf.getvalue()
 
 
@@ -85,7 +103,7 @@ def write_eval_predictions(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        return [{k: _uncell(v) if isinstance(v, str) else v for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 # ---------------------------------------------------------------------------------------------- panels
