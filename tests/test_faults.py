@@ -550,3 +550,59 @@ def test_ctrl_c_inside_hdf5_is_raised_not_swallowed(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGINT, old)
     assert sent and _temps(tmp_path) == [] and not (tmp_path / "f.h5").exists()
+
+
+def test_sigterm_stops_train_as_ctrl_c_does(tmp_path, tiny_data, tiny_store):
+    """SIGTERM (schedulers, `kill`): one message, exit 143, the resume state kept, no temp file. SIGTERM raises
+    edcli.errors.Terminated, a KeyboardInterrupt, so resuming is the Ctrl-C path test_pipeline checks bit for bit."""
+    import signal
+    import time
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--data-path",
+        str(tiny_data),
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--category",
+        "brick",
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--image-size",
+        "64",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "2",
+        "--layers",
+        "2",
+        "--heads",
+        "4",
+        "--d-model",
+        "64,64",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="200")
+    proc = subprocess.Popen([sys.executable, "-m", "edcli", *args], stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # wait until an epoch has finished (its resume state is on disk)
+        seen.append(line)
+        if "epoch 2/6" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143, "".join(seen) + rest
+    errors = [ln for ln in rest.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "terminated (SIGTERM)" in errors[0] and "--resume" in errors[0], rest
+    assert "Traceback" not in rest
+    assert (out / "checkpoints" / "brick.resume.pt").exists()
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]

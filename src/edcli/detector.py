@@ -108,14 +108,14 @@ class Detector:
         """One input -> ((3, S, S) float32 tensor in [0, 1], (h, w), path or None)."""
         from PIL import Image as PILImage
 
-        from edcli.data.images import decode_rgb, prepare_image
+        from edcli.data.images import decode_rgb, prepare_image, upright
 
         path = None
         if isinstance(image, (str, os.PathLike)):
             path = str(image)
             img = decode_rgb(path)
         elif isinstance(image, PILImage.Image):
-            img = image
+            img = upright(image)  # its EXIF orientation applied, as for a file
         elif isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
                 raise DataError(

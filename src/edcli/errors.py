@@ -47,3 +47,13 @@ class DistributedError(EdError):
 
 class DependencyError(EdError):
     """An optional package that a command needs is not installed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and `kill` send), raised where Ctrl-C would be so that everything that keeps work
+    safe on Ctrl-C (temp files removed, the resume state saved) does so on SIGTERM too; exit code 143."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler `ed` installs for a command's life."""
+    raise Terminated()

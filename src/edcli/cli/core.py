@@ -104,10 +104,11 @@ def _root(
 # ------------------------------------------------------------------------------------------- runner
 def run_command(fn: Callable[[], Any]) -> Any:
     """Run a command; EdError -> one red line + its exit code; an OSError (disk full, read-only, permission) -> one
-    line naming the path, exit 1; Ctrl-C -> exit 130. Under torchrun only rank 0 renders."""
+    line naming the path, exit 1; Ctrl-C -> exit 130, SIGTERM -> exit 143 (the same clean-up, its own words).
+    Under torchrun only rank 0 renders."""
     import os
 
-    from edcli.errors import EdError
+    from edcli.errors import EdError, Terminated
     from edcli.ui import print_error
 
     # the command whose body built `fn` ("features.<locals>.<lambda>", "eval_.<locals>.go"): messages name it
@@ -124,10 +125,11 @@ def run_command(fn: Callable[[], Any]) -> Any:
         where = exc.filename if exc.filename is not None else "a file"
         print_error(f"{name}: cannot access {where}: {exc.strerror or exc}")
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         hint = "; rerun with --resume to continue" if name == "ed train" else ""
-        print_error(f"{name}: interrupted; completed work is kept{hint}")
-        raise typer.Exit(130) from None
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        print_error(f"{name}: {how}; completed work is kept{hint}")
+        raise typer.Exit(code) from None
     finally:
         if "torch.distributed" in sys.modules:  # only under torchrun; --help never imports torch
             from edcli.engine import shutdown_distributed

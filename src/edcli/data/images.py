@@ -15,7 +15,7 @@ from typing import TextIO
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edcli.data.layouts import IMAGE_EXTS, SampleRef, layout
 from edcli.errors import ConfigError, DataError
@@ -78,9 +78,22 @@ def decode_rgb(path: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()  # decode now so a truncated file fails here, not later
-            return _to_rgb(im)
+            return _to_rgb(upright(im))
     except Exception as err:  # PIL raises many unrelated types (OSError, ValueError, SyntaxError, struct.error, ...)
         raise DataError(f"could not decode image {path}: {_reason(err)}") from err
+
+
+# EXIF orientations that turn the stored pixels by 90 degrees (5-8): the upright image has width and height swapped
+_TURNED = (5, 6, 7, 8)
+_ORIENTATION = 0x0112
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as every viewer shows it: its EXIF orientation applied (a phone photo stored sideways with
+    orientation 6 is turned upright), the tag then dropped. Images without the tag come back as they are."""
+    if img.getexif().get(_ORIENTATION, 1) == 1:
+        return img
+    return ImageOps.exif_transpose(img)
 
 
 def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -97,14 +110,15 @@ def _image_size(path: str) -> tuple[int, int]:
     """(width, height) from the image's header, without decoding it."""
     try:
         with Image.open(path) as im:
-            return im.size
+            w, h = im.size
+            return (h, w) if im.getexif().get(_ORIENTATION, 1) in _TURNED else (w, h)
     except Exception as err:
         raise DataError(f"could not decode image {path}: {_reason(err)}") from err
 
 
 def prepare_image(img: Image.Image, size: int, mode: str) -> torch.Tensor:
     """A PIL image -> (3, S, S) float32 in [0, 1], unnormalised: the colour rules, resize and crop of `ed infer`."""
-    return _pil_to_tensor(_geometry(_to_rgb(img), size, mode, Image.LANCZOS))
+    return _pil_to_tensor(_geometry(_to_rgb(upright(img)), size, mode, Image.LANCZOS))
 
 
 def _binary_mask(path: str, dataset: str) -> Image.Image:
@@ -116,6 +130,7 @@ def _binary_mask(path: str, dataset: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
+            im = upright(im)  # drawn in the frame its image is shown in
             if im.mode == "P":
                 im = im.convert("L")
             a = np.asarray(im)

@@ -33,13 +33,19 @@ def _sigint_deferred() -> Iterator[None]:
         yield
         return
     pending: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    signals = (signal.SIGINT, signal.SIGTERM)  # ed raises on SIGTERM as on Ctrl-C (edcli.errors.Terminated)
+    old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-    if pending and callable(old):
-        old(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here, outside HDF5
+        for s in signals:
+            signal.signal(s, old[s])
+    if pending:
+        sig, handler = pending[0], old[pending[0]]
+        if callable(handler):
+            handler(sig, None)  # the handler raises here (KeyboardInterrupt, Terminated), outside HDF5
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(sig)  # no handler of ours: the default action (a SIGTERM ends the process)
 
 
 def _deferring(method):
