@@ -316,3 +316,14 @@ def test_a_folder_of_normal_images_only_gives_a_normal_test_split(tmp_path, tiny
     (row,) = json.loads(res.stdout)
     assert (row["train"], row["test"]) == (6, 2)
     assert "no test/ folder: 2 of the 8 normal images" in res.stderr and "not defined" in res.stderr
+
+
+def test_a_deleted_current_directory_is_one_line_not_a_crash(tmp_path):
+    """torch's MKL dies at import when the current directory is gone ("Cannot load libtorch_cpu.so", exit 2)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = f"import os, runpy, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); sys.argv = ['ed', '--version']; "
+    code += "runpy.run_module('edcli', run_name='__main__')"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 1 and res.stderr.strip().startswith("error: the current directory no longer exists")
+    assert "Traceback" not in res.stderr and res.stdout == ""

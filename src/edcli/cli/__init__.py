@@ -7,6 +7,7 @@ command modules, imported here in the order of `ed --help`: `prepare` (distmaps,
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,15 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     import os
+
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # torch's MKL would die at import with "Cannot load libtorch_cpu.so" (exit 2)
+        sys.stderr.write(
+            "error: the current directory no longer exists (deleted or unmounted); cd to an existing folder and run "
+            "the command again\n"
+        )
+        raise SystemExit(1) from None
 
     # idle OpenMP threads sleep instead of spinning: on a shared or small CPU (and beside DataLoader workers) spinning
     # threads steal the cores the work needs. Set before torch is imported; an explicit setting wins.
