@@ -255,3 +255,13 @@ def test_onnx_providers_follow_the_device():
             providers("cuda:1")
     else:
         assert providers("cuda:1")[0] == ("CUDAExecutionProvider", {"device_id": 1})
+
+
+def test_detector_repr_says_what_it_scores_with(tiny_run):
+    from edcli import Detector
+
+    det = Detector.load(_ck(tiny_run), device="cpu")
+    text = repr(det)
+    assert text.startswith("Detector(") and "brick.pt" in text and "category='brick'" in text
+    assert "backend='torch'" in text and "tf_efficientnet_lite0" in text and "image_size=64" in text
+    assert f"threshold={det.threshold:.6g}" in text

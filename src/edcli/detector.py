@@ -98,6 +98,13 @@ class Detector:
         ck = load_checkpoint(path)
         return cls(load_scorer(ck, dev, precision), scoring_metadata(ck), threshold, path)
 
+    def __repr__(self) -> str:
+        ident = self.identity
+        return (
+            f"Detector({self.source!r}, category={self.meta.get('category')!r}, backend={self.backend!r}, "
+            f"backbone={ident.backbone!r}, image_size={ident.image_size}, threshold={self.threshold:.6g})"
+        )
+
     @property
     def backend(self) -> str:
         from edcli.scorer import Scorer

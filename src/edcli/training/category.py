@@ -223,7 +223,7 @@ def _train_epochs(run: _Run) -> None:
             held += f", {run.validation.n} for validation"
         run.track.log(
             f"{category}: training on {len(fit)} normal images ({held}), "
-            f"epochs {run.done + 1}-{cfg.epochs} of {batches} batches"
+            f"{_epochs_left(run.done + 1, cfg.epochs)} of {batches} batches each"
         )
     # one bar over every batch of the remaining epochs (an ETA from the first batches on); none when resuming a
     # finished run
@@ -407,3 +407,8 @@ def _summary(run: _Run, ckpt: Path, selection, calib, seconds: float) -> dict[st
 
 def _state(levels) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().cpu().clone() for k, v in unwrap(m).state_dict().items()} for m in levels]
+
+
+def _epochs_left(first: int, last: int) -> str:
+    """'epoch 3 of 3' or 'epochs 2 to 5 of 5': the epochs this run will train."""
+    return f"epoch {first} of {last}" if first == last else f"epochs {first} to {last} of {last}"
