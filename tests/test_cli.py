@@ -327,3 +327,17 @@ def test_a_deleted_current_directory_is_one_line_not_a_crash(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 1 and res.stderr.strip().startswith("error: the current directory no longer exists")
     assert "Traceback" not in res.stderr and res.stdout == ""
+
+
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, tiny_data, tiny_run):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    img = sorted((tiny_data / "brick" / "test" / "good").glob("*.png"))[0]
+    for args, option in (
+        (("infer", tiny_run / "checkpoints" / "brick.pt", img, "--out", afile, "--device", "cpu"), "--out"),
+        (("features", "--data-path", tiny_data, "--store", afile, "--backbone", "tf_efficientnet_lite0"), "--store"),
+    ):
+        res = invoke(*args)
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+        assert res.returncode == 1 and len(lines) == 1 and f"{option} {afile} is a file" in lines[0], res.stderr
+    assert afile.read_text() == "keep me"

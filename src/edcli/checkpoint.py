@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,23 @@ class Checkpoint:
         return d
 
 
+def tensor_digest(state_dicts: list[dict[str, torch.Tensor]]) -> str:
+    """sha256 over every tensor of the state dicts, in order: level, key name, dtype, shape and raw bytes (any
+    dtype, bf16 included, is hashed as its bytes). Cheap next to torch.load; catches a flipped byte in the weights,
+    which torch itself loads without a word."""
+    h = hashlib.sha256()
+    for level, sd in enumerate(state_dicts):
+        for key, t in sd.items():
+            t = t.detach().cpu().contiguous()
+            h.update(f"{level}\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def save_checkpoint(ck: Checkpoint, path: Path) -> None:
-    atomic_torch_save(ck.to_dict(), path)
+    d = ck.to_dict()
+    d["tensor_sha256"] = tensor_digest(ck.state_dicts)
+    atomic_torch_save(d, path)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -79,6 +95,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} has checkpoint format {raw.get('format_version')}, this edcli reads "
             f"{FORMAT_VERSION}; retrain with this version"
         )
+    want = raw.get("tensor_sha256")  # absent in checkpoints of an older edcli: those load unchecked
+    if want is not None:
+        try:
+            have = tensor_digest(raw.get("state_dicts") or [])
+        except (AttributeError, RuntimeError, TypeError) as exc:  # state_dicts that are not dicts of tensors
+            have = f"unreadable ({type(exc).__name__})"
+        if have != want:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged (digest mismatch: its weights are not the bytes that were saved); "
+                "restore it from a copy or retrain with `ed train --overwrite`"
+            )
     fields = {k: raw[k] for k in Checkpoint.__dataclass_fields__ if k in raw}
     return Checkpoint(**fields)
 

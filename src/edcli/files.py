@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from edcli.errors import WriteError
+from edcli.errors import ConfigError, WriteError
 
 TMP_MARK = ".tmp-"
 _TMP_TAIL = re.compile(r"(\d+)-[0-9a-f]+")
@@ -269,3 +269,9 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_open(path, "w") as fh:
         fh.write(text)
     return Path(path)
+
+
+def require_folder(path: str | os.PathLike, option: str) -> None:
+    """ConfigError before any work when `path` (an output or store folder, made if absent) is an existing file."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a folder; give a folder path (it is made if absent)")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edcli.config import BackboneConfig, DataConfig
+from edcli.files import require_folder
 from edcli.track import NullTracker
 
 # Demo settings, chosen so that the whole run fits in a few minutes on 2 CPU cores (see README "ed demo").
@@ -52,6 +53,7 @@ def run(
     import os
 
     track = track or NullTracker()
+    require_folder(out, "--out")
     track.log(f"ed demo{' --quick' if quick else ''}: the whole pipeline on textures with injected defects -> {out}")
     from edcli.commands import distmaps, features, infer, train
     from edcli.commands import eval as eval_cmd

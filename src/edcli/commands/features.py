@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edcli.config import BackboneConfig, DataConfig
+from edcli.files import require_folder
 from edcli.track import NullTracker
 
 
@@ -31,6 +32,7 @@ def run(
     )
 
     track = track or NullTracker()
+    require_folder(store, "--store")
     check_count("--batch-size", batch_size)
     check_count("--num-workers", num_workers, 0)
     cats = categories_of(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edcli.files import require_folder
 from edcli.track import NullTracker
 
 
@@ -43,6 +44,7 @@ def run(
     from edcli.report import save_infer_maps, write_predictions
 
     track = track or NullTracker()
+    require_folder(out, "--out")
     check_count("--batch-size", batch_size)
     check_count("--num-workers", num_workers, 0)
     if threshold is not None:

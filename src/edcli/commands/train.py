@@ -155,8 +155,8 @@ def start_line(data: DataConfig, bb_cfg: BackboneConfig, cfg, out: str, resume: 
     jobs = f", {cfg.jobs} jobs" if cfg.jobs > 1 else ""
     return (
         f"ed train: {cats} of {data.data_path} ({data.dataset}) -> {out}{' (resuming)' if resume else ''}; "
-        f"{bb_cfg.name} at {data.image_size} px, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
-        f"seed {cfg.seed}, device {cfg.device}, {cfg.precision}{jobs}"
+        f"{bb_cfg.name} at {data.image_size} px, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, "
+        f"lr {cfg.lr:g}, seed {cfg.seed}, device {cfg.device}, {cfg.precision}{jobs}"
     )
 
 
@@ -296,3 +296,7 @@ def run_jobs(
         raise DistributedError("; ".join(errors))
     pos = {c: i for i, c in enumerate(cats)}
     return sorted(rows, key=lambda r: pos[r["category"]])
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -151,6 +152,14 @@ class FeatureFile:
         self.close()
 
     # -- data
+    @contextlib.contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
+        """HDF5's OSError on a read (a chunk whose fletcher32 checksum fails, a truncated file) as a StoreError."""
+        try:
+            yield
+        except OSError as e:
+            raise StoreError(f"{self.path} is damaged: {name} cannot be read ({e}); {_REMEDY}") from e
+
     def _level(self, k: int) -> int:
         if not 0 <= k < self.n_levels:
             raise IndexError(f"level {k} is outside 0..{self.n_levels - 1} of {self.path}")
@@ -158,22 +167,27 @@ class FeatureFile:
 
     def ref(self, k: int) -> np.ndarray:
         """(C, L) float32 prototype of level k."""
-        return self._file[f"ref/{self._level(k)}"][()].astype(np.float32)
+        with self._reading(f"ref/{k}"):
+            return self._file[f"ref/{self._level(k)}"][()].astype(np.float32)
 
     def train(self, k: int, idx: Index = None) -> np.ndarray:
         """(N, C, H, W) float32: all train rows of level k, or those of idx (int, slice, indices, bool mask)."""
-        return _read_rows(self._file[f"train/{self._level(k)}"], idx, np.float32)
+        with self._reading(f"train/{k}"):
+            return _read_rows(self._file[f"train/{self._level(k)}"], idx, np.float32)
 
     def test(self, k: int, idx: Index = None) -> np.ndarray:
         """(N, C, H, W) float32 test rows of level k, indexed as train()."""
-        return _read_rows(self._file[f"test/{self._level(k)}"], idx, np.float32)
+        with self._reading(f"test/{k}"):
+            return _read_rows(self._file[f"test/{self._level(k)}"], idx, np.float32)
 
     def test_masks(self, idx: Index = None) -> np.ndarray:
         """(N, S, S) uint8 ground-truth masks; rows whose mask_known is False carry no ground truth."""
-        return _read_rows(self._file["test/masks"], idx, np.uint8)
+        with self._reading("test/masks"):
+            return _read_rows(self._file["test/masks"], idx, np.uint8)
 
     def _strings(self, name: str) -> list[str]:
-        return [str(s) for s in self._file[name].asstr()[()].tolist()]
+        with self._reading(name):
+            return [str(s) for s in self._file[name].asstr()[()].tolist()]
 
     @cached_property
     def train_paths(self) -> list[str]:
@@ -194,8 +208,10 @@ class FeatureFile:
 
     @cached_property
     def test_labels(self) -> np.ndarray:
-        return self._file["test/labels"][()].astype(np.int64)
+        with self._reading("test/labels"):
+            return self._file["test/labels"][()].astype(np.int64)
 
     @cached_property
     def test_mask_known(self) -> np.ndarray:
-        return self._file["test/mask_known"][()].astype(bool)
+        with self._reading("test/mask_known"):
+            return self._file["test/mask_known"][()].astype(bool)

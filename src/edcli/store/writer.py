@@ -33,6 +33,8 @@ class FeatureWriter:
     and test row and every level's ref was written. Features are stored as float16 without compression by
     default: float16 activations barely compress (gzip saves a few percent) while every training run reads all
     of them, so a filter would slow each read several-fold. Masks (mostly zeros) are gzip-compressed per image.
+    Every numeric dataset carries HDF5's fletcher32 checksum (per chunk, cheap next to the read itself), so a
+    damaged chunk is an error on read, never wrong numbers; variable-length strings cannot take the filter.
     """
 
     def __init__(
@@ -88,11 +90,13 @@ class FeatureWriter:
                     dtype=np.float16,
                     chunks=(1, C, H, W) if n else None,
                     compression=compression if n else None,
+                    fletcher32=bool(n),
                 )
             g.create_dataset("paths", shape=(n,), dtype=_STR)
         g = f["test"]
         n = self.n_test
-        g.create_dataset("labels", shape=(n,), dtype=np.int8)
+        # an empty dataset has no chunk to check (and chunking needs a non-zero extent): no filters there
+        g.create_dataset("labels", shape=(n,), dtype=np.int8, chunks=(n,) if n else None, fletcher32=bool(n))
         g.create_dataset(
             "masks",
             shape=(n, S, S),
@@ -100,12 +104,13 @@ class FeatureWriter:
             chunks=(1, S, S) if n else None,
             compression="gzip" if n else None,
             compression_opts=1 if n else None,
+            fletcher32=bool(n),
         )
         g.create_dataset("defect_types", shape=(n,), dtype=_STR)
-        g.create_dataset("mask_known", shape=(n,), dtype=bool)
+        g.create_dataset("mask_known", shape=(n,), dtype=bool, chunks=(n,) if n else None, fletcher32=bool(n))
         g = f.create_group("ref")
         for k, (C, H, W) in enumerate(self.shapes):
-            g.create_dataset(str(k), shape=(C, H * W), dtype=np.float32)
+            g.create_dataset(str(k), shape=(C, H * W), dtype=np.float32, chunks=(C, H * W), fletcher32=True)
 
     # -- writing
     def _open_file(self) -> h5py.File:
