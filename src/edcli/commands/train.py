@@ -6,6 +6,7 @@ Categories go one after another, to torchrun ranks (`--strategy categories`), da
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import replace
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edcli.config import BackboneConfig, DataConfig, EvalConfig
-from edcli.errors import ConfigError, DistributedError, EdError
+from edcli.errors import ConfigError, DistributedError, EdError, TrainingError
 from edcli.track import NullTracker
 
 
@@ -52,6 +53,7 @@ def run(
     )
     from edcli.store import FeatureFile
     from edcli.training import train_category
+    from edcli.training.resume import request, resume_refusals
     from edcli.validation import ensure_validation
 
     eval_cfg = eval_cfg or EvalConfig()
@@ -75,79 +77,114 @@ def run(
     _check_shapes(
         feature_shapes(bb_cfg.name, tuple(bb_cfg.levels), data.image_size), data, bb_cfg, model_cfg, train_cfg, device
     )
-    if claim:
-        removed = claim_run_folder(out, cats, overwrite, resume, remove=dist.is_main)
-        if removed:
-            track.log(f"--overwrite: removed {', '.join(removed)} from {out}")
-    if train_cfg.jobs > 1 and not dist.enabled and len(cats) > 1:
-        return run_jobs(
-            data, bb_cfg, model_cfg, train_cfg, store, out, resume, feature_batch_size, eval_cfg, cats, track
-        )
-    mine = shard(cats, dist) if strategy == "categories" else cats
-    ctx = build_context(data, bb_cfg, train_cfg.device)
-    ctx.device = device
-    ctx.extractor.to(device)
-    if ctx.winfo.random_init:
-        track.warn("--random-init: the backbone is untrained (for tests and timing only); recorded in the checkpoint")
-    if dist.enabled:  # the other ranks wait until rank 0's --overwrite removals (claim_run_folder) are done
-        import torch.distributed as tdist
-
-        tdist.barrier()
-    configs = {
-        "data": data.to_dict(),
-        "backbone": bb_cfg.to_dict(),
-        "model": model_cfg.to_dict(),
-        "train": train_cfg.to_dict(),
-        "eval": eval_cfg.to_dict(),
-        "store": str(Path(store).resolve()),
-        "selection": _selection_rule(train_cfg),
-    }
-    if dist.is_main:
-        from edcli.files import write_text
-
-        write_text(Path(out) / "run.json", json.dumps(configs, indent=2))
-
-    def one(cat: str) -> dict[str, Any]:
-        if strategy == "ddp":  # one writer for the shared store file, the others wait for it
+    asked = request(model_cfg, data.image_size, bb_cfg.name, bb_cfg.levels)
+    if claim and resume and not overwrite:  # every refusal before anything is written (run.json included)
+        refused = resume_refusals(out, cats, train_cfg, asked)
+        if refused:
+            raise TrainingError("; ".join(refused))
+    with contextlib.ExitStack() as lock:
+        if claim:  # one writer per run folder, for the command's life (the --jobs workers run under it)
+            _lock_run_folder(lock, out, dist)
+            removed = claim_run_folder(out, cats, overwrite, resume, remove=dist.is_main)
+            if removed:
+                track.log(f"--overwrite: removed {', '.join(removed)} from {out}")
+        if train_cfg.jobs > 1 and not dist.enabled and len(cats) > 1:
+            return run_jobs(
+                data, bb_cfg, model_cfg, train_cfg, store, out, resume, feature_batch_size, eval_cfg, cats, track
+            )
+        mine = shard(cats, dist) if strategy == "categories" else cats
+        ctx = build_context(data, bb_cfg, train_cfg.device)
+        ctx.device = device
+        ctx.extractor.to(device)
+        if ctx.winfo.random_init:
+            track.warn(
+                "--random-init: the backbone is untrained (for tests and timing only); recorded in the checkpoint"
+            )
+        if dist.enabled:  # the other ranks wait until rank 0's --overwrite removals (claim_run_folder) are done
             import torch.distributed as tdist
 
-            if dist.is_main:
-                path = ensure_features(ctx, store, cat, feature_batch_size, num_workers, track)
-                if train_cfg.select == "validation":
-                    with FeatureFile.open(path, dict(ctx.meta, category=cat)) as ff:
-                        ensure_validation(ctx, store, cat, ff, train_cfg, track, feature_batch_size)
             tdist.barrier()
-        path = ensure_features(ctx, store, cat, feature_batch_size, num_workers, track)
-        meta = dict(ctx.meta, category=cat)
-        with FeatureFile.open(path, meta) as ff:
-            ff.path = path
-            val = (
-                ensure_validation(ctx, store, cat, ff, train_cfg, track, feature_batch_size)
-                if train_cfg.select == "validation"
-                else None
-            )
-            return train_category(
-                ff,
-                cat,
-                meta,
-                configs,
-                model_cfg,
-                train_cfg,
-                checkpoint_path(out, cat),
-                device,
-                track,
-                resume=resume,
-                eval_cfg=eval_cfg,
-                dist=dist,
-                validation=val,
-            )
+        configs = {
+            "data": data.to_dict(),
+            "backbone": bb_cfg.to_dict(),
+            "model": model_cfg.to_dict(),
+            "train": train_cfg.to_dict(),
+            "eval": eval_cfg.to_dict(),
+            "store": str(Path(store).resolve()),
+            "selection": _selection_rule(train_cfg),
+            "request": asked,  # what --resume compares (edcli.training.resume)
+        }
+        if dist.is_main:
+            from edcli.files import write_text
 
-    rows, err = run_sharded(mine, dist, one)
-    if dist.enabled and strategy == "categories":
-        return gather_rows(rows, dist, order=cats, error=err)
-    if err:
-        raise DistributedError(f"rank {dist.rank}: {err}")
-    return rows
+            write_text(Path(out) / "run.json", json.dumps(configs, indent=2))
+
+        def one(cat: str) -> dict[str, Any]:
+            if strategy == "ddp":  # one writer for the shared store file, the others wait for it
+                import torch.distributed as tdist
+
+                if dist.is_main:
+                    path = ensure_features(ctx, store, cat, feature_batch_size, num_workers, track)
+                    if train_cfg.select == "validation":
+                        with FeatureFile.open(path, dict(ctx.meta, category=cat)) as ff:
+                            ensure_validation(ctx, store, cat, ff, train_cfg, track, feature_batch_size)
+                tdist.barrier()
+            path = ensure_features(ctx, store, cat, feature_batch_size, num_workers, track)
+            meta = dict(ctx.meta, category=cat)
+            with FeatureFile.open(path, meta) as ff:
+                ff.path = path
+                val = (
+                    ensure_validation(ctx, store, cat, ff, train_cfg, track, feature_batch_size)
+                    if train_cfg.select == "validation"
+                    else None
+                )
+                return train_category(
+                    ff,
+                    cat,
+                    meta,
+                    configs,
+                    model_cfg,
+                    train_cfg,
+                    checkpoint_path(out, cat),
+                    device,
+                    track,
+                    resume=resume,
+                    eval_cfg=eval_cfg,
+                    dist=dist,
+                    validation=val,
+                )
+
+        rows, err = run_sharded(mine, dist, one)
+        if dist.enabled and strategy == "categories":
+            return gather_rows(rows, dist, order=cats, error=err)
+        if err:
+            raise DistributedError(f"rank {dist.rank}: {err}")
+        return rows
+
+
+def _lock_run_folder(stack: contextlib.ExitStack, out: str, dist) -> None:
+    """Lock --out (`files.run_lock`) until `stack` closes, or refuse at once when another command holds it. Under
+    torchrun rank 0 holds it for the job (every rank writes there, all started together); the others learn
+    whether it got it, so a refused job stops on every rank instead of waiting at a barrier."""
+    from edcli.files import run_lock
+
+    err = None
+    if dist.is_main:
+        try:
+            stack.enter_context(run_lock(out, "ed train"))
+        except EdError as exc:
+            if not dist.enabled:
+                raise
+            err = exc
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        got: list = [None] * dist.world
+        tdist.all_gather_object(got, None if err is None else str(err))
+        if err is not None:
+            raise err
+        if got[0]:
+            raise DistributedError(f"rank 0: {got[0]}")
 
 
 def start_line(data: DataConfig, bb_cfg: BackboneConfig, cfg, out: str, resume: bool) -> str:

@@ -18,21 +18,7 @@ from edcli.errors import TrainingError
 from edcli.method.scoring import calibrate, calibration_split
 from edcli.track import NullTask
 from edcli.training.loop import fit_epoch, lr_schedule, make_optimizers, unwrap
-
-# the options a resume state must share with the run that resumes it; older states lack the later ones
-_SAME = (
-    "batch_size",
-    "lr",
-    "seed",
-    "lambda1",
-    "lambda2",
-    "calib_fraction",
-    "optimizer",
-    "lr_schedule",
-    "warmup_epochs",
-    "epochs",
-)
-_LEGACY = {"optimizer": "per-level", "lr_schedule": "constant", "warmup_epochs": 0.0}
+from edcli.training.resume import differences, refusal, request
 
 
 @dataclass
@@ -69,6 +55,7 @@ class _Run:
     rpath: Path  # the resume state
     ranks: Any  # the DistInfo under --strategy ddp, else None
     validation: Any
+    request: dict[str, Any]  # the model- and input-shaping options, recorded in the resume state
     done: int = 0  # epochs done before this run (resume)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +105,7 @@ def train_category(
         rpath=resume_path(ckpt),
         ranks=ranks,
         validation=validation,
+        request=request(model_cfg, meta["image_size"], meta["backbone"], meta["levels"]),
     )
     if resume:
         _restore(run)
@@ -168,29 +156,29 @@ def _restore(run: _Run) -> None:
         run.track.log(f"{category}: nothing to resume at {rpath}; training from the start")
         return
     state = torch.load(rpath, map_location="cpu", weights_only=True)
-    diff = [
-        k
-        for k in _SAME
-        if state["train"].get(k, _LEGACY.get(k)) != cfg.to_dict()[k]
-        and (k != "epochs" or cfg.lr_schedule != "constant")
-    ]  # a cosine's length is part of it
-    if diff:
-        was = ", ".join(f"--{k.replace('_', '-')} {state['train'].get(k)}" for k in diff)
+    diffs = differences(state["train"], state.get("request"), cfg, run.request)  # commands.train checked first
+    if diffs:
+        raise TrainingError(refusal(category, rpath, diffs))
+    shapes = [{k: tuple(v.shape) for k, v in unwrap(m).state_dict().items()} for m in run.levels]
+    saved = [{k: tuple(v.shape) for k, v in sd.items()} for sd in state["state_dicts"]]
+    if shapes != saved:  # a state from before requests were recorded, of another width, size or depth
         raise TrainingError(
-            f"{category}: cannot resume {rpath}: it was trained with {was}; "
-            "use the same options, or drop --resume to start again"
+            f"{category}: cannot resume {rpath}: its model has other shapes (--d-model, --heads, --layers, --arch, "
+            "--image-size, --backbone or --levels differ from when it was trained); rerun with the same options "
+            "to continue, or with --overwrite to start again"
         )
     if state.get("validation") != (run.validation.settings if run.validation is not None else None):
         raise TrainingError(
             f"{category}: cannot resume {rpath}: it was trained with another validation hold-out "
-            "(--select validation, --val-fraction); use the same options, or drop --resume"
+            "(--select validation, --val-fraction); rerun with the same options to continue, or with --overwrite to "
+            "start again"
         )
     for m, sd in zip(run.levels, state["state_dicts"]):
         unwrap(m).load_state_dict(sd)
     if len(state["optimizers"]) != len(run.optims):
         raise TrainingError(
             f"{category}: {rpath} holds {len(state['optimizers'])} optimizer state(s), this "
-            f"--optimizer {cfg.optimizer} has {len(run.optims)}; drop --resume to start again"
+            f"--optimizer {cfg.optimizer} has {len(run.optims)}; rerun with --overwrite to start again"
         )
     for o, sd in zip(run.optims, state["optimizers"]):
         o.load_state_dict(sd)
@@ -306,6 +294,7 @@ def _save_resume(run: _Run, epoch: int) -> None:
             "best": run.best,
             "train": run.cfg.to_dict(),
             "validation": run.validation.settings if run.validation is not None else None,
+            "request": run.request,
         },
         run.rpath,
     )
