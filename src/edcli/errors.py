@@ -21,6 +21,10 @@ class WriteError(EdError):
     """A file that cannot be written (read-only folder, no space left, permission): names the path and the cause."""
 
 
+class LockedError(EdError):
+    """A folder another running `ed` command is writing (its run folder or store entry): names it and its pid."""
+
+
 class DataError(EdError):
     """A dataset folder, image or mask that is missing, unreadable or laid out wrongly."""
 

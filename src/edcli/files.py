@@ -7,6 +7,9 @@ its temp file is removed and what was at the target before is untouched.
 
 A folder is written the same way by `atomic_folder`: into a hidden temp sibling (``.<name>.tmp-<pid>-<random>``),
 renamed onto the target once complete; `remove_folder_leftovers` clears what a killed writer left.
+
+One writer per folder: `run_lock` holds an advisory lock (``<folder>/.ed.lock``) for a command's life; a second
+command on the same folder is refused at once, and the OS releases the lock when its holder dies.
 """
 
 from __future__ import annotations
@@ -16,13 +19,20 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from edcli.errors import ConfigError, WriteError
+from edcli.errors import ConfigError, LockedError, WriteError
+
+try:
+    import fcntl
+except ImportError:  # Windows is not a target: no lock there
+    fcntl = None  # type: ignore[assignment]
 
 TMP_MARK = ".tmp-"
+LOCK_NAME = ".ed.lock"
 _TMP_TAIL = re.compile(r"(\d+)-[0-9a-f]+")
 
 
@@ -275,3 +285,69 @@ def require_folder(path: str | os.PathLike, option: str) -> None:
     """ConfigError before any work when `path` (an output or store folder, made if absent) is an existing file."""
     if Path(path).exists() and not Path(path).is_dir():
         raise ConfigError(f"{option} {path} is a file, not a folder; give a folder path (it is made if absent)")
+
+
+def _holder_pid(path: Path) -> str:
+    """The pid the lock's holder wrote on the file's first line ('unknown' if it is not there yet)."""
+    try:
+        first = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0].strip()
+    except OSError:
+        first = ""
+    return first if first.isdigit() else "unknown"
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike, what: str, option: str = "--out") -> Iterator[Path]:
+    """`with run_lock(out, "ed train"): ...`: this process is the one writer of `folder` (made if absent) for the
+    block. Another process holding it is a LockedError naming the folder and its pid. The lock is `flock` on
+    ``folder/.ed.lock`` (holding the holder's pid and command): the OS drops it when the holder dies, so a killed
+    command never blocks the next one. On release the file is removed, and the folder too if this lock made it
+    and it stayed empty. A no-op where fcntl is missing (Windows)."""
+    folder = Path(folder)
+    if fcntl is None:
+        yield folder
+        return
+    created = not folder.exists()
+    path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from e
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise write_error(path, e) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(
+                f"{folder} is in use by another {what} (pid {_holder_pid(path)}): wait for it to finish, or give "
+                f"another {option}"
+            ) from None
+        except OSError:  # a filesystem without flock (some network mounts): go on unlocked, as before locks
+            os.close(fd)
+            yield folder
+            return
+        try:  # the holder may have removed the file between our open and our lock: lock the file now there
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)  # the note: pid, what, the command line (for a person who finds the file)
+        os.pwrite(fd, f"{os.getpid()}\n{what}\n{' '.join(sys.argv)}\n".encode(), 0)
+    except OSError:
+        pass  # the lock holds without its note; a refused command then says "pid unknown"
+    try:
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still locked: a waiter that opened this file sees it gone and retries
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a run that wrote nothing leaves no folder behind

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edcli.config import BackboneConfig, DataConfig
-from edcli.files import require_folder
+from edcli.files import require_folder, run_lock
 from edcli.track import NullTracker
 
 
@@ -30,6 +30,7 @@ def run(
         check_image_size,
         extract_category,
     )
+    from edcli.store import features_path
 
     track = track or NullTracker()
     require_folder(store, "--store")
@@ -48,9 +49,12 @@ def run(
     )
     if ctx.winfo.random_init:
         track.warn("--random-init: features come from an untrained backbone (for tests and timing only)")
-    rows, err = run_sharded(
-        shard(cats, dist),
-        dist,
-        lambda cat: extract_category(ctx, store, cat, batch_size, num_workers, track, overwrite),
-    )
+
+    def one(cat: str) -> dict[str, Any]:
+        # one writer per store entry folder (STORE/features/<dataset>/<category>) for the category's extraction
+        entry = features_path(store, data.dataset, cat, dict(ctx.meta, category=cat)).parent
+        with run_lock(entry, "ed features", "--store"):
+            return extract_category(ctx, store, cat, batch_size, num_workers, track, overwrite)
+
+    rows, err = run_sharded(shard(cats, dist), dist, one)
     return gather_rows(rows, dist, order=cats, error=err) if dist.enabled else rows
