@@ -118,3 +118,11 @@ def tiny_run(tmp_path_factory, tiny_configs, tiny_store) -> Path:
     out = tmp_path_factory.mktemp("run")
     run_train(data=data, bb_cfg=bb, model_cfg=model, train_cfg=train, store=str(tiny_store), out=str(out))
     return out
+
+
+def tiny_train_args(data: Path, store: Path, out: Path, epochs: int = 1, seed: int = 7) -> list[str]:
+    """`ed train` of the fixture's brick at 64 px with the narrow test model (d_model 64/64, 2 layers, 4 heads)."""
+    return ["train", "--data-path", str(data), "--store", str(store), "--out", str(out), "--category", "brick",
+            "--backbone", "tf_efficientnet_lite0", "--image-size", str(TINY_SIZE), "--epochs", str(epochs),
+            "--batch-size", "2", "--layers", "2", "--heads", "4", "--d-model", "64,64", "--seed", str(seed),
+            "--device", "cpu"]  # fmt: skip

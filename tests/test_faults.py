@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_SIZE, invoke
+from conftest import TINY_SIZE, invoke, tiny_train_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -561,35 +561,7 @@ def test_sigterm_stops_train_as_ctrl_c_does(tmp_path, tiny_data, tiny_store):
     store = tmp_path / "store"
     shutil.copytree(tiny_store, store)
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--data-path",
-        str(tiny_data),
-        "--store",
-        str(store),
-        "--out",
-        str(out),
-        "--category",
-        "brick",
-        "--backbone",
-        "tf_efficientnet_lite0",
-        "--image-size",
-        "64",
-        "--epochs",
-        "6",
-        "--batch-size",
-        "2",
-        "--layers",
-        "2",
-        "--heads",
-        "4",
-        "--d-model",
-        "64,64",
-        "--seed",
-        "7",
-        "--device",
-        "cpu",
-    ]
+    args = tiny_train_args(tiny_data, store, out, epochs=6)
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="200")
     proc = subprocess.Popen([sys.executable, "-m", "edcli", *args], stderr=subprocess.PIPE, text=True, env=env)
     seen = []

@@ -112,34 +112,14 @@ def test_fused_step_on_cuda_matches_the_cpu_fp64_and_bf16_is_close():
 def test_bf16_is_refused_where_onednn_has_no_bf16_units(monkeypatch, tmp_path, tiny_data, tiny_store):
     """An AVX2-only CPU (oneDNN capped at AVX2 here): --precision bf16 on the CPU is one clear line, exit 1, and
     nothing written; fp32 stays the answer it names."""
-    from conftest import invoke
+    from conftest import invoke, tiny_train_args
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not cpu_has_bf16()
     with pytest.raises(ConfigError, match="use fp32"):
         check_precision("bf16", torch.device("cpu"))
     out = tmp_path / "run"
-    res = invoke(
-        "train",
-        "--data-path",
-        tiny_data,
-        "--store",
-        tiny_store,
-        "--out",
-        out,
-        "--category",
-        "brick",
-        "--backbone",
-        "tf_efficientnet_lite0",
-        "--image-size",
-        "64",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--precision",
-        "bf16",
-    )
+    res = invoke(*tiny_train_args(tiny_data, tiny_store, out), "--precision", "bf16")
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]  # after the start line
     assert res.returncode == 1 and len(errors) == 1 and "bf16" in errors[0] and "fp32" in errors[0], res.stderr
     assert "Traceback" not in res.stderr

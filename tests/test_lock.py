@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SIZE, invoke
+from conftest import TINY_SIZE, invoke, tiny_train_args
 
 from edcli import files
 from edcli.errors import LockedError
@@ -85,34 +85,7 @@ def test_run_lock_is_released_when_the_holder_is_killed(tmp_path):
 
 
 def _train(tiny_data: Path, store: Path, out: Path):
-    return invoke(
-        "train",
-        "--data-path",
-        tiny_data,
-        "--category",
-        "brick",
-        "--store",
-        store,
-        "--out",
-        out,
-        "--backbone",
-        "tf_efficientnet_lite0",
-        "--image-size",
-        TINY_SIZE,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--layers",
-        "2",
-        "--heads",
-        "4",
-        "--d-model",
-        "64,64",
-        "--device",
-        "cpu",
-        "--quiet",
-    )
+    return invoke(*tiny_train_args(tiny_data, store, out), "--quiet")
 
 
 def test_train_refuses_a_run_folder_in_use_then_runs_once_the_holder_is_gone(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from conftest import invoke
+from conftest import invoke, tiny_train_args
 
 
 @pytest.fixture
@@ -36,36 +36,7 @@ def cut_run(tiny_configs, tiny_store, tmp_path, monkeypatch):
 
 
 def _train(tiny_data, tiny_store, out, *extra):
-    args = [
-        "train",
-        "--data-path",
-        tiny_data,
-        "--store",
-        tiny_store,
-        "--out",
-        out,
-        "--category",
-        "brick",
-        "--backbone",
-        "tf_efficientnet_lite0",
-        "--image-size",
-        "64",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "2",
-        "--layers",
-        "2",
-        "--heads",
-        "4",
-        "--d-model",
-        "64,64",
-        "--seed",
-        "7",
-        "--device",
-        "cpu",
-    ]
-    return invoke(*args, *extra)
+    return invoke(*tiny_train_args(tiny_data, tiny_store, out, epochs=3), *extra)
 
 
 def _one_error(res) -> str:
