@@ -36,6 +36,7 @@ COMMON = [
     "--d-model",
     "auto",
 ]
+EMA = ("--average", "ema")  # the averaged weights are what the ranks, the workers and a run alone agree on
 ENV = {
     "OMP_NUM_THREADS": "1"
 }  # torchrun's default; the in-process runs use one thread too (one_thread), so numbers match
@@ -87,6 +88,7 @@ def test_categories_per_rank_and_jobs_equal_training_alone(tmp_path, tiny_data, 
         "categories",
         "--json",
         *COMMON,
+        *EMA,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     rows = json.loads(res.stdout)  # only rank 0 prints, after gathering every rank's rows
@@ -103,6 +105,7 @@ def test_categories_per_rank_and_jobs_equal_training_alone(tmp_path, tiny_data, 
         "--jobs",
         "2",
         *COMMON,
+        *EMA,
     )
     assert jobs.returncode == 0, jobs.stderr[-3000:]
     for w, cat in ((1, "brick"), (2, "gravel")):  # the workers' progress reaches the parent: a line per epoch
@@ -119,6 +122,7 @@ def test_categories_per_rank_and_jobs_equal_training_alone(tmp_path, tiny_data, 
             "--category",
             cat,
             *COMMON,
+            *EMA,
         )  # one thread, as each rank
         assert alone.returncode == 0, alone.stderr[-3000:]
         _same_weights(tmp_path / "dist" / "checkpoints" / f"{cat}.pt", tmp_path / "alone" / "checkpoints" / f"{cat}.pt")
@@ -142,9 +146,12 @@ def test_ddp_trains_one_category_and_eval_loads_it(tmp_path, tiny_data):
         *COMMON,
         "--epochs",
         "4",
+        "--average",
+        "swa",
     )
     assert res.returncode == 0, res.stderr[-3000:]
     ck = torch.load(tmp_path / "ddp" / "checkpoints" / "brick.pt", weights_only=True)
+    assert ck["selection"]["average"] == "swa (equal average of epochs 3 to 4)"
     recs = [h["rec"] for h in ck["history"]]
     assert len(recs) == 4 and recs[-1] < recs[0], recs
     ev = invoke("eval", "--run", tmp_path / "ddp", "--json", "--device", "cpu")

@@ -40,10 +40,11 @@ def test_portable_level_score_equals_the_fast_score_mode(arch, inter, one_thread
     ).eval()
     level = model.levels[0]
     x = torch.randn(3, 24, 40)
-    with torch.no_grad():
-        want = fast_score(level(x, branches="score"), x)
-        got = level_score(level, x, grid_axes(level.dx, level.dy))
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for score in ("ed", "rec", "rec-kl"):  # every --score
+        with torch.no_grad():
+            want = fast_score(level(x, branches="score"), x, score)
+            got = level_score(level, x, grid_axes(level.dx, level.dy), score)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("size,sigma", [(64, 4.0), (20, 4.0), (7, 4.0), (33, 1.5)])

@@ -15,6 +15,8 @@ ARCHS = ("ed", "fod")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SELECTIONS = ("last", "best-image", "best-pixel", "validation")
 PIXEL_MAPS = ("raw", "smoothed")
+SCORES = ("ed", "rec", "rec-kl")  # method.scoring.token_score
+AVERAGES = ("none", "ema", "swa")  # training.average
 STRATEGIES = ("auto", "categories", "ddp")  # under torchrun
 WIDTHS = ("reference", "auto")  # ModelConfig.width when d_model is empty
 REFERENCE_WIDTHS = (256, 512)  # the reference's d_model per level whatever the backbone; later levels take the last
@@ -196,6 +198,9 @@ class TrainConfig(_Dictable):
     optimizer: str = "reference"  # reference: one Adam, grads zero-filled between levels (torch 1.13); per-level
     lr_schedule: str = "constant"  # constant (the reference) | cosine (to 0 at the last step), per batch
     warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs, then the schedule
+    average: str = "none"  # none | ema (per step) | swa (equal average per epoch from swa_start): the weights kept
+    ema_decay: float = 0.99
+    swa_start: int = 0  # the first epoch (1-based) in the SWA average; 0: the middle epoch
 
     def __post_init__(self) -> None:
         _int("--epochs", self.epochs, 1)
@@ -215,11 +220,15 @@ class TrainConfig(_Dictable):
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
         _real("--warmup-epochs", self.warmup_epochs, 0.0, low_open=False)
+        _choice("--average", self.average, AVERAGES)
+        _real("--ema-decay", self.ema_decay, 0.0, low_open=True, high=1.0)
+        _int("--swa-start", self.swa_start, 0, self.epochs + 1)
 
 
 @dataclass(frozen=True)
 class EvalConfig(_Dictable):
     reducer: str = "max"  # max | mean | topk:<ratio>
+    score: str = "ed"  # ed (the paper's) | rec | rec-kl: how a level's tokens are scored (method.scoring.token_score)
     pixel_map: str = "raw"  # raw (unsmoothed, as the reference) | smoothed
     sigma: float = 4.0
     device: str = "auto"
@@ -228,6 +237,7 @@ class EvalConfig(_Dictable):
 
     def __post_init__(self) -> None:
         check_reducer(self.reducer)
+        _choice("--score", self.score, SCORES)
         _choice("--pixel-map", self.pixel_map, PIXEL_MAPS)
         _real("sigma", self.sigma, 0.0, low_open=True)
         _device("--device", self.device)

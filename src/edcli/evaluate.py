@@ -24,8 +24,8 @@ def score_cached(
     keep_maps: bool = True,
     on_batch: Callable[[int], None] | None = None,
 ) -> ScoredSplit:
-    """Score items of a cached split with `model` as `cfg` scores (σ, reducer): edcli.scorer's one path."""
-    scorer = Scorer.for_model(model, image_size, cfg.sigma, cfg.reducer, device, precision)
+    """Score items of a cached split with `model` as `cfg` scores (σ, reducer, score): edcli.scorer's one path."""
+    scorer = Scorer.for_model(model, image_size, cfg.sigma, cfg.reducer, device, precision, cfg.score)
     return scorer.split(read_level, n, batch_size, indices, keep_maps, on_batch)
 
 
@@ -53,8 +53,13 @@ def masks_if_known(ff) -> np.ndarray | None:
 
 def calibrated_threshold(calibration: dict | None, cfg: EvalConfig) -> tuple[float, float] | None:
     """(threshold, scale) of a checkpoint's calibration when it scored images as `cfg` does, else None: a threshold
-    on the maximum of the map says nothing about, say, their mean."""
+    on the maximum of the map says nothing about, say, their mean (or about another --score)."""
     c = calibration or {}
-    if "threshold" not in c or c.get("reducer", "max") != cfg.reducer or float(c.get("sigma", 4.0)) != float(cfg.sigma):
+    same = (
+        c.get("reducer", "max") == cfg.reducer
+        and float(c.get("sigma", 4.0)) == float(cfg.sigma)
+        and c.get("score", "ed") == cfg.score
+    )
+    if "threshold" not in c or not same:
         return None
     return float(c["threshold"]), float(c.get("scale", 1.0))

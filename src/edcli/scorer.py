@@ -38,9 +38,11 @@ class Scorer:
         self.images_module = ImageScorer(extractor.to(device), self.maps) if extractor is not None else None
 
     @classmethod
-    def for_model(cls, model, size: int, sigma: float, reducer: str, device, precision: str = "fp32") -> Scorer:
+    def for_model(
+        cls, model, size: int, sigma: float, reducer: str, device, precision: str = "fp32", score: str = "ed"
+    ) -> Scorer:
         """Scores cached features with a built EDModel (ed eval, calibration, validation)."""
-        return cls(MapScorer(model.levels, size, sigma, reducer), device, precision)
+        return cls(MapScorer(model.levels, size, sigma, reducer, score=score), device, precision)
 
     def _run(self, fn, x) -> ScoredBatch:
         from edcli.engine import autocast
@@ -99,13 +101,19 @@ class Scorer:
 
 
 def map_scorer(ck, portable: bool = False) -> MapScorer:
-    """The MapScorer of a checkpoint: its level models, image size, and the σ and reducer it was calibrated with."""
+    """The MapScorer of a checkpoint: its level models, image size, and the σ, reducer and score it was calibrated
+    with (checkpoints from before --score used the paper's)."""
     from edcli.checkpoint import build_model
 
     calib = ck.calibration or {}
     size = ck.identity.image_size
     return MapScorer(
-        build_model(ck).levels, size, float(calib.get("sigma", 4.0)), calib.get("reducer", "max"), portable
+        build_model(ck).levels,
+        size,
+        float(calib.get("sigma", 4.0)),
+        calib.get("reducer", "max"),
+        portable,
+        score=calib.get("score", "ed"),
     )
 
 

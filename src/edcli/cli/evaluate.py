@@ -22,7 +22,7 @@ from edcli.cli.options import (
     Quiet,
     Workers,
 )
-from edcli.config import PIXEL_MAPS, EvalConfig
+from edcli.config import PIXEL_MAPS, SCORES, EvalConfig
 
 _E = EvalConfig()
 
@@ -63,6 +63,15 @@ def eval_(
             help="Image score from the smoothed map: its max, mean, or mean of the top share R (0 < R <= 1).",
         ),
     ] = _E.reducer,
+    score: Annotated[
+        str | None,
+        typer.Option(
+            "--score",
+            metavar="|".join(SCORES),
+            rich_help_panel=EVAL,
+            help="Per-token score (ed, rec, rec-kl); default: the one each checkpoint was calibrated with.",
+        ),
+    ] = None,
     pixel_map: Annotated[
         Literal[PIXEL_MAPS],
         typer.Option(
@@ -94,6 +103,7 @@ def eval_(
             eval_cfg=EvalConfig(
                 reducer=reducer, pixel_map=pixel_map, device=device, precision=precision, batch_size=batch_size
             ),
+            score=score,
             data_path=str(data_path) if data_path else None,
             dataset=dataset.value if dataset else None,
             categories=tuple(category or ()),
@@ -122,6 +132,7 @@ def render_metrics(res: dict) -> None:
     if not ts and "validation" in res["protocol"].get("selection", ()):
         title = "evaluation (epochs chosen on validation: no test labels)"
     rows = [*res["rows"], res["mean"]]
+    proto = res["protocol"]
     print_table(
         title,
         [
@@ -159,8 +170,9 @@ def render_metrics(res: dict) -> None:
             ]
             for r in rows
         ],
-        caption=f"pixel metrics on the {res['protocol']['pixel_map']} map; image score {res['protocol']['reducer']} "
-        f"of the sigma-4 smoothed map; {res['protocol']['resolution']}; TPR, FPR, FP (false alarms), "
+        caption=f"pixel metrics on the {proto['pixel_map']} map; image score {proto['reducer']} of the sigma-4 "
+        f"smoothed map of the {proto.get('score', 'ed')} score; weights averaged: "
+        f"{proto.get('weight_average', 'none')}; {proto['resolution']}; TPR, FPR, FP (false alarms), "
         "FN (misses) at each model's calibrated threshold; n/d = not defined",
         last_row_is_total=True,
     )

@@ -34,17 +34,20 @@ from edcli.cli.options import (
 )
 from edcli.config import (
     ARCHS,
+    AVERAGES,
     DEFAULT_BACKBONE,
     LR_SCHEDULES,
     OPTIMIZERS,
+    SCORES,
     SELECTIONS,
     STRATEGIES,
     DataConfig,
+    EvalConfig,
     ModelConfig,
     TrainConfig,
 )
 
-_T, _D, _M = TrainConfig(), DataConfig(), ModelConfig()
+_T, _D, _M, _E = TrainConfig(), DataConfig(), ModelConfig(), EvalConfig()
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -212,6 +215,37 @@ def train(
             help="Linear learning-rate warm-up over this many epochs.",
         ),
     ] = _T.warmup_epochs,
+    average: Annotated[
+        Literal[AVERAGES],
+        typer.Option(
+            "--average",
+            rich_help_panel=OPTIM,
+            help="Weights kept: none (the last step's), ema (moving average after every step) or swa (equal "
+            "average of the epochs from --swa-start); the average is what is evaluated, selected and saved.",
+        ),
+    ] = _T.average,
+    ema_decay: Annotated[
+        float,
+        typer.Option("--ema-decay", metavar="D", rich_help_panel=OPTIM, help="--average ema: decay per step."),
+    ] = _T.ema_decay,
+    swa_start: Annotated[
+        int,
+        typer.Option(
+            "--swa-start",
+            metavar="EPOCH",
+            rich_help_panel=OPTIM,
+            help="--average swa: first epoch in the average (0: the middle epoch).",
+        ),
+    ] = _T.swa_start,
+    score: Annotated[
+        Literal[SCORES],
+        typer.Option(
+            "--score",
+            rich_help_panel=EVAL,
+            help="Per-token anomaly score: ed (the paper's: error x (max(s) - s), s a per-image softmax of the "
+            "attention-vs-prior KL), rec (reconstruction error) or rec-kl (error x KL); recorded in the checkpoint.",
+        ),
+    ] = _E.score,
     resume: Annotated[
         bool, typer.Option("--resume", rich_help_panel=OUTPUT, help="Continue from the last completed epoch.")
     ] = False,
@@ -262,12 +296,16 @@ def train(
             optimizer=optimizer,
             lr_schedule=lr_schedule,
             warmup_epochs=warmup_epochs,
+            average=average,
+            ema_decay=ema_decay,
+            swa_start=swa_start,
         )
         return run_train(
             data=data,
             bb_cfg=backbone_config(backbone, levels, weights, random_init),
             model_cfg=mcfg,
             train_cfg=tcfg,
+            eval_cfg=EvalConfig(score=score),
             store=str(store),
             out=str(out),
             resume=resume,
@@ -320,4 +358,8 @@ def train(
             ]
             for r in rows
         ],
+        caption=f"anomaly score: {rows[0].get('score', 'ed')}; weights kept: "
+        f"{'the last step' if rows[0].get('average', 'none') == 'none' else rows[0]['average'] + ' average'}"
+        if rows
+        else "",
     )

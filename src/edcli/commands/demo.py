@@ -47,7 +47,13 @@ DEMO_QUICK = {
 
 
 def run(
-    *, out: str, categories: tuple[str, ...] = (), quick: bool = False, device: str = "auto", track=None
+    *,
+    out: str,
+    categories: tuple[str, ...] = (),
+    quick: bool = False,
+    seed: int | None = None,
+    device: str = "auto",
+    track=None,
 ) -> dict[str, Any]:
     """`ed demo`: a dataset from real textures with injected defects, then distmaps, features, train, eval, infer."""
     import os
@@ -79,6 +85,7 @@ def run(
     track.log(f"4/6 training {s['epochs']} epochs per category -> {run}")
     parallel = not quick and resolve_device(device).type == "cpu" and (os.cpu_count() or 1) > 1
     tcfg = TrainConfig(
+        seed=TrainConfig.seed if seed is None else seed,
         epochs=s["epochs"],
         batch_size=s["batch_size"],
         lr=s["lr"],

@@ -22,11 +22,15 @@ def run(
     store: str | None = None,
     save_maps: bool = False,
     num_workers: int = 0,
+    score: str | None = None,
     track=None,
 ) -> dict[str, Any]:
     """Metrics of every checkpoint of a run (or of one checkpoint); writes RUN/metrics.json and metrics.csv, the
     per-image RUN/predictions/<category>.csv and heat-map panels (of every test image with save_maps, else of the
-    hardest few per class, for `ed report`)."""
+    hardest few per class, for `ed report`). `score` (--score) overrides the one each checkpoint was calibrated
+    with."""
+    from dataclasses import replace
+
     from edcli.checkpoint import build_model, find_checkpoints, load_checkpoint
     from edcli.config import check_count
     from edcli.engine import check_precision, resolve_device
@@ -50,6 +54,9 @@ def run(
 
     track = track or NullTracker()
     check_count("--num-workers", num_workers, 0)
+    if score is not None:
+        replace(eval_cfg, score=score)  # a bad --score is one line before any checkpoint is read
+    base_cfg = eval_cfg
     device = resolve_device(eval_cfg.device)
     check_precision(eval_cfg.precision, device)
     paths = find_checkpoints(run_dir, checkpoint, categories)
@@ -60,6 +67,7 @@ def run(
     try:
         for cpath in paths:
             ck = load_checkpoint(cpath)
+            eval_cfg = replace(base_cfg, score=score or (ck.calibration or {}).get("score", "ed"))
             model = build_model(ck).to(device)
             meta = dict(ck.backbone)
             st = store or ck.config.get("store")
@@ -126,6 +134,8 @@ def run(
                     "seconds_per_image": split.seconds / max(1, ff.n_test),
                     "epoch": sel.get("epoch", ck.epochs_done),
                     "selection": sel.get("select", "last"),
+                    "score": eval_cfg.score,
+                    "average": ck.config.get("train", {}).get("average", "none"),
                     "test_selected": bool(sel.get("test_selected", False)),
                     "predictions": str(pred_csv),
                 }
@@ -224,6 +234,8 @@ def _protocol(ck, sel: dict, eval_cfg) -> dict[str, Any]:
         "selection_how": sel.get("how", "last epoch"),
         "pixel_map": eval_cfg.pixel_map + (" (unsmoothed, as the reference)" if eval_cfg.pixel_map == "raw" else ""),
         "reducer": eval_cfg.reducer,
+        "score": eval_cfg.score + (" (the paper's)" if eval_cfg.score == "ed" else ""),
+        "weight_average": sel.get("average", "none"),
         "smoothing_sigma": eval_cfg.sigma,
         "resolution": f"{ident.image_size}x{ident.image_size}",
         "seed": ck.config.get("train", {}).get("seed"),

@@ -14,7 +14,7 @@ from torch import Tensor
 from edcli.method.attention import DifferenceAwareAttention
 from edcli.method.model import EncoderLayer, LevelModel
 from edcli.method.prior import EPS, outer, row_factors
-from edcli.method.scoring import peak_gap, reconstruction_score
+from edcli.method.scoring import reconstruction_score, token_score
 
 
 def _attention(attn: DifferenceAwareAttention, q_in: Tensor, kv_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -75,8 +75,8 @@ def _layer(layer: EncoderLayer, x: Tensor, ref: Tensor | None, axes) -> tuple[Te
     return layer.norm2(z + _ffn(layer, z)), kl
 
 
-def level_score(level: LevelModel, x: Tensor, axes: tuple[Tensor, Tensor]) -> Tensor:
-    """The ED score per token (B, L) of pooled tokens x (B, L, C): scoring.level_score of the fast score mode."""
+def level_score(level: LevelModel, x: Tensor, axes: tuple[Tensor, Tensor], score: str = "ed") -> Tensor:
+    """The score per token (B, L) of pooled tokens x (B, L, C): scoring.level_score of the fast score mode."""
     emb = level.embed(x)
     ref = level.ref_embed(level.ref.t().unsqueeze(0)) if level.inter else None
     kl = 0.0
@@ -84,4 +84,4 @@ def level_score(level: LevelModel, x: Tensor, axes: tuple[Tensor, Tensor]) -> Te
         emb, k = _layer(layer, emb, ref, axes)
         kl = kl + k
     recon = level.proj(level.norm(emb))
-    return reconstruction_score(recon, x) * peak_gap(kl / len(level.layers))
+    return token_score(reconstruction_score(recon, x), kl / len(level.layers), score)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from edcli.method import portable
 from edcli.method.prior import grid_axes
-from edcli.method.scoring import GaussianSmooth, combine_levels, level_score, reduce_maps
+from edcli.method.scoring import GaussianSmooth, combine_levels, reconstruction_score, reduce_maps, token_score
 
 
 class ScoredMaps(NamedTuple):
@@ -27,34 +27,48 @@ class MapScorer(nn.Module):
     """Per level pooled features (B, C, H, W) -> ScoredMaps. The level models run under the caller's autocast;
     the scores, the upsampling, the smoothing and the reducer always run in float32."""
 
-    def __init__(self, levels: nn.ModuleList, size: int, sigma: float, reducer: str, portable: bool = False):
+    def __init__(
+        self, levels: nn.ModuleList, size: int, sigma: float, reducer: str, portable: bool = False, score: str = "ed"
+    ):
         super().__init__()
-        self.levels, self.size, self.reducer, self.portable = levels, int(size), reducer, portable
+        self.levels, self.size, self.reducer, self.portable, self.score = levels, int(size), reducer, portable, score
         self.grids = [tuple(level.grid) for level in levels]
         # the portable path takes the grid axes as constants computed once, outside the traced graph
         self.axes = [tuple(a.clone() for a in grid_axes(lv.dx, lv.dy)) for lv in levels] if portable else None
         self.smooth = GaussianSmooth(self.size, sigma)
         self.eval()
 
-    def level_scores(self, feats: list[Tensor]) -> list[Tensor]:
-        """The ED score per token (B, L) of each level."""
+    def level_parts(self, feats: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """(reconstruction score, attention-vs-prior KL) per token (B, L) of each level: what every --score
+        combines (the fast flavour; a benchmark scores several --score values from one pass)."""
         out = []
-        for k, (level, feat) in enumerate(zip(self.levels, feats)):
+        for level, feat in zip(self.levels, feats):
             x = feat.float().flatten(2).transpose(1, 2)  # (B, L, C) tokens in row-major order
-            if self.portable:
-                out.append(portable.level_score(level, x, self.axes[k]))
-            else:
-                scored = level(x, branches="score")  # attention maps go head group by head group: bounded memory
-                with torch.autocast(x.device.type, enabled=False):
-                    out.append(level_score(scored, x))
+            scored = level(x, branches="score")  # attention maps go head group by head group: bounded memory
+            with torch.autocast(x.device.type, enabled=False):
+                out.append((reconstruction_score(scored.recon, x), scored.score_kl.float()))
         return out
 
-    def forward(self, feats: list[Tensor]) -> ScoredMaps:
-        scores = self.level_scores(feats)
+    def level_scores(self, feats: list[Tensor]) -> list[Tensor]:
+        """The score per token (B, L) of each level (`score`: scoring.SCORES)."""
+        if self.portable:
+            return [
+                portable.level_score(level, feat.float().flatten(2).transpose(1, 2), self.axes[k], self.score)
+                for k, (level, feat) in enumerate(zip(self.levels, feats))
+            ]
+        parts = self.level_parts(feats)
+        with torch.autocast(feats[0].device.type, enabled=False):
+            return [token_score(rec, kl, self.score) for rec, kl in parts]
+
+    def assemble(self, scores: list[Tensor]) -> ScoredMaps:
+        """Per level token scores (B, L) -> ScoredMaps: level average, upsampling, smoothing, reducer (float32)."""
         with torch.autocast(scores[0].device.type, enabled=False):
             raw = combine_levels(scores, self.grids, self.size)  # (B, S, S)
             smoothed = self.smooth(raw)
             return ScoredMaps(raw, smoothed, reduce_maps(smoothed, self.reducer))
+
+    def forward(self, feats: list[Tensor]) -> ScoredMaps:
+        return self.assemble(self.level_scores(feats))
 
 
 class ImageScorer(nn.Module):

@@ -25,10 +25,27 @@ def peak_gap(kl: torch.Tensor) -> torch.Tensor:
     return s.max(dim=-1, keepdim=True).values - s
 
 
-def level_score(out, x: torch.Tensor) -> torch.Tensor:
-    """Reconstruction score x (max(s) - s) of the model's score mode (B, L): score_kl holds the inter branch's
-    KL rows, or the intra branch's when the inter branch is off."""
-    return reconstruction_score(out.recon, x) * peak_gap(out.score_kl)
+SCORES = ("ed", "rec", "rec-kl")  # --score: the paper's, reconstruction error alone, error x KL (no softmax)
+
+
+def token_score(rec: torch.Tensor, kl: torch.Tensor, score: str = "ed") -> torch.Tensor:
+    """Per token (B, L) from the reconstruction score and the attention-vs-prior KL of a level.
+    ed: rec x (max(s) - s), s the softmax over an image's tokens of -KL (the paper's; the softmax makes each
+    image's map relative to its own KL spread); rec: rec alone; rec-kl: rec x KL (the discrepancy without the
+    per-image softmax)."""
+    if score == "ed":
+        return rec * peak_gap(kl)
+    if score == "rec":
+        return rec
+    if score == "rec-kl":
+        return rec * kl.float()
+    raise ConfigError(f"--score {score!r}: use one of {', '.join(SCORES)}")
+
+
+def level_score(out, x: torch.Tensor, score: str = "ed") -> torch.Tensor:
+    """token_score of the model's score mode (B, L): score_kl holds the inter branch's KL rows, or the intra
+    branch's when the inter branch is off."""
+    return token_score(reconstruction_score(out.recon, x), out.score_kl, score)
 
 
 def combine_levels(scores: list[torch.Tensor], grids: list[tuple[int, int]], size: int) -> torch.Tensor:
@@ -141,7 +158,7 @@ def calibration_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
 
 
-def calibrate(scores: np.ndarray, source: str, reducer: str, sigma: float) -> dict[str, Any]:
+def calibrate(scores: np.ndarray, source: str, reducer: str, sigma: float, score: str = "ed") -> dict[str, Any]:
     """Normal-score statistics and a threshold (the 0.99 quantile, 'higher' method: the max below 100 images)."""
     scores = np.asarray(scores, dtype=np.float64)
     thr = float(np.quantile(scores, CALIB_QUANTILE, method="higher"))
@@ -155,6 +172,7 @@ def calibrate(scores: np.ndarray, source: str, reducer: str, sigma: float) -> di
         "source": source,
         "n": int(len(scores)),
         "reducer": reducer,
+        "score": score,
         "sigma": float(sigma),
         "scores": [float(s) for s in scores],
         "mean": float(scores.mean()),

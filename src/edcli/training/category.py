@@ -17,6 +17,7 @@ from edcli.engine import seed_everything
 from edcli.errors import TrainingError
 from edcli.method.scoring import calibrate, calibration_split
 from edcli.track import NullTask
+from edcli.training.average import Averager
 from edcli.training.loop import fit_epoch, lr_schedule, make_optimizers, unwrap
 from edcli.training.resume import differences, refusal, request
 
@@ -56,6 +57,7 @@ class _Run:
     ranks: Any  # the DistInfo under --strategy ddp, else None
     validation: Any
     request: dict[str, Any]  # the model- and input-shaping options, recorded in the resume state
+    averager: Any  # --average: the weights evaluated, selected, calibrated and saved (training.average)
     done: int = 0  # epochs done before this run (resume)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
@@ -105,7 +107,8 @@ def train_category(
         rpath=resume_path(ckpt),
         ranks=ranks,
         validation=validation,
-        request=request(model_cfg, meta["image_size"], meta["backbone"], meta["levels"]),
+        request=request(model_cfg, meta["image_size"], meta["backbone"], meta["levels"], eval_cfg.score),
+        averager=Averager(model, cfg),
     )
     if resume:
         _restore(run)
@@ -182,6 +185,7 @@ def _restore(run: _Run) -> None:
         )
     for o, sd in zip(run.optims, state["optimizers"]):
         o.load_state_dict(sd)
+    run.averager.load_state_dict(state.get("average"))
     if cfg.optimizer == "reference":  # the run kept zero-filled gradients between batches: so does its resume
         for o in run.optims:
             for p in o.state:
@@ -221,6 +225,11 @@ def _train_epochs(run: _Run) -> None:
         else contextlib.nullcontext(NullTask())
     )
     with bar_cm as bar:
+
+        def after_batch() -> None:
+            run.averager.after_step(run.model)
+            bar.advance()
+
         for epoch in epochs:
             bar.update(description=f"{category} epoch {epoch + 1}/{cfg.epochs}")
             terms = fit_epoch(
@@ -233,10 +242,11 @@ def _train_epochs(run: _Run) -> None:
                 ranks=run.ranks,
                 lr_at=lr_at,
                 step0=epoch * batches,
-                on_batch=bar.advance,
+                on_batch=after_batch,
                 category=category,
                 rpath=run.rpath,
             )
+            run.averager.after_epoch(run.model, epoch + 1)
             run.terms = terms
             row: dict[str, Any] = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in terms.items()}}
             _test_metrics(run, epoch, row, test_masks)
@@ -258,9 +268,9 @@ def _test_metrics(run: _Run, epoch: int, row: dict[str, Any], test_masks) -> Non
     cfg, ff = run.cfg, run.ff
     if not (cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs) and ff.n_test):
         return
-    run.model.eval()
+    scored = run.averager.scored(run.model).eval()
     split = score_cached(
-        run.model, read_from(ff, "test"), ff.n_test, run.image_size, run.device, cfg.precision, run.eval_cfg
+        scored, read_from(ff, "test"), ff.n_test, run.image_size, run.device, cfg.precision, run.eval_cfg
     )
     m = category_metrics(ff.test_labels, split, test_masks, run.eval_cfg)
     run.model.train()
@@ -268,7 +278,7 @@ def _test_metrics(run: _Run, epoch: int, row: dict[str, Any], test_masks) -> Non
     for key, metric in (("best-image", "image_auroc"), ("best-pixel", "pixel_auroc")):
         val = m[metric]
         if val is not None and (key not in run.best or val > run.best[key]["value"]):
-            run.best[key] = {"value": val, "epoch": epoch + 1, "state": _state(run.levels)}
+            run.best[key] = {"value": val, "epoch": epoch + 1, "state": _state(scored.levels)}
 
 
 def _validate(run: _Run, epoch: int, row: dict[str, Any]) -> None:
@@ -278,10 +288,10 @@ def _validate(run: _Run, epoch: int, row: dict[str, Any]) -> None:
         return
     from edcli.validation import keep_best, score
 
-    run.model.eval()
-    row.update(score(run.model, run.validation, run.image_size, run.device, cfg.precision, run.eval_cfg))
+    scored = run.averager.scored(run.model).eval()
+    row.update(score(scored, run.validation, run.image_size, run.device, cfg.precision, run.eval_cfg))
     run.model.train()
-    keep_best(run.best, row, epoch + 1, lambda: _state(run.levels))
+    keep_best(run.best, row, epoch + 1, lambda: _state(scored.levels))
 
 
 def _save_resume(run: _Run, epoch: int) -> None:
@@ -290,6 +300,7 @@ def _save_resume(run: _Run, epoch: int) -> None:
             "epoch": epoch + 1,
             "state_dicts": _state(run.levels),
             "optimizers": [o.state_dict() for o in run.optims],
+            "average": run.averager.state_dict(),
             "history": run.history,
             "best": run.best,
             "train": run.cfg.to_dict(),
@@ -301,31 +312,32 @@ def _save_resume(run: _Run, epoch: int) -> None:
 
 
 def _select(run: _Run) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
-    """The weights kept (the last epoch's, or the best by --select), loaded into the model, and how they were chosen."""
+    """The weights kept (the last epoch's, or the best by --select; the average's under --average), loaded into the
+    model, and how they were chosen."""
     cfg = run.cfg
     run.model.eval()
-    states = _state(run.levels)
+    states = _state(run.averager.scored(run.model).levels)
     selection = {
         "select": cfg.select,
         "epoch": cfg.epochs,
         "test_selected": cfg.select != "last",
         "how": "last epoch (honest protocol)",
+        "average": run.averager.describe(cfg),
     }
     if cfg.select == "validation":
         from edcli.validation import KEY
         from edcli.validation import selection as val_selection
 
         states = run.best[KEY]["state"]
-        selection = val_selection(run.validation, run.best)
+        selection = dict(val_selection(run.validation, run.best), average=selection["average"])
     elif cfg.select != "last":
         if cfg.select not in run.best:
             raise TrainingError(f"--select {cfg.select} needs test metrics during training: add --eval-every N")
         pick = run.best[cfg.select]
         states = pick["state"]
         selection.update(epoch=pick["epoch"], how=f"{cfg.select}: best epoch on the TEST set (test-selected)")
-    if cfg.select != "last":  # the chosen epoch's weights are what gets calibrated and saved
-        for m, sd in zip(run.model.levels, states):
-            m.load_state_dict(sd)
+    for m, sd in zip(run.model.levels, states):  # the weights kept are what gets calibrated and saved
+        m.load_state_dict(sd)
     return states, selection
 
 
@@ -346,7 +358,7 @@ def _calibrate(run: _Run) -> dict[str, Any]:
         indices=cal_idx,
         keep_maps=False,
     )
-    calib = calibrate(split.scores, source, run.eval_cfg.reducer, run.eval_cfg.sigma)
+    calib = calibrate(split.scores, source, run.eval_cfg.reducer, run.eval_cfg.sigma, run.eval_cfg.score)
     if calib["n"] < 10:
         calib["warning"] = (
             f"threshold from only {calib['n']} normal image(s): expect false alarms; hold out more "
@@ -389,6 +401,8 @@ def _summary(run: _Run, ckpt: Path, selection, calib, seconds: float) -> dict[st
         "test_selected": selection["test_selected"],
         "selection": selection["select"],
         "epoch": selection["epoch"],
+        "average": run.cfg.average,
+        "score": run.eval_cfg.score,
         "val_images": validation.n if validation is not None else 0,
         "val_seconds": round(sum(h.get("val_seconds", 0.0) for h in run.history), 3),
     }

@@ -22,21 +22,33 @@ SAME = (
     "lr_schedule",
     "warmup_epochs",
     "epochs",
+    "average",
+    "ema_decay",
+    "swa_start",
 )
-LEGACY = {"optimizer": "per-level", "lr_schedule": "constant", "warmup_epochs": 0.0}
+LEGACY = {
+    "optimizer": "per-level",
+    "lr_schedule": "constant",
+    "warmup_epochs": 0.0,
+    "average": "none",
+    "ema_decay": TrainConfig.ema_decay,
+    "swa_start": 0,
+}
 # what builds the model and its inputs: a resume state records the request (recorded from this version on)
 _MODEL = ("d_model", "width", "heads", "layers", "arch", "intra", "inter", "ffn_ratio", "dropout", "attn_out_proj")
 _ADVICE = "rerun with the same options to continue, or with --overwrite to start again"
 
 
-def request(model_cfg: ModelConfig, image_size: int, backbone: str, levels) -> dict[str, Any]:
-    """The model- and input-shaping part of a command line, as recorded in a resume state."""
+def request(model_cfg: ModelConfig, image_size: int, backbone: str, levels, score: str = "ed") -> dict[str, Any]:
+    """The model- and input-shaping part of a command line, and the --score that evaluations and validation use,
+    as recorded in a resume state."""
     d = model_cfg.to_dict()
     return {
         **{k: d[k] for k in _MODEL if k in d},
         "image_size": int(image_size),
         "backbone": backbone,
         "levels": [int(x) for x in levels],
+        "score": score,
     }
 
 
@@ -55,7 +67,8 @@ def differences(recorded_train: dict, recorded_request: dict | None, cfg: TrainC
     out = []
     for k in SAME:
         was = recorded_train.get(k, LEGACY.get(k))
-        if was != now[k] and (k != "epochs" or cfg.lr_schedule != "constant"):
+        # the epochs count where the schedule or the SWA average depend on the run's length
+        if was != now[k] and (k != "epochs" or cfg.lr_schedule != "constant" or cfg.average == "swa"):
             out.append(f"{_option(k)} {_show(was)} (asked: {_show(now[k])})")
     for k, was in (recorded_request or {}).items():
         if k in asked and asked[k] != was:
