@@ -170,7 +170,7 @@ def test_make_defect_without_source_and_bad_input(layouts):
     b = make_defect("patch", img, np.random.default_rng(5))
     assert np.array_equal(a[0], b[0]) and a[1].any()
     with pytest.raises(ConfigError, match="scratch"):
-        make_defect("crack", img, rng)
+        make_defect("dent", img, rng)
     with pytest.raises(DataError):
         make_defect("hole", img[..., 0], rng)
 
