@@ -8,7 +8,8 @@ edcli: `ed infer`'s path (FileDataset, then edcli.scorer.Scorer.images: the extr
 edcli.method.scorer.MapScorer, whose level models run with branches="score": only the inter branch's targets and
 KL). onnxruntime: the same model exported as `ed export` does (edcli.method.scorer.ImageScorer over a portable
 MapScorer, edcli.onnxio) and run by ONNX Runtime's CPU provider with as many intra-op threads (smoothing and
-reducer inside the graph; its largest score difference to the torch path on the bench images is reported).
+reducer inside the graph; its largest score difference to the torch path on the bench images is reported); with
+--device cuda only where onnxruntime has its CUDA provider (otherwise skipped, and the JSON says why).
 oracle (tests/oracle.py): every Gaussian target (with its 1/(2 pi sy sx) prefactor) and both branches' KL maps per
 layer, as the reference's test pass computes them, at batch 1 as the reference, then the same smoothing
 (edcli.method.scoring.GaussianSmooth) and reducer (reduce_maps).
@@ -113,15 +114,17 @@ def bench_backbone(name: str, args) -> dict:
     oracles = [oracle_from_level(level).eval() for level in model.levels]
     tmp = Path(tempfile.mkdtemp(prefix="ed-bench-"))
     paths = _images(tmp, max(args.n32, 4), args.size)
-    onnx_path = tmp / "model.onnx"
-    export_graph(
-        ImageScorer(extractor.cpu(), MapScorer(model.cpu().levels, args.size, 4.0, "max", portable=True)),
-        onnx_path,
-        args.size,
-        {"format": "edcli-onnx", "image_size": args.size, "resize_mode": "squash"},
-    )
-    extractor, model = extractor.to(dev), model.to(dev)
-    onnx_scorer = OnnxScorer(onnx_path, args.device, torch.get_num_threads())
+    ort_skip = _ort_skip_reason(args.device)
+    if ort_skip is None:
+        onnx_path = tmp / "model.onnx"
+        export_graph(
+            ImageScorer(extractor.cpu(), MapScorer(model.cpu().levels, args.size, 4.0, "max", portable=True)),
+            onnx_path,
+            args.size,
+            {"format": "edcli-onnx", "image_size": args.size, "resize_mode": "squash"},
+        )
+        extractor, model = extractor.to(dev), model.to(dev)
+        onnx_scorer = OnnxScorer(onnx_path, args.device, torch.get_num_threads())
     torch_scorer = Scorer(MapScorer(model.levels, args.size, 4.0, "max"), dev, args.precision, extractor=extractor)
     smooth = GaussianSmooth(args.size, 4.0).to(dev)
     scores: dict[str, list] = {"edcli": [], "onnxruntime": []}
@@ -152,7 +155,7 @@ def bench_backbone(name: str, args) -> dict:
         return time.perf_counter() - start
 
     out = {"grids": grids, "channels": extractor.channels, "d_model": [lv.d_model for lv in model.levels]}
-    paths_ = ("edcli", "onnxruntime") + (() if args.no_oracle else ("oracle",))
+    paths_ = ("edcli",) + (("onnxruntime",) if ort_skip is None else ()) + (() if args.no_oracle else ("oracle",))
     b1: dict[str, list] = {w: [] for w in paths_}
     b32: dict[str, list] = {w: [] for w in paths_}
     for which in paths_:
@@ -172,6 +175,9 @@ def bench_backbone(name: str, args) -> dict:
     if not args.no_oracle:
         out["speedup_batch1"] = round(out["oracle"]["ms_per_image_batch1"] / out["edcli"]["ms_per_image_batch1"], 2)
         out["speedup_batch32"] = round(out["edcli"]["images_per_s_batch32"] / out["oracle"]["images_per_s_batch32"], 2)
+    if ort_skip is not None:
+        out["onnxruntime"] = f"skipped: {ort_skip}"
+        return out
     out["onnxruntime_over_torch_batch1"] = round(
         out["edcli"]["ms_per_image_batch1"] / out["onnxruntime"]["ms_per_image_batch1"], 2
     )
@@ -181,6 +187,15 @@ def bench_backbone(name: str, args) -> dict:
     a, b = np.concatenate(scores["onnxruntime"]), np.concatenate(scores["edcli"])
     out["onnxruntime_score_max_rel_diff"] = float(f"{np.abs(a / b - 1).max():.2e}")
     return out
+
+
+def _ort_skip_reason(device: str) -> str | None:
+    """Why ONNX Runtime is not measured on `device`, or None: on a GPU only where its CUDA provider exists."""
+    import onnxruntime
+
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return f"onnxruntime {onnxruntime.__version__} has no CUDA provider here (install onnxruntime-gpu)"
+    return None
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 dataset in a temp folder and checks the exit code, that stderr has no Traceback, that no file that existed before
 changed (unless the probe is meant to change it) and that no temp file is left. Prints a markdown table.
 
-    python bench/probes.py            # about 3-6 minutes on 2 CPU cores
+    python bench/probes.py            # about 6-10 minutes on 2 idle CPU cores
     python bench/probes.py --keep     # keep the temp folder to look at
+    python bench/probes.py --only EXIF --only "two trains"   # some probes (the baseline run is made first)
 
 Read-only folders are a read-only tmpfs when run as root (root ignores chmod), else chmod 0555; the full disk is a
 1 MiB tmpfs (root only; skipped otherwise).
@@ -105,14 +106,40 @@ def until(pred: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
+def flip_middle_of_a_tensor(path: Path) -> None:
+    """Flip one byte in the middle of the largest tensor record of a torch zip checkpoint (weights, not the header)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z, path.open("rb") as fh:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(fh.read(2), "little") for _ in range(2))
+    at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def flip_in_chunk(path: Path, name: str) -> None:
+    """Flip one byte in the middle of the first stored chunk of HDF5 dataset `name`."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        info = f[name].id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    data[info.byte_offset + info.size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--only", action="append", metavar="TEXT", help="Only the probes whose name has TEXT (repeatable)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ed-probes-"))
     mounts: list[Path] = []
     try:
-        rows = run_probes(work, mounts)
+        rows = run_probes(work, mounts, a.only)
     finally:
         for m in reversed(mounts):
             subprocess.run(["umount", "-l", str(m)], capture_output=True)
@@ -135,7 +162,7 @@ def main() -> None:
     sys.exit(1 if bad else 0)
 
 
-def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
+def run_probes(w: Path, mounts: list[Path], only: list[str] | None = None) -> list[dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import numpy as np
     from PIL import Image
@@ -197,6 +224,33 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
     shutil.copytree(store, badstore)
     for p in (badstore / "features").rglob("*.h5"):
         p.write_bytes(rng.bytes(2000))
+
+    # issue 24: a damaged checkpoint and store entry, a sideways phone JPEG, a 16-bit PNG, a formula file name
+    flipped = cks / "flipped.pt"
+    shutil.copy(ck, flipped)
+    flip_middle_of_a_tensor(flipped)
+    flipstore = w / "flipstore"
+    shutil.copytree(store, flipstore)
+    for p in (flipstore / "features").rglob("*.h5"):
+        flip_in_chunk(p, "train/0")
+    exif = w / "exif"
+    exif.mkdir()
+    up = Image.open(img).convert("RGB")
+    jpeg = {"quality": 100, "subsampling": 0}  # near-lossless: the copies differ by orientation, not by artefacts
+    up.save(exif / "upright.jpg", **jpeg)
+    tag = Image.Exif()
+    tag[0x0112] = 6  # "turn 90 degrees clockwise to show": the pixels are stored turned the other way
+    up.transpose(Image.Transpose.ROTATE_90).save(exif / "tagged.jpg", exif=tag, **jpeg)
+    up.transpose(Image.Transpose.ROTATE_90).save(exif / "sideways.jpg", **jpeg)  # the same pixels, no tag
+    grey16 = w / "grey16"
+    grey16.mkdir()
+    g16 = grey16 / "g16.png"
+    Image.fromarray(np.asarray(up.convert("L")).astype(np.uint16) * 257).save(g16)
+    formula = w / "formula"
+    formula.mkdir()
+    shutil.copy(img, formula / "=HYPERLINK(1+1).png")
+    afile = w / "afile"
+    afile.write_text("keep me")
 
     # read-only and full file systems
     ro = w / "ro"
@@ -289,8 +343,13 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
             for _ in range(2)
         ]
         outs = [pr.communicate(timeout=300) for pr in procs]
-        rc = max(pr.returncode for pr in procs)
-        return Outcome(rc, outs[0][0], outs[0][1] + outs[1][1])
+        rcs = sorted(pr.returncode for pr in procs)
+        o = Outcome(max(rcs), outs[0][0], outs[0][1] + outs[1][1], notes=[f"exits {rcs}"])
+        # one writer per store entry (files.run_lock): when the two overlap, the second is refused at once
+        if rcs == [0, 1] and "is in use by another ed features (pid" in o.stderr:
+            o.rc = 0
+            o.notes.append("the second was refused while the first held the entry")
+        return o
 
     def modes(o: Outcome) -> str:
         bad = [
@@ -300,8 +359,128 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
         ]
         return f"modes not 0644: {bad[:3]}" if bad else ""
 
+    def both(*checks: Callable[[Outcome], str]) -> Callable[[Outcome], str]:
+        return lambda o: "; ".join(m for m in (c(o) for c in checks) if m)
+
+    def popen(args: list, **kw) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edcli", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+            **kw,
+        )
+
+    def infer_rows(o: Outcome) -> list[dict]:
+        import json
+
+        return json.loads(o.stdout)
+
+    def upright_scores_alike(o: Outcome) -> str:
+        try:
+            tagged, upright, sideways = (r["score"] for r in infer_rows(o))
+        except Exception as e:  # noqa: BLE001
+            return f"no JSON rows: {e}"
+        o.notes.append(f"scores: tagged {tagged:.3f}, upright {upright:.3f}, sideways untagged {sideways:.3f}")
+        alike = abs(tagged - upright) <= 0.05 * max(abs(upright), 1e-6)
+        return "" if alike and abs(tagged - upright) < abs(sideways - upright) else "tagged scored unlike upright"
+
+    def two_trains(p: Probe) -> Outcome:
+        """Two `ed train` into one --out at once (seeds 3407 and 1): one runs, the other is refused at once, and
+        run.json and the checkpoint agree on the seed."""
+        out = w / "twice"
+        first = popen([*T, out, *BB, *SMALL, "--epochs", "30", "--seed", "3407"])  # long enough to be overlapped
+        until(lambda: (out / ".ed.lock").exists(), 240)
+        procs = [first, popen([*T, out, *BB, *SMALL, "--seed", "1"])]
+        outs = [pr.communicate(timeout=600) for pr in procs]
+        rcs = sorted(pr.returncode for pr in procs)
+        o = Outcome(max(rcs), outs[0][0], outs[0][1] + outs[1][1], notes=[f"exits {rcs}"])
+        if rcs != [0, 1]:
+            o.notes.append("failed: not one run and one refusal")
+            return o
+        import json
+
+        from edcli.checkpoint import load_checkpoint
+
+        ran = json.loads((out / "run.json").read_text())["train"]["seed"]
+        ck_seed = load_checkpoint(out / "checkpoints" / "brick.pt").config["train"]["seed"]
+        o.notes.append(f"run.json seed {ran}, checkpoint seed {ck_seed}")
+        if ran != ck_seed:
+            o.notes.append("failed: run.json and the checkpoint disagree")
+        return o
+
+    def resume_state_kept(folder: Path) -> Callable[[Outcome], str]:
+        return lambda o: "" if any(folder.rglob("*.resume.pt")) else "no resume state left"
+
+    def term_features_overwrite(p: Probe) -> Outcome:
+        """SIGTERM while `ed features --overwrite` writes its temp file: exit 143, no temp file, the entry there
+        before still complete."""
+        folder = w / "kill-features-15"
+        first = ed(p.args[:-1])  # the entry, then its overwrite
+        entries = sorted(folder.rglob("*.h5"))
+        before = {e: e.read_bytes() for e in entries}
+        proc = popen(p.args)
+        hit = until(lambda: any(folder.rglob("*.tmp-*")), 240)
+        if hit:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+        o = Outcome(proc.returncode, out, err, notes=[] if hit else ["finished before the signal"])
+        o.notes.append(f"first run exit {first.rc}")
+        if sorted(folder.rglob("*.h5")) != entries or any(e.read_bytes() != b for e, b in before.items()):
+            o.notes.append("failed: the entry there before changed")
+        return o
+
+    def deleted_cwd(p: Probe) -> Outcome:
+        gone = w / "gone"
+        gone.mkdir()
+        script = 'cd "$1" && rmdir "$1" && shift && exec "$@"'
+        r = subprocess.run(
+            ["sh", "-c", script, "sh", str(gone), sys.executable, "-m", "edcli", *map(str, p.args)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
+        return Outcome(r.returncode, r.stdout, r.stderr)
+
+    def csv_escaped(o: Outcome) -> str:
+        import csv
+        import json
+
+        rows = list(csv.reader((w / "p-csv" / "predictions.csv").open()))
+        cells = [c for r in rows[1:] for c in r[:1]]
+        raw = [json.loads(ln)["path"] for ln in (w / "p-csv" / "predictions.jsonl").read_text().splitlines()]
+        o.notes.append(f"CSV cell {cells[0]!r}, JSON {raw[0]!r}")
+        return "" if cells == ["'=HYPERLINK(1+1).png"] and raw == ["=HYPERLINK(1+1).png"] else "not escaped as OWASP"
+
+    def panel_not_white(o: Outcome) -> str:
+        panels = sorted((w / "p16" / "heatmaps").glob("*.png"))
+        if not panels:
+            return "no panel"
+        a = np.asarray(Image.open(panels[0]).convert("L")).astype(float)
+        h = a.shape[0] - 24 - 18 - 8  # the first tile (the image), under the title and tile-name lines
+        tile = a[24 + 18 : 24 + 18 + h, 8 : 8 + h]
+        o.notes.append(f"image tile mean {tile.mean():.0f}, std {tile.std():.1f}")
+        return "" if tile.mean() < 240 and tile.std() > 2 else "drawn as a white square"
+
+    def help_says(text: str, not_text: str) -> Callable[[Outcome], str]:
+        def check(o: Outcome) -> str:
+            flat = " ".join(o.stdout.replace("│", " ").split())
+            return "" if text in flat and not_text not in flat else f"help: {text!r} missing or {not_text!r} there"
+
+        return check
+
+    def first_line(text: str) -> Callable[[Outcome], str]:
+        def check(o: Outcome) -> str:
+            lines = o.stderr.strip().splitlines()
+            return "" if lines and text in lines[0] else f"first stderr line is not {text!r}"
+
+        return check
+
     kf, ks = w / "kill-features-9", w / "kill-train-9"
     T = ["train", *D, "--out"]
+    KT2 = [*T, w / "kill-train-2", *BB, "--layers", "1", "--heads", "4", "--epochs", "40", "--resume"]
     probes = [
         # ------------------------------------------------------------------ bad option values: exit 2
         Probe("lr nan", [*T, w / "r1", *BB, "--lr", "nan"], 2),
@@ -457,9 +636,116 @@ def run_probes(w: Path, mounts: list[Path]) -> list[dict]:
         Probe(
             "files get the umask mode", ["eval", "--run", run], 0, ("run/metrics", "run/predictions", "run/maps"), modes
         ),
+        # ------------------------------------------------------------------ issue 24: nothing silently wrong, round two
+        Probe(
+            "EXIF orientation 6 scores as upright",
+            [
+                "infer",
+                ck,
+                exif / "tagged.jpg",
+                exif / "upright.jpg",
+                exif / "sideways.jpg",
+                "--out",
+                w / "p-exif",
+                "--json",
+                "--no-save-heatmaps",
+            ],
+            0,
+            check=upright_scores_alike,
+        ),  # fmt: skip
+        Probe(
+            "flipped byte in a checkpoint",
+            ["infer", flipped, img, "--out", w / "p1"],
+            1,
+            check=both(has("flipped.pt"), has("digest mismatch")),
+        ),
+        Probe(
+            "flipped byte in a store entry",
+            ["train", "--data-path", data, "--store", flipstore, "--out", w / "r3", *BB, *SMALL],
+            1,
+            check=both(has("is damaged"), has("ed features --overwrite")),
+        ),
+        Probe(
+            "two trains into one --out",
+            [*T, w / "twice", "(seeds 3407 and 1 at once)"],
+            1,
+            check=has("is in use by another ed train (pid"),
+            run=two_trains,
+        ),
+        Probe(
+            "resume, other --d-model (interrupted run)",
+            [*KT2, "--d-model", "96,96"],
+            1,
+            check=both(has("--d-model"), has("asked: 96,96"), has("--overwrite")),
+        ),
+        Probe(
+            "resume, other --image-size",
+            [*KT2, "--image-size", "96"],
+            1,
+            check=both(has("--image-size 64 (asked: 96)"), has("--overwrite")),
+        ),
+        Probe("resume, other --heads", [*KT2, "--heads", "8"], 1, check=has("--heads 4 (asked: 8)")),
+        Probe("resume, other --lr", [*KT2, "--lr", "0.001"], 1, check=has("--lr 0.0001 (asked: 0.001)")),
+        Probe(
+            "resume a finished category, other --seed",
+            [*T, run, *BB, *SMALL, "--resume", "--seed", "5"],
+            1,
+            check=both(has("--seed 3407 (asked: 5)"), has("--overwrite")),
+        ),
+        Probe(
+            "train: SIGTERM",
+            [*T, w / "kill-train-15", *BB, "--layers", "1", "--heads", "4", "--epochs", "40"],
+            143,
+            ("kill-train-15",),
+            both(has("terminated (SIGTERM)"), has("--resume"), resume_state_kept(w / "kill-train-15")),
+            run=kill_during("train", signal.SIGTERM, "*.resume.pt"),
+        ),
+        Probe(
+            "features --overwrite: SIGTERM",
+            ["features", *D[:2], "--store", w / "kill-features-15", *BB, "--batch-size", "1", "--overwrite"],
+            143,
+            ("kill-features-15",),
+            has("ed features: terminated (SIGTERM)"),
+            run=term_features_overwrite,
+        ),
+        Probe(
+            "infer from a deleted current directory",
+            ["infer", ck, img, "--out", w / "p-cwd"],
+            1,
+            check=has("the current directory no longer exists"),
+            run=deleted_cwd,
+        ),
+        Probe(
+            "CSV cell a spreadsheet would evaluate",
+            ["infer", ck, "=HYPERLINK(1+1).png", "--out", w / "p-csv", "--no-save-heatmaps"],
+            0,
+            check=csv_escaped,
+            run=lambda p: ed(p.args, cwd=formula),
+        ),
+        Probe("16-bit PNG panel", ["infer", ck, g16, "--out", w / "p16"], 0, check=panel_not_white),
+        Probe("train: --out is a file", [*T, afile, *BB, *SMALL], 1, check=has(f"--out {afile} is a file")),
+        Probe("infer: --out is a file", ["infer", ck, img, "--out", afile], 1, check=has(f"--out {afile} is a file")),
+        Probe(
+            "features: --store is a file",
+            ["features", *D[:2], "--store", afile, *BB],
+            1,
+            check=has(f"--store {afile} is a file"),
+        ),
+        Probe(
+            "--precision help",
+            ["train", "--help"],
+            0,
+            check=help_says("bf16 a GPU or a CPU with bf16 units", "the CPU takes fp32"),
+        ),
+        Probe("features: first line at once", ["features", *D, *BB], 0, check=first_line("ed features:")),
+        Probe(
+            "report: first line at once", ["report", run, "--out", w / "report.html"], 0, check=first_line("ed report:")
+        ),
     ]
     rows = []
     for p in probes:
+        if only and not any(t in p.name for t in only):
+            continue
         cmd = "ed " + " ".join(str(x).replace(str(w) + "/", "") for x in p.args)
         if p.skip:
             rows.append({"cmd": cmd, "expect": p.expect, "rc": "-", "msg": p.skip, "damage": "-", "verdict": "skipped"})

@@ -2,15 +2,15 @@
 
     python bench/selection.py [--seeds 0 1 2] [--epochs 12] [--size 128] [--out bench-select.json]
 
-Two datasets: the demo (`data/synth.py`: brick and grass, its five test defect kinds) and "objects", crops of
-other scikit-image photos (coffee, astronaut) with defects made here and nowhere else (a solid polygon, two
-swapped rectangles, a posterised ellipse). Validation uses synth's VALIDATION_KINDS (blur, noise, erase), which
-neither test split contains. For every dataset, category and seed one run `--select validation --eval-every 1`
-gives, per epoch, the validation and the test metrics: the test image / pixel AUROC of the epoch validation chose,
-of the last epoch and of the best test epoch (image and pixel separately, as the reference reports). For the first
-seed a plain `--select last` run (no hold-out for validation, no evaluation) gives the training time the
-validation cost is compared with, and the test AUROC of the last epoch trained on those extra images. One JSON.
-"""
+Two datasets: the demo (`data/synth.py`: brick and grass, its five test defect kinds) and "objects", crops of other
+scikit-image photos (coffee, astronaut) with defects made here and nowhere else (a solid polygon, two swapped
+rectangles, a posterised ellipse). Validation uses data/defects.py's VALIDATION_KINDS (perlin, smear, crack; blur,
+noise and erase before), which neither test split contains. For every dataset, category and seed one run `--select
+validation --eval-every 1` gives, per epoch, the validation and the test metrics: the test image / pixel AUROC of
+the epoch validation chose, of the last epoch and of the best test epoch (image and pixel separately, as the
+reference reports). For the first seed a plain `--select last` run (no hold-out for validation, no evaluation) gives
+the training time the validation cost is compared with, and the test AUROC of the last epoch trained on those extra
+images. One JSON."""
 
 from __future__ import annotations
 

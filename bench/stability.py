@@ -223,7 +223,21 @@ THRESHOLDS = {
     "mean+3sd-normals": lambda k: _mean_sd(k["held_scores"] + k["val_normal_scores"], 3.0),
     "max-normals": lambda k: max(k["held_scores"] + k["val_normal_scores"]),
     "max+1sd-normals": lambda k: _mean_sd(k["held_scores"] + k["val_normal_scores"], 1.0, base=max),
+    # the in-sample training scores give the spread (many images), the held-out ones the level (unbiased): the
+    # training scores' maximum moved by the gap between the held-out and the training medians, or scaled by their
+    # ratio (last epoch only: the training images are scored then)
+    "shift-train": lambda k: _train_rule(k, "shift"),
+    "scale-train": lambda k: _train_rule(k, "scale"),
 }
+
+
+def _train_rule(k, how):
+    if "fit_scores" not in k:
+        return None
+    fit, held = np.asarray(k["fit_scores"]), np.asarray(k["held_scores"])
+    if how == "shift":
+        return float(fit.max() + np.median(held) - np.median(fit))
+    return float(fit.max() * np.median(held) / np.median(fit))
 
 
 def _mean_sd(xs, z, base=None):
@@ -265,7 +279,10 @@ def summarize(paths: list[str]) -> dict:
                         seed["rho"].append(rho)
                     scores = np.asarray(k["test_scores"])
                     for name, rule in THRESHOLDS.items():
-                        flagged = scores > rule(k)
+                        thr = rule(k)
+                        if thr is None:
+                            continue
+                        flagged = scores > thr
                         for rate, label in (("fpr", 0), ("tpr", 1)):
                             hits = (int(flagged[labels == label].sum()), int((labels == label).sum()))
                             seed[rate].setdefault(name, []).append(hits)
@@ -289,6 +306,9 @@ def summarize(paths: list[str]) -> dict:
             "per_seed_image": per_seed_img,
         }
         for name in THRESHOLDS:
+            if not any(name in s["fpr"] for s in row["seeds"].values()):
+                entry[f"fpr@{name}"] = entry[f"tpr@{name}"] = float("nan")
+                continue
             fp = sum(a for s in row["seeds"].values() for a, _ in s["fpr"][name])
             nn = sum(b for s in row["seeds"].values() for _, b in s["fpr"][name])
             tp = sum(a for s in row["seeds"].values() for a, _ in s["tpr"][name])

@@ -33,7 +33,7 @@ _ed() {
         --num-workers) return ;;
       esac ;;
     train)
-      opts="--data-path -p --dataset -d --category -c --store -s --out -o --backbone -b --weights --random-init --image-size --levels --normal-name --test-fraction --epochs --batch-size --lr --seed --arch --intra --no-intra --inter --no-inter --layers --heads --d-model --attn-out-proj --device --precision --eval-every --select --val-fraction --calib-fraction --strategy --jobs -j --optimizer --lr-schedule --warmup-epochs --resume --overwrite --num-workers --json --quiet -q --help -h"
+      opts="--data-path -p --dataset -d --category -c --store -s --out -o --backbone -b --weights --random-init --image-size --levels --normal-name --test-fraction --epochs --batch-size --lr --seed --arch --intra --no-intra --inter --no-inter --layers --heads --d-model --attn-out-proj --device --precision --eval-every --select --val-fraction --calib-fraction --strategy --jobs -j --optimizer --lr-schedule --warmup-epochs --average --ema-decay --swa-start --score --resume --overwrite --num-workers --json --quiet -q --help -h"
       case "$prev" in
         --data-path|-p) COMPREPLY=( $(compgen -d -- "$cur") ); return ;;
         --dataset|-d) COMPREPLY=( $(compgen -W "mvtec btad mvtec3d folder" -- "$cur") ); return ;;
@@ -65,10 +65,14 @@ _ed() {
         --optimizer) COMPREPLY=( $(compgen -W "reference per-level" -- "$cur") ); return ;;
         --lr-schedule) COMPREPLY=( $(compgen -W "constant cosine" -- "$cur") ); return ;;
         --warmup-epochs) return ;;
+        --average) COMPREPLY=( $(compgen -W "none ema swa" -- "$cur") ); return ;;
+        --ema-decay) return ;;
+        --swa-start) return ;;
+        --score) COMPREPLY=( $(compgen -W "ed rec rec-kl" -- "$cur") ); return ;;
         --num-workers) return ;;
       esac ;;
     eval)
-      opts="--run -r --checkpoint --data-path -p --dataset -d --category -c --store -s --reducer --pixel-map --device --precision --batch-size --save-maps --num-workers --json --quiet -q --help -h"
+      opts="--run -r --checkpoint --data-path -p --dataset -d --category -c --store -s --reducer --score --pixel-map --device --precision --batch-size --save-maps --num-workers --json --quiet -q --help -h"
       case "$prev" in
         --run|-r) COMPREPLY=( $(compgen -d -- "$cur") ); return ;;
         --checkpoint) return ;;
@@ -77,6 +81,7 @@ _ed() {
         --category|-c) return ;;
         --store|-s) COMPREPLY=( $(compgen -d -- "$cur") ); return ;;
         --reducer) COMPREPLY=( $(compgen -W "max mean" -- "$cur") ); return ;;
+        --score) COMPREPLY=( $(compgen -W "ed rec rec-kl" -- "$cur") ); return ;;
         --pixel-map) COMPREPLY=( $(compgen -W "raw smoothed" -- "$cur") ); return ;;
         --device) COMPREPLY=( $(compgen -W "auto cpu cuda mps" -- "$cur") ); return ;;
         --precision) COMPREPLY=( $(compgen -W "fp32 bf16 fp16" -- "$cur") ); return ;;
@@ -84,13 +89,17 @@ _ed() {
         --num-workers) return ;;
       esac ;;
     infer)
-      opts="--out -o --batch-size --device --precision --recursive -R --json --csv --save-heatmaps --no-save-heatmaps --threshold --fail-on-anomaly --num-workers --quiet -q --help -h"
+      opts="--out -o --batch-size --device --precision --recursive -R --max-pixels --shard --json --csv --save-heatmaps --no-save-heatmaps --save-raw-maps --resume --overwrite --threshold --fail-on-anomaly --engine --num-workers --quiet -q --help -h"
       case "$prev" in
         --out|-o) COMPREPLY=( $(compgen -d -- "$cur") ); return ;;
         --batch-size) return ;;
         --device) COMPREPLY=( $(compgen -W "auto cpu cuda mps" -- "$cur") ); return ;;
         --precision) COMPREPLY=( $(compgen -W "fp32 bf16 fp16" -- "$cur") ); return ;;
+        --max-pixels) return ;;
+        --shard) return ;;
+        --save-heatmaps) COMPREPLY=( $(compgen -W "auto all anomalous none" -- "$cur") ); return ;;
         --threshold) return ;;
+        --engine) COMPREPLY=( $(compgen -W "torch ray" -- "$cur") ); return ;;
         --num-workers) return ;;
       esac ;;
     export)
@@ -106,10 +115,11 @@ _ed() {
         --out|-o) return ;;
       esac ;;
     demo)
-      opts="--out -o --category -c --quick --device --quiet -q --help -h"
+      opts="--out -o --category -c --quick --seed --device --quiet -q --help -h"
       case "$prev" in
         --out|-o) COMPREPLY=( $(compgen -d -- "$cur") ); return ;;
         --category|-c) return ;;
+        --seed) return ;;
         --device) COMPREPLY=( $(compgen -W "auto cpu cuda mps" -- "$cur") ); return ;;
       esac ;;
     *) opts="" ;;

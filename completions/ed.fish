@@ -53,7 +53,7 @@ complete -c ed -n '__fish_seen_subcommand_from train' -l heads -d 'Attention hea
 complete -c ed -n '__fish_seen_subcommand_from train' -l d-model -d 'Model width per level, comma separated, or auto (C/2 rounded up to 32, >= 64)' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l attn-out-proj -d 'Apply the attention output projection (the reference discards it)'
 complete -c ed -n '__fish_seen_subcommand_from train' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
-complete -c ed -n '__fish_seen_subcommand_from train' -l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'
+complete -c ed -n '__fish_seen_subcommand_from train' -l precision -d 'Autocast precision of the matrix products: fp16 needs a GPU, bf16 a GPU or a CPU with bf16 units (AVX512-BF16 or AMX)' -x -a 'fp32 bf16 fp16'
 complete -c ed -n '__fish_seen_subcommand_from train' -l eval-every -d 'Evaluate on the test split every N epochs (0: never); with --select validation: validate every N epochs (default 1)' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l select -d 'Which epoch\'s weights: last (honest), validation (best on held-out normal images with synthetic defects: no test labels), or the best by a TEST metric (best-image, best-pixel: test-selected, needs --eval-every)' -x -a 'last best-image best-pixel validation'
 complete -c ed -n '__fish_seen_subcommand_from train' -l val-fraction -d '--select validation: share of the normal train images held out for validation' -x
@@ -63,6 +63,10 @@ complete -c ed -n '__fish_seen_subcommand_from train' -l jobs -s j -d 'Categorie
 complete -c ed -n '__fish_seen_subcommand_from train' -l optimizer -d 'reference (one Adam, zero-filled grads: torch 1.13\'s extra momentum step) or per-level' -x -a 'reference per-level'
 complete -c ed -n '__fish_seen_subcommand_from train' -l lr-schedule -d 'constant (the reference) or cosine (per batch, to 0)' -x -a 'constant cosine'
 complete -c ed -n '__fish_seen_subcommand_from train' -l warmup-epochs -d 'Linear learning-rate warm-up over this many epochs' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l average -d 'Weights kept: none (the last step\'s), ema (moving average after every step) or swa (equal average of the epochs from --swa-start); the average is what is evaluated, selected and saved' -x -a 'none ema swa'
+complete -c ed -n '__fish_seen_subcommand_from train' -l ema-decay -d '--average ema: decay per step' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l swa-start -d '--average swa: first epoch in the average (0: the middle epoch)' -x
+complete -c ed -n '__fish_seen_subcommand_from train' -l score -d 'Per-token anomaly score: ed (the paper\'s: error x (max(s) - s), s a per-image softmax of the attention-vs-prior KL), rec (reconstruction error) or rec-kl (error x KL); recorded in the checkpoint' -x -a 'ed rec rec-kl'
 complete -c ed -n '__fish_seen_subcommand_from train' -l resume -d 'Continue from the last completed epoch'
 complete -c ed -n '__fish_seen_subcommand_from train' -l overwrite -d 'Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps'
 complete -c ed -n '__fish_seen_subcommand_from train' -l num-workers -d 'DataLoader worker processes for image decoding' -x
@@ -77,9 +81,10 @@ complete -c ed -n '__fish_seen_subcommand_from eval' -l dataset -s d -d 'Layout 
 complete -c ed -n '__fish_seen_subcommand_from eval' -l category -s c -d 'Only this category (repeatable)' -x
 complete -c ed -n '__fish_seen_subcommand_from eval' -l store -s s -d 'Feature store (default: the run\'s)' -x -a '(__fish_complete_directories)'
 complete -c ed -n '__fish_seen_subcommand_from eval' -l reducer -d 'Image score from the smoothed map: its max, mean, or mean of the top share R (0 < R <= 1)' -x -a 'max mean'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l score -d 'Per-token score (ed, rec, rec-kl); default: the one each checkpoint was calibrated with' -x -a 'ed rec rec-kl'
 complete -c ed -n '__fish_seen_subcommand_from eval' -l pixel-map -d 'Map for pixel metrics: raw (unsmoothed, as the reference) or smoothed' -x -a 'raw smoothed'
 complete -c ed -n '__fish_seen_subcommand_from eval' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
-complete -c ed -n '__fish_seen_subcommand_from eval' -l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'
+complete -c ed -n '__fish_seen_subcommand_from eval' -l precision -d 'Autocast precision of the matrix products: fp16 needs a GPU, bf16 a GPU or a CPU with bf16 units (AVX512-BF16 or AMX)' -x -a 'fp32 bf16 fp16'
 complete -c ed -n '__fish_seen_subcommand_from eval' -l batch-size -d 'Images per batch' -x
 complete -c ed -n '__fish_seen_subcommand_from eval' -l save-maps -d 'Write raw maps (.npy) and heat-map PNGs per test image'
 complete -c ed -n '__fish_seen_subcommand_from eval' -l num-workers -d 'DataLoader worker processes for image decoding' -x
@@ -90,13 +95,20 @@ complete -c ed -f -n __fish_use_subcommand -a infer -d 'Score any images with a 
 complete -c ed -n '__fish_seen_subcommand_from infer' -l out -s o -d 'Output folder for predictions and heat maps' -x -a '(__fish_complete_directories)'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l batch-size -d 'Images per batch' -x
 complete -c ed -n '__fish_seen_subcommand_from infer' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
-complete -c ed -n '__fish_seen_subcommand_from infer' -l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l precision -d 'Autocast precision of the matrix products: fp16 needs a GPU, bf16 a GPU or a CPU with bf16 units (AVX512-BF16 or AMX)' -x -a 'fp32 bf16 fp16'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l recursive -s R -d 'Descend into sub-folders'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l max-pixels -d 'Larger images are failed rows, decided from the header before decoding' -x
+complete -c ed -n '__fish_seen_subcommand_from infer' -l shard -d 'Score the I-th of N contiguous parts of the inputs (0-based); the last part to finish merges' -x
 complete -c ed -n '__fish_seen_subcommand_from infer' -l json -d 'Machine-readable JSON on stdout (nothing else)'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l csv -d 'CSV rows on stdout'
-complete -c ed -n '__fish_seen_subcommand_from infer' -l save-heatmaps -l no-save-heatmaps -d 'Heat-map PNGs, predicted masks and raw maps'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l save-heatmaps -d 'Heat-map panels and masks of which images; auto: all up to 1000 inputs, else anomalous' -x -a 'auto all anomalous none'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l no-save-heatmaps -d 'The same as --save-heatmaps none'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l save-raw-maps -d 'Raw anomaly maps (.npy) of every image'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l resume -d 'Score only the images without a row in --out (same model)'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l overwrite -d 'Replace the predictions and heat maps in --out'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l threshold -d 'Override the checkpoint\'s calibrated threshold (raw score)' -x
 complete -c ed -n '__fish_seen_subcommand_from infer' -l fail-on-anomaly -d 'Exit 3 when any image is anomalous'
+complete -c ed -n '__fish_seen_subcommand_from infer' -l engine -d 'ray: score in a Ray Data pipeline (pip install \'edcli[ray]\')' -x -a 'torch ray'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l num-workers -d 'DataLoader worker processes for image decoding' -x
 complete -c ed -n '__fish_seen_subcommand_from infer' -l quiet -s q -d 'No progress on stderr'
 complete -c ed -n '__fish_seen_subcommand_from infer' -l help -s h -d 'Show this message and exit'
@@ -116,6 +128,7 @@ complete -c ed -f -n __fish_use_subcommand -a demo -d 'Make a small MVTec-layout
 complete -c ed -n '__fish_seen_subcommand_from demo' -l out -s o -d 'Demo folder (dataset, store, run, predictions)' -x -a '(__fish_complete_directories)'
 complete -c ed -n '__fish_seen_subcommand_from demo' -l category -s c -d 'Only this category (repeatable)' -x
 complete -c ed -n '__fish_seen_subcommand_from demo' -l quick -d 'A sub-minute version (fewer images and epochs)'
+complete -c ed -n '__fish_seen_subcommand_from demo' -l seed -d 'Training seed (the dataset stays the same)' -x
 complete -c ed -n '__fish_seen_subcommand_from demo' -l device -d 'Where to compute; auto: cuda, then mps, then cpu' -x -a 'auto cpu cuda mps'
 complete -c ed -n '__fish_seen_subcommand_from demo' -l quiet -s q -d 'No progress on stderr'
 complete -c ed -n '__fish_seen_subcommand_from demo' -l help -s h -d 'Show this message and exit'

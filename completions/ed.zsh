@@ -93,7 +93,7 @@ _ed() {
         '--d-model[Model width per level, comma separated, or auto (C/2 rounded up to 32, >= 64)]:d-model: ' \
         '--attn-out-proj[Apply the attention output projection (the reference discards it)]' \
         '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
-        '--precision[Autocast precision on a GPU (the CPU takes fp32)]:precision:(fp32 bf16 fp16)' \
+        '--precision[Autocast precision of the matrix products\: fp16 needs a GPU, bf16 a GPU or a CPU with bf16 units (AVX512-BF16 or AMX)]:precision:(fp32 bf16 fp16)' \
         '--eval-every[Evaluate on the test split every N epochs (0\: never); with --select validation\: validate every N epochs (default 1)]:eval-every: ' \
         '--select[Which epoch'\''s weights\: last (honest), validation (best on held-out normal images with synthetic defects\: no test labels), or the best by a TEST metric (best-image, best-pixel\: test-selected, needs --eval-every)]:select:(last best-image best-pixel validation)' \
         '--val-fraction[--select validation\: share of the normal train images held out for validation]:val-fraction: ' \
@@ -104,6 +104,10 @@ _ed() {
         '--optimizer[reference (one Adam, zero-filled grads\: torch 1.13'\''s extra momentum step) or per-level]:optimizer:(reference per-level)' \
         '--lr-schedule[constant (the reference) or cosine (per batch, to 0)]:lr-schedule:(constant cosine)' \
         '--warmup-epochs[Linear learning-rate warm-up over this many epochs]:warmup-epochs: ' \
+        '--average[Weights kept\: none (the last step'\''s), ema (moving average after every step) or swa (equal average of the epochs from --swa-start); the average is what is evaluated, selected and saved]:average:(none ema swa)' \
+        '--ema-decay[--average ema\: decay per step]:ema-decay: ' \
+        '--swa-start[--average swa\: first epoch in the average (0\: the middle epoch)]:swa-start: ' \
+        '--score[Per-token anomaly score\: ed (the paper'\''s\: error x (max(s) - s), s a per-image softmax of the attention-vs-prior KL), rec (reconstruction error) or rec-kl (error x KL); recorded in the checkpoint]:score:(ed rec rec-kl)' \
         '--resume[Continue from the last completed epoch]' \
         '--overwrite[Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps]' \
         '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \
@@ -127,9 +131,10 @@ _ed() {
         '(-s --store)-s[Feature store (default\: the run'\''s)]:store:_files -/' \
         '(-s --store)--store[Feature store (default\: the run'\''s)]:store:_files -/' \
         '--reducer[Image score from the smoothed map\: its max, mean, or mean of the top share R (0 < R <= 1)]:reducer:(max mean)' \
+        '--score[Per-token score (ed, rec, rec-kl); default\: the one each checkpoint was calibrated with]:score:(ed rec rec-kl)' \
         '--pixel-map[Map for pixel metrics\: raw (unsmoothed, as the reference) or smoothed]:pixel-map:(raw smoothed)' \
         '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
-        '--precision[Autocast precision on a GPU (the CPU takes fp32)]:precision:(fp32 bf16 fp16)' \
+        '--precision[Autocast precision of the matrix products\: fp16 needs a GPU, bf16 a GPU or a CPU with bf16 units (AVX512-BF16 or AMX)]:precision:(fp32 bf16 fp16)' \
         '--batch-size[Images per batch]:batch-size: ' \
         '--save-maps[Write raw maps (.npy) and heat-map PNGs per test image]' \
         '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \
@@ -145,15 +150,21 @@ _ed() {
         '(-o --out)--out[Output folder for predictions and heat maps]:out:_files -/' \
         '--batch-size[Images per batch]:batch-size: ' \
         '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
-        '--precision[Autocast precision on a GPU (the CPU takes fp32)]:precision:(fp32 bf16 fp16)' \
+        '--precision[Autocast precision of the matrix products\: fp16 needs a GPU, bf16 a GPU or a CPU with bf16 units (AVX512-BF16 or AMX)]:precision:(fp32 bf16 fp16)' \
         '(-R --recursive)-R[Descend into sub-folders]' \
         '(-R --recursive)--recursive[Descend into sub-folders]' \
+        '--max-pixels[Larger images are failed rows, decided from the header before decoding]:max-pixels: ' \
+        '--shard[Score the I-th of N contiguous parts of the inputs (0-based); the last part to finish merges]:shard: ' \
         '--json[Machine-readable JSON on stdout (nothing else)]' \
         '--csv[CSV rows on stdout]' \
-        '(--save-heatmaps --no-save-heatmaps)--save-heatmaps[Heat-map PNGs, predicted masks and raw maps]' \
-        '(--save-heatmaps --no-save-heatmaps)--no-save-heatmaps[Heat-map PNGs, predicted masks and raw maps]' \
+        '--save-heatmaps[Heat-map panels and masks of which images; auto\: all up to 1000 inputs, else anomalous]:save-heatmaps:(auto all anomalous none)' \
+        '--no-save-heatmaps[The same as --save-heatmaps none]' \
+        '--save-raw-maps[Raw anomaly maps (.npy) of every image]' \
+        '--resume[Score only the images without a row in --out (same model)]' \
+        '--overwrite[Replace the predictions and heat maps in --out]' \
         '--threshold[Override the checkpoint'\''s calibrated threshold (raw score)]:threshold: ' \
         '--fail-on-anomaly[Exit 3 when any image is anomalous]' \
+        '--engine[ray\: score in a Ray Data pipeline (pip install '\''edcli\[ray\]'\'')]:engine:(torch ray)' \
         '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \
         '(-q --quiet)-q[No progress on stderr]' \
         '(-q --quiet)--quiet[No progress on stderr]' \
@@ -189,6 +200,7 @@ _ed() {
         '(-c --category)-c[Only this category (repeatable)]:category: ' \
         '(-c --category)--category[Only this category (repeatable)]:category: ' \
         '--quick[A sub-minute version (fewer images and epochs)]' \
+        '--seed[Training seed (the dataset stays the same)]:seed: ' \
         '--device[Where to compute; auto\: cuda, then mps, then cpu]:device:(auto cpu cuda mps)' \
         '(-q --quiet)-q[No progress on stderr]' \
         '(-q --quiet)--quiet[No progress on stderr]' \

@@ -27,6 +27,9 @@ LAYERS = [
         "edcli.detector",
         "edcli.scorer",
         "edcli.onnxio",
+        "edcli.infer_output",
+        "edcli.infer_scoring",
+        "edcli.ray_infer",
     },
     {"edcli.engine", "edcli.backbone", "edcli.store", "edcli.checkpoint", "edcli.metrics", "edcli.data"},
     {"edcli.method"},
@@ -40,6 +43,7 @@ ONLY_IMPORTER = {
     "timm": "edcli.backbone",
     "onnx": "edcli.onnxio",
     "onnxruntime": "edcli.onnxio",
+    "ray": "edcli.ray_infer",
 }
 FORBIDDEN_IN_METHOD = (
     "h5py",

@@ -21,6 +21,7 @@ def _states(path):
     return torch.load(path, weights_only=True)["state_dicts"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("average", ["ema", "swa"])
 def test_a_resumed_average_equals_an_uninterrupted_one(tiny_configs, tiny_store, tmp_path, monkeypatch, average):
     from edcli.training import loop

@@ -92,7 +92,8 @@ def test_train_hands_off_every_config(monkeypatch):
         "--levels 1,2 --epochs 3 --batch-size 2 --lr 0.001 --seed 7 --no-inter --layers 2 --heads 4 "
         "--d-model 64,128 --attn-out-proj --device cpu --precision bf16 --eval-every 2 --select best-image "
         "--val-fraction 0.2 --calib-fraction 0.05 --strategy categories --jobs 2 --optimizer per-level "
-        "--lr-schedule cosine --warmup-epochs 1 --resume --num-workers 1 --json"
+        "--lr-schedule cosine --warmup-epochs 1 --average swa --ema-decay 0.9 --swa-start 2 --score rec-kl --resume "
+        "--num-workers 1 --json"
     )
     assert handed(calls, quiet=False) == {
         # --seed also picks the test split of a folder without test/ (split_seed)
@@ -115,7 +116,11 @@ def test_train_hands_off_every_config(monkeypatch):
             optimizer="per-level",
             lr_schedule="cosine",
             warmup_epochs=1.0,
+            average="swa",
+            ema_decay=0.9,
+            swa_start=2,
         ),
+        "eval_cfg": EvalConfig(score="rec-kl"),
         "store": "s",
         "out": "run",
         "resume": True,
@@ -129,7 +134,8 @@ def test_eval_hands_off_the_eval_config_and_overrides(monkeypatch):
     calls = recorder(monkeypatch, "eval", res)
     got = ed(
         "eval --run run --data-path photos --dataset folder -c brick --store s --reducer topk:0.05 "
-        "--pixel-map smoothed --device cpu --precision fp16 --batch-size 3 --save-maps --num-workers 1 --json"
+        "--pixel-map smoothed --device cpu --precision fp16 --batch-size 3 --save-maps --num-workers 1 --score rec "
+        "--json"
     )
     assert handed(calls, quiet=False) == {
         "run_dir": "run",
@@ -141,6 +147,7 @@ def test_eval_hands_off_the_eval_config_and_overrides(monkeypatch):
         "store": "s",
         "save_maps": True,
         "num_workers": 1,
+        "score": "rec",
     }
     assert json.loads(got.stdout) == res
 
@@ -163,6 +170,7 @@ def test_infer_hands_off_inputs_options_and_stdin(monkeypatch):
     kwargs = handed(calls, quiet=True)
     assert piped == ["shots/b.png\n"]  # stdin is the stream piped into `ed`
     del kwargs["stdin"]
+    assert callable(kwargs.pop("on_row"))  # rows stream to stdout as they are scored
     assert kwargs == {
         "checkpoint": "bottle.pt",
         "inputs": ["a.png", "-"],
@@ -171,9 +179,15 @@ def test_infer_hands_off_inputs_options_and_stdin(monkeypatch):
         "device": "cpu",
         "precision": "fp16",
         "recursive": True,
-        "save_heatmaps": False,
+        "save_heatmaps": "none",
+        "save_raw_maps": False,
         "threshold": 0.5,
         "num_workers": 0,
+        "resume": False,
+        "overwrite": False,
+        "shard": None,
+        "max_pixels": None,
+        "engine": "torch",
     }
     assert json.loads(got.stdout) == []
 
@@ -206,5 +220,6 @@ def test_demo_hands_off_out_categories_quick_and_device(monkeypatch):
     }
     calls = recorder(monkeypatch, "demo", {"eval": ev, "summary": "demo folder: d"})
     got = ed("demo --out d -c brick -c grass --quick --device cpu")
-    assert handed(calls, quiet=False) == {"out": "d", "categories": ("brick", "grass"), "quick": True, "device": "cpu"}
+    want = {"out": "d", "categories": ("brick", "grass"), "quick": True, "seed": 3407, "device": "cpu"}
+    assert handed(calls, quiet=False) == want
     assert "demo folder: d" in got.stdout and "wrote metrics.json and metrics.csv" in got.stdout

@@ -80,7 +80,7 @@ def test_zsh_and_fish_keep_colons_and_complete_values():
     assert "per category\\: prototypes" in scripts["ed.zsh"]  # escaped, so zsh shows the colon
     assert ":precision:(fp32 bf16 fp16)" in scripts["ed.zsh"] and "'(-d --dataset)-d[" in scripts["ed.zsh"]
     assert (
-        "-l precision -d 'Autocast precision on a GPU (the CPU takes fp32)' -x -a 'fp32 bf16 fp16'"
-        in scripts["ed.fish"]
+        "-l precision -d 'Autocast precision of the matrix products: fp16 needs a GPU, bf16 a GPU or a CPU with bf16 "
+        "units (AVX512-BF16 or AMX)' -x -a 'fp32 bf16 fp16'" in scripts["ed.fish"]
     )
     assert "-l dataset -s d" in scripts["ed.fish"] and "per category: prototypes" in scripts["ed.fish"]

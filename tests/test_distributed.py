@@ -14,6 +14,8 @@ import pytest
 import torch
 from conftest import TINY_SIZE, invoke
 
+pytestmark = pytest.mark.slow  # torchrun start-up: tens of seconds
+
 COMMON = [
     "--dataset",
     "mvtec",
@@ -201,8 +203,9 @@ def test_sharded_infer_writes_the_same_rows(tmp_path, tiny_data, tiny_run, one_t
             k: v for k, v in rb.items() if not isinstance(v, float)
         }
         for k, v in ra.items():
-            if isinstance(v, float):
+            if isinstance(v, float) and k != "seconds":  # seconds: the image's scoring time, a measurement
                 assert v == pytest.approx(rb[k], rel=1e-6, abs=1e-9), (k, ra["path"])
+    assert not (tmp_path / "dist" / "parts").exists()  # each rank streamed its part file; rank 0 merged them
 
 
 def test_a_failing_rank_fails_the_job_and_keeps_the_others_outputs(tmp_path, tiny_data):

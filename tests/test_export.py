@@ -162,6 +162,7 @@ def test_export_rejects_a_bad_batch(tiny_run, tmp_path):
     assert res.returncode == 1 and "--batch" in res.stderr
 
 
+@pytest.mark.slow
 def test_onnx_parity_with_the_torch_path(tiny_run, tiny_data, tmp_path, one_thread):
     pytest.importorskip("onnxruntime", reason="the ONNX Runtime path needs the onnx extra: pip install 'edcli[onnx]'")
     import onnx
@@ -232,6 +233,7 @@ def test_onnx_parity_with_the_torch_path(tiny_run, tiny_data, tmp_path, one_thre
         "--num-workers",
         "0",
         "--fail-on-anomaly",
+        "--save-raw-maps",
     )
     rows = json.loads(res.stdout)
     assert {r["label"] for r in rows} == {"normal", "anomalous"}  # the tiny model flags some of them

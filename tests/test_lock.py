@@ -133,3 +133,65 @@ def test_features_refuses_a_store_entry_in_use(tmp_path, tiny_data):
         text = _error_text(res)
         assert f"pid {os.getpid()}" in text and str(entry) in text and "--store" in text, text
         assert sorted(p.name for p in entry.iterdir()) == [files.LOCK_NAME]  # no features written
+
+
+def test_train_out_or_store_that_is_a_file_is_one_line_before_any_work(tmp_path, tiny_data):
+    """Not "File exists" from a mkdir after the backbone is loaded: one line naming the option, nothing written."""
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for option, out, store in (("--out", afile, tmp_path / "store"), ("--store", tmp_path / "run", afile)):
+        res = invoke(*tiny_train_args(tiny_data, store, out))
+        errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+        assert res.returncode == 1 and errors == [
+            f"error: {option} {afile} is a file, not a folder; give a folder path (it is made if absent)"
+        ], res.stderr
+    assert afile.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+ABANDON = (
+    "import os, signal, sys\n"
+    "from pathlib import Path\n"
+    "from edcli import files\n"
+    "from edcli.errors import raise_terminated\n"
+    "signal.signal(signal.SIGTERM, raise_terminated)\n"
+    "tmp = files.prepare(Path(sys.argv[1]) / 'x.json')  # a temp file as the HDF5 writer makes it, never closed\n"
+    "tmp.write_text('partial')\n"
+    "os.kill(os.getpid(), signal.SIGTERM)  # raised outside any with block: only the exit can clean up\n"
+)
+
+
+def test_temp_files_of_writers_left_open_are_removed_when_the_process_exits(tmp_path):
+    """A writer's temp files go on any exit the process survives, even one its `with` block did not see."""
+    res = subprocess.run([sys.executable, "-c", ABANDON, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "Terminated" in res.stderr, res.stderr  # the SIGTERM reached the writer
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "temp files left"
+
+
+def test_an_hdf5_writer_never_closed_is_removed_at_exit(tmp_path):
+    """The exit hook (`files._remove_open_temps`, run by atexit) also covers a store entry's temp file."""
+    from edcli.store import FeatureWriter
+    from test_store import SHAPES, S, make_meta
+
+    writer = FeatureWriter(tmp_path / "entry.h5", make_meta(), SHAPES, 2, 1, S)
+    (tmp,) = tmp_path.iterdir()
+    assert files.is_temp(tmp)
+    files._remove_open_temps()
+    assert list(tmp_path.iterdir()) == []
+    writer.abort()  # what a with block would have done: closes the HDF5 file, nothing left to remove
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_next_writer_in_a_folder_removes_a_killed_writers_temp_files(tmp_path):
+    """SIGKILL leaves a temp file (nothing runs); the next write into that folder, of any file, removes it."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc.kill()
+    proc.wait(timeout=10)
+    dead = f"{proc.pid}-0badf00d"
+    stale = [tmp_path / f"features.h5.tmp-{dead}", tmp_path / f".brick.tmp-{dead}"]
+    stale[0].write_bytes(b"\0" * 1000)
+    stale[1].mkdir()  # an atomic_folder's
+    (stale[1] / "a.png").write_bytes(b"x")
+    mine = tmp_path / f"run.json.tmp-{os.getpid()}-0badf00d"  # a live writer's (this process): kept
+    mine.write_text("partial")
+    files.write_text(tmp_path / "metrics.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", mine.name])

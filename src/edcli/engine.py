@@ -35,7 +35,37 @@ def resolve_device(name: str = "auto") -> torch.device:
             raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"--device {name}: MPS is not available here; use --device cpu or auto")
+    if device.type == "cuda":
+        use_tf32(device)
     return device
+
+
+def use_tf32(device: torch.device) -> None:
+    """fp32 matrix products in TF32 on GPUs that have it (compute capability 8.0 and up: A100, H100, H200...):
+    10 mantissa bits in the products, fp32 sums; the setting is recorded in run.json and checkpoints
+    (engine_settings). cuDNN's convolutions (the backbone) already default to TF32 in torch. CUDA's flag only:
+    the CPU's products stay IEEE (oneDNN's TF32 setting is left alone)."""
+    if torch.cuda.get_device_capability(device)[0] >= 8:
+        cuda_tf32(True)
+
+
+def cuda_tf32(on: bool | None = None) -> bool:
+    """Whether CUDA's fp32 matrix products run in TF32; `on` sets it first (torch's new flag where it has one:
+    mixing it with the legacy allow_tf32 makes torch.get_float32_matmul_precision raise)."""
+    mm = torch.backends.cuda.matmul
+    if hasattr(mm, "fp32_precision"):  # torch >= 2.9
+        if on is not None:
+            mm.fp32_precision = "tf32" if on else "ieee"
+        return mm.fp32_precision == "tf32"
+    if on is not None:
+        mm.allow_tf32 = on
+    return bool(mm.allow_tf32)
+
+
+def engine_settings(device: torch.device) -> dict:
+    """How this process computes, for run.json and checkpoints: the device kind and fp32 matrix products
+    ("tf32" or "ieee"); attention maps go whole or in chunks as edcli.method.dispatch decides per batch."""
+    return {"device": device.type, "fp32_matmul": "tf32" if device.type == "cuda" and cuda_tf32() else "ieee"}
 
 
 def check_precision(precision: str, device: torch.device) -> str:
@@ -151,13 +181,35 @@ def rank_device(device_name: str, info: DistInfo) -> torch.device:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def data_loader(dataset, batch_size: int, num_workers: int, shuffle: bool = False, collate_fn=None):
+def loader_workers(device: torch.device | str | None) -> int:
+    """Decoding processes when none are asked: on a GPU the images must keep up with it (up to 8, leaving a core to
+    the main process); on the CPU decoding in the main process (0) leaves the cores to the model."""
+    if getattr(device, "type", None) != "cuda":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def data_loader(
+    dataset,
+    batch_size: int,
+    num_workers: int | None,
+    shuffle: bool = False,
+    collate_fn=None,
+    device: torch.device | str | None = None,
+):
+    """A DataLoader for `device`: batches in pinned (page-locked) memory on CUDA, so `.to(device, non_blocking=True)`
+    copies overlap the work; num_workers None is loader_workers(device)."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
-        num_workers=num_workers,
+        num_workers=loader_workers(device) if num_workers is None else num_workers,
         persistent_workers=False,
-        pin_memory=False,
+        pin_memory=getattr(device, "type", None) == "cuda",  # not for ONNX Runtime's device names (numpy inputs)
         collate_fn=collate_fn,
     )
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; from pinned memory without waiting for the copy (the stream orders it)."""
+    return t.to(device, non_blocking=t.device.type == "cpu" and t.is_pinned())

@@ -182,8 +182,10 @@ def run_backbone(ctx: FeatureContext, images) -> list:
     """Pooled features per level as float32 numpy (B, C, H, W)."""
     import torch
 
+    from edcli.engine import to_device
+
     with torch.inference_mode():
-        feats = ctx.extractor(images.to(ctx.device))
+        feats = ctx.extractor(to_device(images, ctx.device))
     return [f.float().cpu().numpy() for f in feats]
 
 
@@ -280,7 +282,9 @@ def extract_category(
     with FeatureWriter(path, meta, shapes, len(train_refs), len(test_refs), S) as writer:
         for split, rows in listings.items():
             writer.write_source(split, rows)
-        loader = data_loader(SampleDataset(train_refs, S, ctx.resize_mode, data.dataset), batch_size, num_workers)
+        loader = data_loader(
+            SampleDataset(train_refs, S, ctx.resize_mode, data.dataset), batch_size, num_workers, device=ctx.device
+        )
         for batch in track(loader, total=len(loader), description=f"{category} features (train)"):
             feats = run_backbone(ctx, batch["image"])
             idx = batch["index"]
@@ -292,7 +296,10 @@ def extract_category(
             writer.write_ref(k, (s / len(train_refs)).astype(np.float32))
         if test_refs:
             loader = data_loader(
-                SampleDataset(test_refs, S, ctx.resize_mode, data.dataset, with_masks=True), batch_size, num_workers
+                SampleDataset(test_refs, S, ctx.resize_mode, data.dataset, with_masks=True),
+                batch_size,
+                num_workers,
+                device=ctx.device,
             )
             for batch in track(loader, total=len(loader), description=f"{category} features (test)"):
                 feats = run_backbone(ctx, batch["image"])

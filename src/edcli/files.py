@@ -1,8 +1,9 @@
 """The one atomic writer: a temp file in the target folder, fsync, os.replace, the mode the umask gives.
 
-A target is complete or absent: a killed or failing writer leaves at most its temp file
-(``<name>.tmp-<pid>-<random>``), which readers ignore and the next writer of the same target removes once that pid
-is gone. A write that fails (read-only folder, no space, permission) is a WriteError naming the path and the cause;
+A target is complete or absent: a failing or interrupted writer removes its temp file (``<name>.tmp-<pid>-<random>``),
+on an exception, Ctrl-C or SIGTERM where it happens and at interpreter exit for any still open; only a killed one
+(SIGKILL, power loss) leaves it, which readers ignore and the next writer in that folder removes once that pid is
+gone. A write that fails (read-only folder, no space, permission) is a WriteError naming the path and the cause;
 its temp file is removed and what was at the target before is untouched.
 
 A folder is written the same way by `atomic_folder`: into a hidden temp sibling (``.<name>.tmp-<pid>-<random>``),
@@ -14,6 +15,7 @@ command on the same folder is refused at once, and the OS releases the lock when
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -33,13 +35,24 @@ except ImportError:  # Windows is not a target: no lock there
 
 TMP_MARK = ".tmp-"
 LOCK_NAME = ".ed.lock"
-_TMP_TAIL = re.compile(r"(\d+)-[0-9a-f]+")
+_TMP_NAME = re.compile(r".+\.tmp-(\d+)-[0-9a-f]{8}")  # what temp_path makes: the pid of the writer, 4 random bytes
+_open_temps: set[Path] = set()  # this process's temp files not yet published or discarded
+_swept: set[Path] = set()  # folders this process has already cleared of dead writers' temp files
 
 
 def temp_path(final: Path) -> Path:
     """A fresh temp name beside `final` that names the writer's pid."""
     final = Path(final)
     return final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+@atexit.register
+def _remove_open_temps() -> None:
+    """At interpreter exit (an error that escaped, sys.exit, a writer never closed), remove what this process began
+    and never published; a forked child's copy of the set is not its own to remove."""
+    for tmp in list(_open_temps):
+        if f"{TMP_MARK}{os.getpid()}-" in tmp.name:
+            discard(tmp)
 
 
 def is_temp(path: Path) -> bool:
@@ -57,20 +70,29 @@ def _pid_gone(pid: int) -> bool:
 
 
 def remove_stale_temps(final: Path) -> list[Path]:
-    """Remove the temp files of `final` whose writer process is gone (a killed run); live writers' are kept."""
-    final = Path(final)
-    prefix = final.name + TMP_MARK
+    """Remove the temp files and folders in `final`'s folder whose writer process is gone (a killed run), whatever
+    target they were for; live writers' are kept. Once per folder and process: a folder of many files is listed
+    once, not at every write."""
+    folder = Path(final).parent
+    key = folder.absolute()
+    if key in _swept:
+        return []
     try:
-        names = [n for n in os.listdir(final.parent) if n.startswith(prefix)]
+        names = os.listdir(folder)
     except OSError:
         return []
+    _swept.add(key)
     removed = []
     for n in names:
-        m = _TMP_TAIL.fullmatch(n[len(prefix) :])
+        m = _TMP_NAME.fullmatch(n)
         if m and int(m.group(1)) != os.getpid() and _pid_gone(int(m.group(1))):
+            p = folder / n
             with contextlib.suppress(OSError):
-                os.unlink(final.parent / n)
-                removed.append(final.parent / n)
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    os.unlink(p)
+                removed.append(p)
     return removed
 
 
@@ -95,7 +117,9 @@ def prepare(final: Path) -> Path:
     except OSError as e:
         raise write_error(final, e) from e
     remove_stale_temps(final)
-    return temp_path(final)
+    tmp = temp_path(final)
+    _open_temps.add(tmp)
+    return tmp
 
 
 def _umask_mode() -> int:
@@ -117,11 +141,13 @@ def publish(tmp: Path, final: Path) -> None:
     os.chmod(tmp, _umask_mode())  # mkstemp-style files are 0600; teammates and services must read results
     _fsync(tmp)  # the rename must never expose a name whose data is still only in the page cache
     os.replace(tmp, final)
+    _open_temps.discard(Path(tmp))
     with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
         _fsync(Path(final).parent)
 
 
 def discard(tmp: Path) -> None:
+    _open_temps.discard(Path(tmp))
     with contextlib.suppress(OSError):
         Path(tmp).unlink()
 

@@ -15,7 +15,18 @@ import numpy as np
 from edcli.files import atomic_open, write_text
 from edcli.metrics import METRIC_NAMES
 
-PREDICTION_FIELDS = ("path", "score", "normalized_score", "label", "threshold", "threshold_origin", "error", "heatmap")
+# `ed infer`'s rows; seconds: the model's time for the image (its batch's scoring time over the batch's images)
+PREDICTION_FIELDS = (
+    "path",
+    "score",
+    "normalized_score",
+    "label",
+    "threshold",
+    "threshold_origin",
+    "error",
+    "heatmap",
+    "seconds",
+)
 # `ed eval`'s per-image file: label is the ground truth, predicted the label at the calibrated threshold
 EVAL_PREDICTION_FIELDS = (
     "path",
@@ -94,6 +105,16 @@ def write_predictions(out: Path, rows: list[dict[str, Any]]) -> tuple[Path, Path
 
 def predictions_csv_text(rows: list[dict[str, Any]]) -> str:
     return _csv_text(PREDICTION_FIELDS, rows)
+
+
+def predictions_csv_header() -> str:
+    """The header line of predictions.csv: `predictions_csv_line` rows follow it, one per streamed image."""
+    return ",".join(PREDICTION_FIELDS) + "\n"
+
+
+def predictions_csv_line(row: dict[str, Any]) -> str:
+    """One row of predictions.csv (cells escaped as `_csv_text` does), for files and stdout written as rows come."""
+    return _csv_text(PREDICTION_FIELDS, [row]).split("\n", 1)[1]
 
 
 def write_eval_predictions(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -340,18 +361,20 @@ def save_infer_maps(
     normalized: float | None = None,
     label: str | None = None,
     color_max: float | None = None,
+    raw: bool = True,
 ) -> Path:
-    """The raw map (.npy), the predicted mask and the heat-map panel of one scored file (`img`: its decoded RGB
-    (h, w, 3) uint8), at its original size; returns the panel's path. color_max: the top of the colour scale
-    (default twice thr; pass twice the model's calibrated threshold so a --threshold override does not change the
-    colours)."""
+    """The raw map (.npy, unless raw=False), the predicted mask and the heat-map panel of one scored file (`img`:
+    its decoded RGB (h, w, 3) uint8), at its original size; returns the panel's path. color_max: the top of the
+    colour scale (default twice thr; pass twice the model's calibrated threshold so a --threshold override does not
+    change the colours)."""
     from edcli.method.scoring import to_original
 
     stem = f"{index:06d}_{Path(path).stem}"
     big = to_original(amap, mode, h, w)
     big_s = to_original(smoothed, mode, h, w)
     pred = big_s > thr
-    save_npy(Path(outdir) / "maps" / f"{stem}.npy", amap)
+    if raw:
+        save_npy(Path(outdir) / "maps" / f"{stem}.npy", amap)
     save_png(Path(outdir) / "masks" / f"{stem}.png", (pred * 255).astype(np.uint8))
     # the colour scale runs from 0 to twice the threshold, so the same colour means the same score in every image
     top = 2.0 * thr if color_max is None else float(color_max)

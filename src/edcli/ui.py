@@ -188,21 +188,93 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+_FOLD_AT = 24  # a longer cell (a path) may fold over lines; shorter ones (numbers, names) are always kept whole
+
+
+def _frame(n: int) -> int:
+    return 3 * n + 1  # rich's default box: one border per column plus one, and one space of padding each side
+
+
+def _groups(least: list[int], width: int) -> list[list[int]] | None:
+    """Columns in tables of at most `width`, the first column repeated in each, every column at its `least`
+    width; None when not even the first and one other fit side by side."""
+    groups: list[list[int]] = []
+    for i in range(1, len(least)):
+        if groups and sum(least[j] for j in groups[-1]) + least[i] + _frame(len(groups[-1]) + 1) <= width:
+            groups[-1].append(i)
+        elif least[0] + least[i] + _frame(2) <= width:
+            groups.append([0, i])
+        else:
+            return None
+    return groups or [[0]]
+
+
+def _widths(group: list[int], natural: list[int], least: list[int], width: int) -> list[int]:
+    """Each column of `group` at its least width; the room left goes first to the columns that need the least of
+    it to be whole (the fewest wrapped headers), what remains to the long cells (paths)."""
+    got = [least[i] for i in group]
+    spare = width - _frame(len(group)) - sum(got)
+    for k in sorted(range(len(group)), key=lambda k: natural[group[k]] - got[k]):
+        add = max(0, min(spare, natural[group[k]] - got[k]))
+        got[k] += add
+        spare -= add
+    return got
+
+
 def print_table(
     title: str,
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
     caption: str = "",
     last_row_is_total: bool = False,
+    console: Console | None = None,
 ) -> None:
-    """A results table on stdout; None shows as 'n/d' (not defined)."""
-    table = Table(title=title, caption=caption or None, show_lines=False)
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
-    for i, row in enumerate(rows):
-        style = "bold" if last_row_is_total and i == len(rows) - 1 else None
-        table.add_row(*[_fmt(v) for v in row], style=style, end_section=last_row_is_total and i == len(rows) - 2)
-    out_console().print(table)
+    """A results table on stdout; None shows as 'n/d' (not defined). A number or a name is never cut: on a narrow
+    terminal headers and long cells (paths) wrap, then the columns go into several tables (the first column repeated
+    in each), and where not even two columns fit each row is printed as 'name  value' lines."""
+    console = console or out_console()
+    cells = [[_fmt(v) for v in row] for row in rows]
+    natural = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(columns)]
+    # at least: the longest word of the header (it wraps between words) and every cell up to _FOLD_AT characters
+    least = [
+        max([*(len(w) for w in h.split()), *(min(len(r[i]), _FOLD_AT) for r in cells)], default=1)
+        for i, h in enumerate(columns)
+    ]
+    fits = sum(natural) + _frame(len(columns)) <= console.width
+    groups = [list(range(len(columns)))] if fits else _groups(least, console.width)
+    if groups is None:
+        _print_records(console, title, columns, cells, caption)
+        return
+    for g, group in enumerate(groups):
+        widths = None if fits else _widths(group, natural, least, console.width)
+        table = Table(
+            title=title if g == 0 else f"{title} (continued)",
+            caption=(caption or None) if g == len(groups) - 1 else None,
+        )
+        for k, i in enumerate(group):
+            table.add_column(
+                columns[i],
+                justify="left" if i == 0 or natural[i] > _FOLD_AT else "right",  # a folded path reads from the left
+                width=None if widths is None else widths[k],
+                no_wrap=fits,  # at natural widths nothing needs to wrap; fitted widths hold every short cell whole
+                overflow="fold",
+            )
+        for r, row in enumerate(cells):
+            style = "bold" if last_row_is_total and r == len(rows) - 1 else None
+            section = last_row_is_total and r == len(rows) - 2
+            table.add_row(*[row[i] for i in group], style=style, end_section=section)
+        console.print(table)
+
+
+def _print_records(console: Console, title: str, columns: Sequence[str], cells, caption: str) -> None:
+    """Each row as lines of 'name: value' (a terminal too narrow for two columns side by side)."""
+    console.print(title, markup=False, highlight=False)
+    for row in cells:
+        console.print(f"{columns[0]}: {row[0]}", markup=False, highlight=False)
+        for name, value in zip(columns[1:], row[1:]):
+            console.print(f"  {name}: {value}", markup=False, highlight=False)
+    if caption:
+        console.print(caption, markup=False, highlight=False)
 
 
 def print_json(obj: Any) -> None:

@@ -126,7 +126,7 @@ def run_command(fn: Callable[[], Any]) -> Any:
         print_error(f"{name}: cannot access {where}: {exc.strerror or exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt as exc:
-        hint = "; rerun with --resume to continue" if name == "ed train" else ""
+        hint = "; rerun with --resume to continue" if name in ("ed train", "ed infer") else ""
         how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         print_error(f"{name}: {how}; completed work is kept{hint}")
         raise typer.Exit(code) from None

@@ -3,22 +3,117 @@ and the whole pipeline on a made-up dataset."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from edcli.cli.core import command, human_bytes, run_command, tracker
 from edcli.cli.evaluate import render_metrics
-from edcli.cli.options import DATA, EVAL, OPTIM, OUTPUT, BatchSize, Category, Device, Json, Precision, Quiet, Workers
+from edcli.cli.options import (
+    DATA,
+    EVAL,
+    HARDWARE,
+    OPTIM,
+    OUTPUT,
+    BatchSize,
+    Category,
+    Device,
+    Json,
+    Precision,
+    Quiet,
+    Workers,
+)
+from edcli.config import TrainConfig
+from edcli.infer_scoring import AUTO_ALL_UP_TO, HEATMAP_CHOICES
 
 
 # ------------------------------------------------------------------------------------------- infer
+class _InferOutput:
+    """What `ed infer` prints as rows arrive: every row streamed for --json (one JSON array) and --csv; for a
+    person, at most TABLE_ROWS rows (all of a small run, else the highest scores) under a summary. Each failed file
+    is one line on stderr (the first FAILED_LINES, then a count), so a CI log says why the exit code is 1."""
+
+    TABLE_ROWS, FAILED_LINES = 30, 20
+
+    def __init__(self, json_out: bool, csv_out: bool, track):
+        self.json_out, self.csv_out, self.track = json_out, csv_out, track
+        self.first, self.kept, self.top, self.failed, self.flagged, self.n = [], [], [], 0, 0, 0
+
+    def __call__(self, row: dict) -> None:
+        import heapq
+
+        self.n += 1
+        if row.get("error"):
+            self.failed += 1
+            if self.failed <= self.FAILED_LINES:
+                self.track.warn(f"failed: {row['error']}")
+        self.flagged += row.get("label") == "anomalous"
+        if self.json_out:
+            from edcli.report import PREDICTION_FIELDS
+
+            lead = "[\n  " if self.n == 1 else ",\n  "
+            sys.stdout.write(lead + json.dumps({k: row.get(k) for k in PREDICTION_FIELDS}))
+            sys.stdout.flush()
+        elif self.csv_out:
+            from edcli.report import predictions_csv_header, predictions_csv_line
+
+            sys.stdout.write((predictions_csv_header() if self.n == 1 else "") + predictions_csv_line(row))
+            sys.stdout.flush()
+        else:
+            if len(self.first) < self.TABLE_ROWS:
+                self.first.append(row)
+            key = (row["score"] if row.get("score") is not None else float("-inf"), -self.n)
+            item = (key, self.n, row)
+            if len(self.top) < self.TABLE_ROWS:
+                heapq.heappush(self.top, item)
+            else:
+                heapq.heappushpop(self.top, item)
+
+    def close(self, res: dict | None) -> None:
+        if self.failed > self.FAILED_LINES:
+            self.track.warn(f"failed: {self.failed - self.FAILED_LINES} more files (see the error column)")
+        if self.json_out:
+            sys.stdout.write("[]\n" if self.n == 0 else "\n]\n")
+            sys.stdout.flush()
+            return
+        if self.csv_out or res is None:
+            return
+        from edcli.ui import print_table, print_text
+
+        if self.n <= self.TABLE_ROWS:
+            rows, title = self.first, f"predictions ({res['threshold_origin']})"
+        else:
+            rows = [r for _, _, r in sorted(self.top, reverse=True)]
+            title = f"the {self.TABLE_ROWS} highest scores of {self.n} images ({res['threshold_origin']})"
+        print_table(
+            title,
+            ["path", "score", "normalized", "label", "error"],
+            [[r["path"], r["score"], r["normalized_score"], r["label"], r["error"] or ""] for r in rows],
+        )
+        rate = res.get("images_per_second")
+        text = (
+            f"scored {self.n - self.failed} of {self.n} images: {self.flagged} anomalous, {self.failed} failed"
+            + (f"; {rate:.1f} images/s" if rate else "")
+            + (f" ({res['kept']} kept from before)" if res.get("kept") else "")
+            + f"; wrote {res['csv']} and {res['jsonl']}"
+        )
+        if res.get("heatmaps"):
+            which = "" if res["heatmap_choice"] == "all" else " of the anomalous images"
+            text += f"; heat maps{which} in {res['heatmaps']}"
+        if res.get("waiting"):
+            text += f"; merge into the final files waits ({res['waiting']})"
+        print_text(text)
+
+
 @command(
     examples=(
         "ed infer runs/ed/checkpoints/bottle.pt new_images/ --out predictions",
         "find shots -name '*.jpg' | ed infer runs/ed/checkpoints/bottle.pt - --csv --fail-on-anomaly",
+        "ed infer bottle.pt /data/incoming -R --out preds --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+        "ed infer bottle.pt /data/incoming -R --out preds --resume",
     )
 )
 def infer(
@@ -44,16 +139,50 @@ def infer(
     recursive: Annotated[
         bool, typer.Option("--recursive", "-R", rich_help_panel=DATA, help="Descend into sub-folders.")
     ] = False,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pixels",
+            metavar="N",
+            rich_help_panel=DATA,
+            help="Larger images are failed rows, decided from the header before decoding. Default 100000000.",
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="I/N",
+            rich_help_panel=DATA,
+            help="Score the I-th of N contiguous parts of the inputs (0-based); the last part to finish merges.",
+        ),
+    ] = None,
     json_out: Json = False,
     csv_out: Annotated[bool, typer.Option("--csv", rich_help_panel=OUTPUT, help="CSV rows on stdout.")] = False,
     save_heatmaps: Annotated[
+        Literal[HEATMAP_CHOICES],
+        typer.Option(
+            "--save-heatmaps",
+            rich_help_panel=OUTPUT,
+            help=f"Heat-map panels and masks of which images; auto: all up to {AUTO_ALL_UP_TO} inputs, else anomalous.",
+        ),
+    ] = "auto",
+    no_save_heatmaps: Annotated[
+        bool, typer.Option("--no-save-heatmaps", rich_help_panel=OUTPUT, help="The same as --save-heatmaps none.")
+    ] = False,
+    save_raw_maps: Annotated[
+        bool, typer.Option("--save-raw-maps", rich_help_panel=OUTPUT, help="Raw anomaly maps (.npy) of every image.")
+    ] = False,
+    resume: Annotated[
         bool,
         typer.Option(
-            "--save-heatmaps/--no-save-heatmaps",
-            rich_help_panel=OUTPUT,
-            help="Heat-map PNGs, predicted masks and raw maps.",
+            "--resume", rich_help_panel=OUTPUT, help="Score only the images without a row in --out (same model)."
         ),
-    ] = True,
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", rich_help_panel=OUTPUT, help="Replace the predictions and heat maps in --out."),
+    ] = False,
     threshold: Annotated[
         float | None,
         typer.Option(
@@ -66,6 +195,12 @@ def infer(
     fail_on_anomaly: Annotated[
         bool, typer.Option("--fail-on-anomaly", rich_help_panel=OUTPUT, help="Exit 3 when any image is anomalous.")
     ] = False,
+    engine: Annotated[
+        Literal["torch", "ray"],
+        typer.Option(
+            "--engine", rich_help_panel=HARDWARE, help="ray: score in a Ray Data pipeline (pip install 'edcli[ray]')."
+        ),
+    ] = "torch",
     num_workers: Workers = 2,
     quiet: Quiet = False,
 ) -> None:
@@ -73,6 +208,8 @@ def infer(
     """Score any images with a checkpoint or an exported .onnx model: predictions.csv/.jsonl, heat maps, masks, raw maps."""  # noqa: E501
     from edcli.commands.infer import run as run_infer
 
+    track = tracker(quiet)
+    shown = _InferOutput(json_out, csv_out, track)
     res = run_command(
         lambda: run_infer(
             checkpoint=str(checkpoint),
@@ -82,38 +219,30 @@ def infer(
             device=device,
             precision=precision,
             recursive=recursive,
-            save_heatmaps=save_heatmaps,
+            save_heatmaps="none" if no_save_heatmaps else save_heatmaps,
+            save_raw_maps=save_raw_maps,
             threshold=threshold,
             num_workers=num_workers,
+            resume=resume,
+            overwrite=overwrite,
+            shard=shard,
+            max_pixels=max_pixels,
+            engine=engine,
             stdin=sys.stdin,
-            track=tracker(quiet),
+            track=track,
+            on_row=shown,
         )
     )
     if res is None:
+        if shown.n and shown.json_out:  # an error after rows were streamed: the JSON array still closes
+            shown.close(None)
         return
-    from edcli.ui import print_json, print_table, print_text
-
-    rows = res["rows"]
-    if json_out:
-        print_json(rows)
-    elif csv_out:
-        from edcli.report import predictions_csv_text
-
-        sys.stdout.write(predictions_csv_text(rows))
-    else:
-        print_table(
-            f"predictions ({res['threshold_origin']})",
-            ["path", "score", "normalized", "label", "error"],
-            [[r["path"], r["score"], r["normalized_score"], r["label"], r["error"] or ""] for r in rows],
-        )
-        failed = sum(1 for r in rows if r["error"])
-        print_text(
-            f"scored {len(rows) - failed} of {len(rows)} images; wrote {res['csv']} and {res['jsonl']}"
-            + (f"; heat maps in {res['heatmaps']}" if res["heatmaps"] else "")
-        )
-    if any(r["error"] for r in rows):
+    for r in res.get("rows") or ():  # a run that handed its rows back instead (a stand-in in tests)
+        shown(r)
+    shown.close(res)
+    if shown.failed:
         raise typer.Exit(1)
-    if fail_on_anomaly and any(r["label"] == "anomalous" for r in rows):
+    if fail_on_anomaly and shown.flagged:
         raise typer.Exit(3)
 
 
@@ -188,7 +317,13 @@ def report(
     """One self-contained HTML page of an evaluated run: protocol, metrics, curves, histograms, losses, worst images."""
     from edcli.commands.report import run as run_report
 
-    res = run_command(lambda: run_report(run_dir=str(run), out=str(out) if out else None, track=tracker(quiet)))
+    def go():
+        track = tracker(quiet)
+        # the first line at once: torch (to read the checkpoints' histories) takes seconds to load
+        track.log(f"ed report: {run} -> {out or run / 'report.html'}")
+        return run_report(run_dir=str(run), out=str(out) if out else None, track=track)
+
+    res = run_command(go)
     if res is None:
         return
     from edcli.ui import print_json, print_text
@@ -215,6 +350,10 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", rich_help_panel=OPTIM, help="A sub-minute version (fewer images and epochs).")
     ] = False,
+    seed: Annotated[
+        int,
+        typer.Option("--seed", metavar="N", rich_help_panel=OPTIM, help="Training seed (the dataset stays the same)."),
+    ] = TrainConfig.seed,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
@@ -223,7 +362,12 @@ def demo(
 
     res = run_command(
         lambda: run_demo(
-            out=str(out), categories=tuple(category or ()), quick=quick, device=device, track=tracker(quiet)
+            out=str(out),
+            categories=tuple(category or ()),
+            quick=quick,
+            seed=seed,
+            device=device,
+            track=tracker(quiet),
         )
     )
     if res is None:

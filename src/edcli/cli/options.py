@@ -113,7 +113,12 @@ Device = Annotated[
 ]
 Precision = Annotated[
     Literal[PRECISIONS],
-    typer.Option("--precision", rich_help_panel=HARDWARE, help="Autocast precision on a GPU (the CPU takes fp32)."),
+    typer.Option(
+        "--precision",
+        rich_help_panel=HARDWARE,
+        help="Autocast precision of the matrix products: fp16 needs a GPU, bf16 a GPU or a CPU with bf16 units "
+        "(AVX512-BF16 or AMX).",
+    ),
 ]
 BatchSize = Annotated[
     int, typer.Option("--batch-size", metavar="N", rich_help_panel=HARDWARE, help="Images per batch.")

@@ -121,18 +121,29 @@ def features(
     """Run the frozen backbone once per category: prototypes and cached pooled features of train and test images."""
     from edcli.commands.features import run as run_features
 
-    rows = run_command(
-        lambda: run_features(
-            data=data_config(dataset, data_path, category, image_size, normal_name, test_fraction, seed),
-            bb_cfg=backbone_config(backbone, levels, weights, random_init),
+    def go():
+        data = data_config(dataset, data_path, category, image_size, normal_name, test_fraction, seed)
+        bb_cfg = backbone_config(backbone, levels, weights, random_init)
+        track = tracker(quiet)
+        # the first line at once: torch and the backbone take seconds to load before any image is read
+        cats = ", ".join(data.categories) if data.categories else "every category"
+        track.log(
+            f"ed features: {cats} of {data.data_path} ({data.dataset}) -> {store}"
+            f"{' (--overwrite)' if overwrite else ''}; {bb_cfg.name} at {data.image_size} px, levels "
+            f"{','.join(map(str, bb_cfg.levels))}, batch {batch_size}, device {device}"
+        )
+        return run_features(
+            data=data,
+            bb_cfg=bb_cfg,
             store=str(store),
             device=device,
             batch_size=batch_size,
             overwrite=overwrite,
             num_workers=num_workers,
-            track=tracker(quiet),
+            track=track,
         )
-    )
+
+    rows = run_command(go)
     if rows is None:
         return
     from edcli.ui import print_json, print_table

@@ -42,10 +42,14 @@ def run(
     track = track or NullTracker()
     if claim:  # the first line, before torch is imported (seconds): what starts, with which settings
         track.log(start_line(data, bb_cfg, train_cfg, out, resume))
+        from edcli.files import require_folder
+
+        require_folder(out, "--out")  # one line before any work, not "File exists" from a mkdir later
+        require_folder(store, "--store")
     from edcli.checkpoint import checkpoint_path, claim_run_folder
     from edcli.config import check_count
     from edcli.distributed import gather_rows, run_sharded, shard
-    from edcli.engine import check_precision, init_distributed, rank_device
+    from edcli.engine import check_precision, engine_settings, init_distributed, rank_device
     from edcli.features import (
         build_context,
         categories_of,
@@ -77,7 +81,7 @@ def run(
     _check_shapes(
         feature_shapes(bb_cfg.name, tuple(bb_cfg.levels), data.image_size), data, bb_cfg, model_cfg, train_cfg, device
     )
-    asked = request(model_cfg, data.image_size, bb_cfg.name, bb_cfg.levels)
+    asked = request(model_cfg, data.image_size, bb_cfg.name, bb_cfg.levels, eval_cfg.score)
     if claim and resume and not overwrite:  # every refusal before anything is written (run.json included)
         refused = resume_refusals(out, cats, train_cfg, asked)
         if refused:
@@ -113,6 +117,7 @@ def run(
             "store": str(Path(store).resolve()),
             "selection": _selection_rule(train_cfg),
             "request": asked,  # what --resume compares (edcli.training.resume)
+            "engine": engine_settings(device),  # how fp32 matrix products ran (TF32 on a GPU)
         }
         if dist.is_main:
             from edcli.files import write_text

@@ -278,14 +278,39 @@ def expand_inputs(inputs: list[str], recursive: bool = False, stdin: TextIO | No
     return list(out.values())
 
 
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above a 61 MP full-frame photo, far below a decompression bomb
+
+
+def check_pixels(path: str, max_pixels: int | None) -> None:
+    """DataError when the image's header says it has more than max_pixels pixels: decided before decoding (PIL
+    reads the size lazily), so a 13000x13000 PNG of 437 KB costs no seconds and no gigabytes."""
+    if max_pixels is None:
+        return
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception as err:
+        raise DataError(f"could not decode image {path}: {_reason(err)}") from err
+    if w * h > max_pixels:
+        raise DataError(
+            f"image {path} is {w}x{h} ({w * h / 1e6:.1f} MP), above --max-pixels {max_pixels} "
+            f"({max_pixels / 1e6:g} MP): not decoded; raise --max-pixels to score it"
+        )
+
+
 class FileDataset(torch.utils.data.Dataset):
     """Unlabelled files. Never raises for a bad file: its item has a zero image and a non-empty `error`;
-    orig_h/orig_w are the decoded size, 0 when decoding failed."""
+    orig_h/orig_w are the decoded size, 0 when decoding failed. max_pixels: larger images are errors, decided from
+    the header (it replaces Pillow's own bomb limit, which it may exceed)."""
 
-    def __init__(self, paths: list[str], size: int, mode: str, keep_original: bool = False):
+    def __init__(
+        self, paths: list[str], size: int, mode: str, keep_original: bool = False, max_pixels: int | None = None
+    ):
         _check_geometry(size, mode)  # fail early, not once per item
         self.paths = list(paths)
-        self.size, self.mode, self.keep_original = size, mode, keep_original
+        self.size, self.mode, self.keep_original, self.max_pixels = size, mode, keep_original, max_pixels
+        if max_pixels is not None and (Image.MAX_IMAGE_PIXELS or 0) < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels  # our cap is checked first; Pillow's must not stop what it allows
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -294,6 +319,7 @@ class FileDataset(torch.utils.data.Dataset):
         path = self.paths[i]
         original = None
         try:
+            check_pixels(path, self.max_pixels)
             img = decode_rgb(path)
             orig_w, orig_h = img.size
             image = _pil_to_tensor(_geometry(img, self.size, self.mode, Image.LANCZOS))

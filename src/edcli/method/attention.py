@@ -11,13 +11,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edcli.errors import ConfigError
+from edcli.method import dispatch
 from edcli.method.fused import attention_correlation
 from edcli.method.prior import EPS, compute_dtype, row_factors, sym_kl_rows_
 
-# Attention values per head group in score mode (see DifferenceAwareAttention.scored): 4 MiB of fp32, one head
-# of a 32x32 grid. Measured on CPU (wide_resnet50_2 shapes, 1 thread): 0.76 s/image with all 8 heads at once,
-# 0.67-0.73 s with groups of 2^19..2^21 values (smaller working set; freed buffers reused, not mapped afresh).
+# Attention values per head group in score mode on the CPU (see DifferenceAwareAttention.scored; on a GPU
+# edcli.method.dispatch sizes the group from the free memory): 4 MiB of fp32, one head of a 32x32 grid. Measured on
+# CPU (wide_resnet50_2 shapes, 1 thread): 0.76 s/image with all 8 heads at once, 0.67-0.73 s with groups of
+# 2^19..2^21 values (smaller working set; freed buffers reused, not mapped afresh).
 SCORE_GROUP_ELEMENTS = 1 << 20
+# map-sized buffers alive per value in score mode: the logits/softmax, the KL's log ratio, a cast of each (bf16)
+SCORE_BUFFERS = 4
 
 
 def positional_encoding_2d(d_model: int, grid: tuple[int, int]) -> Tensor:
@@ -149,16 +153,20 @@ class DifferenceAwareAttention(nn.Module):
         """Inference: the output (B, L, d) and each token's symmetric KL between its attention row and its
         Gaussian target, averaged over heads (B, L), in fp32.
 
-        Heads go through in groups whose (L, S) maps hold at most SCORE_GROUP_ELEMENTS values, each map consumed
-        in place: the working set stays small, and on CPU buffers of that size are reused by the allocator
-        instead of being mapped (and page-faulted) afresh for every group."""
+        Heads go through in groups (edcli.method.dispatch: on the CPU maps of at most SCORE_GROUP_ELEMENTS values,
+        on a GPU all heads at once when the memory allows), each map consumed in place: on the CPU the working set
+        stays small and buffers of that size are reused by the allocator instead of being mapped (and page-faulted)
+        afresh for every group."""
         B, L, _ = q_in.shape
         q, k, v = self._project(q_in, kv_in)  # (B*h, L, dh), (B*h, S, dh) x2
         sigma = self._sigma(q_in)  # under the caller's autocast, as in training; sigma_map returns >= fp32
         with torch.autocast(q_in.device.type, enabled=False):
             ry, rx = row_factors(sigma, *axes)  # (B, h, L, H), (B, h, L, W)
         ry, rx = ry.flatten(0, 1), rx.flatten(0, 1)  # (B*h, L, .), rows in the order of q
-        group = max(1, SCORE_GROUP_ELEMENTS // (L * k.shape[1]))
+        LS = L * k.shape[1]
+        per_value = SCORE_BUFFERS * compute_dtype(q).itemsize
+        chunk = dispatch.attention_chunk(q, q.shape[0] * LS, per_value, SCORE_GROUP_ELEMENTS)
+        group = max(1, chunk // LS)
         outs, kls = [], []
         for g in range(0, q.shape[0], group):
             sl = slice(g, g + group)

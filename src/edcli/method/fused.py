@@ -4,7 +4,8 @@ For one attention branch of one layer, `attention_correlation(q, k, v, ry, rx)` 
 softmax(q kᵀ) v and, per query row, the terms of the loss: D_t, D_a (the symmetric KL between the attention row P
 and its Gaussian target T̄ = ry ⊗ rx, with gradient only into the target or only into P) and H (P's entropy).
 No (L, S) map is kept between forward and backward: the backward recomputes P chunk by chunk. Each chunk (some
-heads x some query rows, about CHUNK_ELEMENTS values) goes through the whole chain (logits, softmax, logs, the
+heads x some query rows; how many values, edcli.method.dispatch decides: CHUNK_ELEMENTS on the CPU, the whole map
+on a GPU that has the memory) goes through the whole chain (logits, softmax, logs, the
 analytic KL/entropy gradients, the softmax backward) while it is still in cache, and the allocator reuses the
 same few buffers instead of mapping and page-faulting fresh (L, S) maps: on CPU that, more than the arithmetic,
 was the cost of the unfused step. Matrix products run in `mm_dtype` (bf16 under autocast), everything else in
@@ -19,14 +20,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# values per (rows, S) chunk: 256 KiB of fp32; measured on CPU (8x1024x1024 maps): 2^16 0.62 s, 2^18 0.79 s,
-# 2^20 1.44 s per fwd+bwd
+from edcli.method import dispatch
+
+# values per (rows, S) chunk on the CPU: 256 KiB of fp32; measured there (8x1024x1024 maps): 2^16 0.62 s,
+# 2^18 0.79 s, 2^20 1.44 s per fwd+bwd
 CHUNK_ELEMENTS = 1 << 16
 
 
-def _chunks(N: int, L: int, S: int):
-    rows = max(1, min(L, CHUNK_ELEMENTS // S))
-    heads = max(1, CHUNK_ELEMENTS // (rows * S)) if rows == L else 1
+def _chunk(q: Tensor, S: int, wide: torch.dtype, mm: torch.dtype) -> int:
+    """Values per chunk for the (N, L, S) maps of q (dispatch.attention_chunk). The backward keeps up to 8 map-sized
+    buffers alive in the wide dtype (p, gp, log p, d, e^-d, the target's gradient and a product) and 2 in mm's."""
+    N, L, _ = q.shape
+    return dispatch.attention_chunk(q, N * L * S, 8 * wide.itemsize + 2 * mm.itemsize, CHUNK_ELEMENTS)
+
+
+def _chunks(N: int, L: int, S: int, chunk: int):
+    rows = max(1, min(L, chunk // S))
+    heads = max(1, chunk // (rows * S)) if rows == L else 1
     for n0 in range(0, N, heads):
         for r0 in range(0, L, rows):
             yield slice(n0, min(N, n0 + heads)), slice(r0, min(L, r0 + rows))
@@ -68,7 +78,7 @@ class _AttentionCorrelation(torch.autograd.Function):
             out = torch.empty(N, L, v.shape[-1], dtype=mm, device=q.device)
             D = torch.empty(N, L, dtype=wide, device=q.device)
             Hrow = torch.empty_like(D)
-            for hs, rs in _chunks(N, L, S):
+            for hs, rs in _chunks(N, L, S, _chunk(q, S, wide, mm)):
                 p = torch.bmm(qm[hs, rs], km[hs].transpose(1, 2)).to(wide)
                 p = torch.softmax(p, -1, out=p)
                 out[hs, rs] = torch.bmm(p.to(mm), vm[hs])
@@ -96,7 +106,7 @@ class _AttentionCorrelation(torch.autograd.Function):
             gv = torch.zeros(N, S, v.shape[-1], dtype=wide, device=q.device)
             gry = torch.zeros_like(ry) if want_t else None
             grx = torch.zeros_like(rx) if want_t else None
-            for hs, rs in _chunks(N, L, S):
+            for hs, rs in _chunks(N, L, S, _chunk(q, S, wide, mm)):
                 ryc, rxc = ry[hs, rs], rx[hs, rs]
                 p = torch.bmm(qm[hs, rs], km[hs].transpose(1, 2)).to(wide)
                 p = torch.softmax(p, -1, out=p)  # (n, R, S), recomputed

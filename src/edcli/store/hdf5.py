@@ -1,8 +1,9 @@
 """HDF5 plumbing of the store: atomic writes, Ctrl-C deferral, reads, attribute codecs.
 
 Every file is complete or absent: it is written as ``<final>.tmp-<pid>-<random>`` in the same folder, closed,
-fsynced and renamed onto its final name with ``os.replace``; a failed or killed writer leaves at most that temp
-file, which readers ignore. Only the modules of this package import h5py; numpy goes in and out.
+fsynced and renamed onto its final name with ``os.replace``. A failed or interrupted writer (an error, Ctrl-C,
+SIGTERM) removes that temp file; only a killed one (SIGKILL) leaves it, which readers ignore and the next writer in
+that folder removes (`edcli.files.prepare`). Only the modules of this package import h5py; numpy goes in and out.
 """
 
 from __future__ import annotations
