@@ -136,6 +136,10 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--only", action="append", metavar="TEXT", help="Only the probes whose name has TEXT (repeatable)")
     a = ap.parse_args()
+    # the commands get Ctrl-C as in a terminal: started in the background by a non-interactive shell (`cmd &`), this
+    # script would inherit SIGINT ignored and pass that on, and every Ctrl-C probe would run to the end (exit 0).
+    # A handler of our own becomes the default action in each child at exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="ed-probes-"))
     mounts: list[Path] = []
     try:
@@ -233,6 +237,8 @@ def run_probes(w: Path, mounts: list[Path], only: list[str] | None = None) -> li
     shutil.copytree(store, flipstore)
     for p in (flipstore / "features").rglob("*.h5"):
         flip_in_chunk(p, "train/0")
+    flipstore2 = w / "flipstore2"
+    shutil.copytree(flipstore, flipstore2)
     exif = w / "exif"
     exif.mkdir()
     up = Image.open(img).convert("RGB")
@@ -660,10 +666,18 @@ def run_probes(w: Path, mounts: list[Path], only: list[str] | None = None) -> li
             check=both(has("flipped.pt"), has("digest mismatch")),
         ),
         Probe(
-            "flipped byte in a store entry",
+            "flipped byte in a store entry: ed train recomputes it",
             ["train", "--data-path", data, "--store", flipstore, "--out", w / "r3", *BB, *SMALL],
-            1,
-            check=both(has("is damaged"), has("ed features --overwrite")),
+            0,
+            ("flipstore", "r3"),
+            check=both(has("train/0 fails its checksum"), has("recomputing")),
+        ),
+        Probe(
+            "flipped byte in a store entry: ed features recomputes it",
+            ["features", "--data-path", data, "--store", flipstore2, *BB],
+            0,
+            ("flipstore2",),
+            check=both(has("train/0 fails its checksum"), has("recomputing")),
         ),
         Probe(
             "two trains into one --out",
@@ -699,6 +713,14 @@ def run_probes(w: Path, mounts: list[Path], only: list[str] | None = None) -> li
             ("kill-train-15",),
             both(has("terminated (SIGTERM)"), has("--resume"), resume_state_kept(w / "kill-train-15")),
             run=kill_during("train", signal.SIGTERM, "*.resume.pt"),
+        ),
+        Probe(
+            "train: SIGHUP (terminal closed)",
+            [*T, w / "kill-train-1", *BB, "--layers", "1", "--heads", "4", "--epochs", "40"],
+            129,
+            ("kill-train-1",),
+            both(has("terminated (SIGHUP)"), has("--resume"), resume_state_kept(w / "kill-train-1")),
+            run=kill_during("train", signal.SIGHUP, "*.resume.pt"),
         ),
         Probe(
             "features --overwrite: SIGTERM",

@@ -105,7 +105,7 @@ def run_one(args) -> dict:
     from edcli.store import FeatureFile, features_path
     from edcli.track import NullTracker
     from edcli.training.average import Averager
-    from edcli.training.category import _build, _prepare
+    from edcli.training.category import build_training, prepare_data
     from edcli.training.loop import fit_epoch, lr_schedule
     from edcli.validation import ensure_validation
 
@@ -140,8 +140,8 @@ def run_one(args) -> dict:
         t0 = time.process_time()
         with FeatureFile.open(path, meta) as ff:
             vf = ensure_validation(ctx, str(store), cat, ff, cfg, NullTracker())
-            prepared = _prepare(ff, cfg, vf)
-            model, levels, optims = _build(prepared, mcfg, cfg, device, None)
+            prepared = prepare_data(ff, cfg, vf)
+            model, levels, optims = build_training(prepared, mcfg, cfg, device, None)
             ema, swa = Averager(model, cfg), Averager(model, replace(cfg, average="swa"))
             n_levels = ff.n_levels
             test = load_all(ff.test, ff.n_test, n_levels)

@@ -66,7 +66,7 @@ complete -c ed -n '__fish_seen_subcommand_from train' -l warmup-epochs -d 'Linea
 complete -c ed -n '__fish_seen_subcommand_from train' -l average -d 'Weights kept: none (the last step\'s), ema (moving average after every step) or swa (equal average of the epochs from --swa-start); the average is what is evaluated, selected and saved' -x -a 'none ema swa'
 complete -c ed -n '__fish_seen_subcommand_from train' -l ema-decay -d '--average ema: decay per step' -x
 complete -c ed -n '__fish_seen_subcommand_from train' -l swa-start -d '--average swa: first epoch in the average (0: the middle epoch)' -x
-complete -c ed -n '__fish_seen_subcommand_from train' -l score -d 'Per-token anomaly score: ed (the paper\'s: error x (max(s) - s), s a per-image softmax of the attention-vs-prior KL), rec (reconstruction error) or rec-kl (error x KL); recorded in the checkpoint' -x -a 'ed rec rec-kl'
+complete -c ed -n '__fish_seen_subcommand_from train' -l score -d 'Per-token anomaly score: rec-kl (reconstruction error x the attention-vs-prior KL; the default, steadier than the paper\'s), ed (the paper\'s: error x (max(s) - s), s a per-image softmax of the KL) or rec (reconstruction error); recorded in the checkpoint' -x -a 'ed rec rec-kl'
 complete -c ed -n '__fish_seen_subcommand_from train' -l resume -d 'Continue from the last completed epoch'
 complete -c ed -n '__fish_seen_subcommand_from train' -l overwrite -d 'Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps'
 complete -c ed -n '__fish_seen_subcommand_from train' -l num-workers -d 'DataLoader worker processes for image decoding' -x

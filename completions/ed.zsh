@@ -107,7 +107,7 @@ _ed() {
         '--average[Weights kept\: none (the last step'\''s), ema (moving average after every step) or swa (equal average of the epochs from --swa-start); the average is what is evaluated, selected and saved]:average:(none ema swa)' \
         '--ema-decay[--average ema\: decay per step]:ema-decay: ' \
         '--swa-start[--average swa\: first epoch in the average (0\: the middle epoch)]:swa-start: ' \
-        '--score[Per-token anomaly score\: ed (the paper'\''s\: error x (max(s) - s), s a per-image softmax of the attention-vs-prior KL), rec (reconstruction error) or rec-kl (error x KL); recorded in the checkpoint]:score:(ed rec rec-kl)' \
+        '--score[Per-token anomaly score\: rec-kl (reconstruction error x the attention-vs-prior KL; the default, steadier than the paper'\''s), ed (the paper'\''s\: error x (max(s) - s), s a per-image softmax of the KL) or rec (reconstruction error); recorded in the checkpoint]:score:(ed rec rec-kl)' \
         '--resume[Continue from the last completed epoch]' \
         '--overwrite[Replace the checkpoints of an existing run folder and remove its stale metrics, predictions and maps]' \
         '--num-workers[DataLoader worker processes for image decoding]:num-workers: ' \

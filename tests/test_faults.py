@@ -495,6 +495,12 @@ def test_store_entry_is_recomputed_when_images_are_added_removed_or_touched(tmp_
     assert row["status"] == "recomputed" and row["train"] == 9, log
     assert "2 train images added, 1 removed, 1 changed, 1 test mask changed since" in log
     assert again()[0]["status"] == "cached"
+    from test_integrity import _flip_in_chunk  # a flipped byte in a stored chunk: recomputed, saying why
+
+    _flip_in_chunk(Path(row["path"]), "train/1", 0)
+    row, log = again()
+    assert row["status"] == "recomputed" and "train/1 fails its checksum" in log, log
+    assert again()[0]["status"] == "cached"
     assert _temps(tmp_path) == []
 
 

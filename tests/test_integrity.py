@@ -153,17 +153,28 @@ def test_file_without_checksums_still_reads(tmp_path):
         assert ff.test_paths == data["test_paths"]
 
 
-def test_training_on_a_damaged_store_entry_stops_with_a_store_error(tiny_configs, tiny_store, tmp_path):
-    """ensure-features checks an entry's settings and sources, not its bytes: the damage shows on the first read
-    of the features, as one StoreError naming the file and the rerun (no model is trained on wrong numbers)."""
+def test_training_on_a_damaged_store_entry_recomputes_it_and_says_why(tiny_configs, tiny_store, tmp_path):
+    """ensure-features reads an entry's every chunk before it is reused: a flipped byte is recomputed (naming the
+    dataset that fails its checksum), so no model is trained on wrong numbers."""
     from edcli.commands.train import run as run_train
+    from edcli.track import NullTracker
+
+    class Log(NullTracker):
+        lines: list[str] = []
+
+        def log(self, message: str) -> None:
+            self.lines.append(message)
 
     data, bb, model, train = tiny_configs
     store = tmp_path / "store"
     shutil.copytree(tiny_store, store)
     (entry,) = sorted((store / "features" / "mvtec" / "brick").glob("*.h5"))
     _flip_in_chunk(entry, "train/0", 3)
-    with pytest.raises(StoreError) as err:
-        run_train(data=data, bb_cfg=bb, model_cfg=model, train_cfg=train, store=str(store), out=str(tmp_path / "run"))
-    assert str(entry) in str(err.value) and "ed features --overwrite" in str(err.value)
-    assert not (tmp_path / "run" / "checkpoints" / "brick.pt").exists()
+    log = Log()
+    out = tmp_path / "run"
+    run_train(data=data, bb_cfg=bb, model_cfg=model, train_cfg=train, store=str(store), out=str(out), track=log)
+    said = " ".join(log.lines)
+    assert "recomputing" in said and "train/0 fails its checksum" in said and str(entry) in said, said
+    with FeatureFile.open(entry) as ff:
+        assert ff.damaged() is None
+    assert (out / "checkpoints" / "brick.pt").exists()

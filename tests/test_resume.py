@@ -71,3 +71,22 @@ def test_same_options_resume_and_a_finished_category_is_not_retrained_with_other
     line = _one_error(_train(tiny_data, tiny_store, cut_run, "--resume", "--seed", "8"))
     assert "--seed 7 (asked: 8)" in line and str(ckpt) in line and "--overwrite" in line
     assert ckpt.read_bytes() == done and (cut_run / "run.json").read_bytes() == run_json
+
+
+def test_a_refusal_over_the_automatic_width_names_it():
+    from edcli.config import TrainConfig
+    from edcli.training.resume import differences
+
+    cfg = TrainConfig()
+    diffs = differences(cfg.to_dict(), {"d_model": ()}, cfg, {"d_model": (96, 96)})
+    assert diffs == ["--d-model auto (asked: 96,96)"]
+
+
+def test_more_epochs_bind_an_swa_run_only_through_its_middle_epoch_start():
+    from edcli.config import TrainConfig
+    from edcli.training.resume import differences
+
+    for start, binding in ((0, True), (2, False)):  # 0: the middle epoch, which moves with --epochs
+        was = TrainConfig(epochs=4, average="swa", swa_start=start, lr_schedule="constant")
+        now = TrainConfig(epochs=6, average="swa", swa_start=start, lr_schedule="constant")
+        assert bool(differences(was.to_dict(), None, now, {})) is binding, start

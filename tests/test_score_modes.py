@@ -50,8 +50,8 @@ def test_eval_uses_the_checkpoint_score_and_an_override_has_no_threshold(tiny_ru
     cfg = EvalConfig(device="cpu")
     own = run_eval(run_dir=str(tiny_run), checkpoint=None, eval_cfg=cfg)["rows"][0]
     other = run_eval(run_dir=str(tiny_run), checkpoint=None, eval_cfg=cfg, score="rec")["rows"][0]
-    assert own["score"] == "ed" and own["threshold"] is not None
-    assert other["score"] == "rec" and other["threshold"] is None  # calibrated for the paper's score only
+    assert own["score"] == "rec-kl" and own["threshold"] is not None  # the default score
+    assert other["score"] == "rec" and other["threshold"] is None  # calibrated for rec-kl only
     res = invoke("eval", "--run", tiny_run, "--score", "bogus", "--device", "cpu")
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert res.returncode == 2 and len(errors) == 1 and "--score" in errors[0], res.stderr

@@ -90,10 +90,10 @@ class Detector:
         import torch
 
         from edcli.checkpoint import load_checkpoint
-        from edcli.engine import check_precision, resolve_device
+        from edcli.engine import check_precision, setup_device
         from edcli.scorer import load_scorer, scoring_metadata
 
-        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        dev = device if isinstance(device, torch.device) else setup_device(device)
         check_precision(precision, dev)
         ck = load_checkpoint(path)
         return cls(load_scorer(ck, dev, precision), scoring_metadata(ck), threshold, path)

@@ -35,6 +35,13 @@ def resolve_device(name: str = "auto") -> torch.device:
             raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"--device {name}: MPS is not available here; use --device cpu or auto")
+    return device
+
+
+def setup_device(name: str = "auto") -> torch.device:
+    """The device a command computes on (resolve_device), set up for it: TF32 matrix products on a CUDA GPU that
+    has them. resolve_device alone only names the device (planning, questions about it)."""
+    device = resolve_device(name)
     if device.type == "cuda":
         use_tf32(device)
     return device
@@ -171,8 +178,8 @@ def shutdown_distributed(finished: bool = True) -> None:
 
 
 def rank_device(device_name: str, info: DistInfo) -> torch.device:
-    """Under torchrun each rank takes its local GPU; otherwise the resolved device."""
-    device = resolve_device(device_name)
+    """Under torchrun each rank takes its local GPU; otherwise the resolved device (set up: setup_device)."""
+    device = setup_device(device_name)
     if info.enabled and device.type == "cuda":
         return torch.device("cuda", info.local_rank % torch.cuda.device_count())
     return device

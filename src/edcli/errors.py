@@ -54,10 +54,21 @@ class DependencyError(EdError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (what schedulers and `kill` send), raised where Ctrl-C would be so that everything that keeps work
-    safe on Ctrl-C (temp files removed, the resume state saved) does so on SIGTERM too; exit code 143."""
+    """SIGTERM (what schedulers and `kill` send) or SIGHUP (the terminal closed), raised where Ctrl-C would be so
+    that everything that keeps work safe on Ctrl-C (temp files removed, the resume state saved) does so on these
+    too; exit code 128 + the signal's number (143, 129)."""
+
+    def __init__(self, signum: int = 15) -> None:
+        import signal
+
+        super().__init__(signum)
+        self.signum = int(signum)
+        self.name = signal.Signals(self.signum).name
+
+
+TERMINATING = ("SIGTERM", "SIGHUP")  # the signals `ed` turns into Terminated (SIGHUP does not exist on Windows)
 
 
 def raise_terminated(signum, frame) -> None:
-    """The SIGTERM handler `ed` installs for a command's life."""
-    raise Terminated()
+    """The SIGTERM/SIGHUP handler `ed` installs for a command's life."""
+    raise Terminated(signum)

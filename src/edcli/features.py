@@ -129,9 +129,9 @@ class FeatureContext:
 def build_context(data: DataConfig, bb_cfg: BackboneConfig, device_name: str) -> FeatureContext:
     from edcli.backbone import build_backbone
     from edcli.data.layouts import resize_mode
-    from edcli.engine import resolve_device
+    from edcli.engine import setup_device
 
-    device = resolve_device(device_name)
+    device = setup_device(device_name)
     extractor, winfo = build_backbone(bb_cfg)
     extractor = extractor.to(device).eval()
     return FeatureContext(extractor, winfo, bb_cfg, data, resize_mode(data.dataset), device)
@@ -249,7 +249,7 @@ def extract_category(
     train_refs, test_refs = refs["train"], refs["test"]  # train is never empty
     if path.exists() and not overwrite:
         with FeatureFile.open(path, meta) as ff:
-            reason = stale_reason(ff, data.data_path, listings)
+            reason = stale_reason(ff, data.data_path, listings) or ff.damaged()
             row = {
                 "category": category,
                 "train": ff.n_train,

@@ -38,18 +38,19 @@ class BatchScorer:
         calibrated = float((det.meta.get("calibration") or {}).get("threshold", thr))
         self.color_max = 2.0 * calibrated if calibrated > 0 else None
 
-    def _failed(self, path: str, error: str) -> dict[str, Any]:
+    def _row(self, path: str, pred=None, seconds: float | None = None, error: str = "") -> dict[str, Any]:
+        """One output row: a scored image (its prediction and scoring time) or a failed one (its error)."""
         det = self.det
         return {
             "path": path,
-            "score": None,
-            "normalized_score": None,
-            "label": None,
+            "score": pred.score if pred else None,
+            "normalized_score": pred.normalized_score if pred else None,
+            "label": pred.label if pred else None,
             "threshold": det.threshold,
             "threshold_origin": det.threshold_origin,
             "error": error,
             "heatmap": None,
-            "seconds": None,
+            "seconds": seconds,
         }
 
     def rows(self, batch: dict, indices: list[int], paths: list[str]) -> list[tuple[int, dict[str, Any]]]:
@@ -76,11 +77,10 @@ class BatchScorer:
         for b, err in enumerate(errors):
             i, path = indices[b], paths[b]
             if err:
-                out.append((i, self._failed(path, err)))
+                out.append((i, self._row(path, error=err)))
                 continue
             p = pred_of[b]
-            row = self._failed(path, "")
-            row.update(score=p.score, normalized_score=p.normalized_score, label=p.label, seconds=each)
+            row = self._row(path, p, each)
             if self.heatmaps == "all" or (self.heatmaps == "anomalous" and p.label == "anomalous"):
                 panel = save_infer_maps(
                     self.outdir,

@@ -10,8 +10,8 @@ Their pooled features are computed once and cached in the store (`STORE/validati
 epochs (every epoch by default) the model scores them; the epoch with the best mean of the validation image and
 pixel AUROC is kept (a tie goes to the earlier epoch).
 
-Why a hold-out of its own and not the calibration one: the threshold is the 0.99 quantile (with fewer than 100
-images the maximum) of the held-out normal scores; an epoch chosen to make exactly those images score low would
+Why a hold-out of its own and not the calibration one: the threshold is mean + 3 sd of the held-out normal
+scores; an epoch chosen to make exactly those images score low would
 bias that threshold low (more false alarms on new images). Kept apart, the threshold stays an estimate on images
 that no decision touched. Why the mean of image and pixel AUROC: one checkpoint serves detection and
 localisation, and with few held-out images the image AUROC takes few distinct values (ties are common); the pixel

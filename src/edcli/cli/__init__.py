@@ -43,17 +43,20 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import signal
 
-    from edcli.errors import raise_terminated
+    from edcli.errors import TERMINATING, raise_terminated
 
-    # SIGTERM (schedulers, `kill`) stops a command as Ctrl-C does: resume state kept, temp files removed, a message
-    signal.signal(signal.SIGTERM, raise_terminated)
+    # SIGTERM (schedulers, `kill`) and SIGHUP (a closed terminal) stop a command as Ctrl-C does: resume state kept,
+    # temp files removed, a message
+    stops = [getattr(signal, name) for name in TERMINATING if hasattr(signal, name)]
+    for sig in stops:
+        signal.signal(sig, raise_terminated)
     try:
         app(prog_name="ed")
     finally:
         # the command has finished and said so: a Ctrl-C or SIGTERM from here on (interpreter shutdown, h5py and
         # torch finalisers) must not turn its exit code into a signal death or print a traceback
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in (signal.SIGINT, *stops):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 @command("completions", hidden=True)

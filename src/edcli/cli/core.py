@@ -104,8 +104,8 @@ def _root(
 # ------------------------------------------------------------------------------------------- runner
 def run_command(fn: Callable[[], Any]) -> Any:
     """Run a command; EdError -> one red line + its exit code; an OSError (disk full, read-only, permission) -> one
-    line naming the path, exit 1; Ctrl-C -> exit 130, SIGTERM -> exit 143 (the same clean-up, its own words).
-    Under torchrun only rank 0 renders."""
+    line naming the path, exit 1; Ctrl-C -> exit 130, SIGTERM -> exit 143, SIGHUP -> 129 (the same clean-up, its
+    own words). Under torchrun only rank 0 renders."""
     import os
 
     from edcli.errors import EdError, Terminated
@@ -127,7 +127,9 @@ def run_command(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(1) from None
     except KeyboardInterrupt as exc:
         hint = "; rerun with --resume to continue" if name in ("ed train", "ed infer") else ""
-        how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        how, code = (
+            (f"terminated ({exc.name})", 128 + exc.signum) if isinstance(exc, Terminated) else ("interrupted", 130)
+        )
         print_error(f"{name}: {how}; completed work is kept{hint}")
         raise typer.Exit(code) from None
     finally:

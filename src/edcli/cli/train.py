@@ -242,8 +242,9 @@ def train(
         typer.Option(
             "--score",
             rich_help_panel=EVAL,
-            help="Per-token anomaly score: ed (the paper's: error x (max(s) - s), s a per-image softmax of the "
-            "attention-vs-prior KL), rec (reconstruction error) or rec-kl (error x KL); recorded in the checkpoint.",
+            help="Per-token anomaly score: rec-kl (reconstruction error x the attention-vs-prior KL; the default, "
+            "steadier than the paper's), ed (the paper's: error x (max(s) - s), s a per-image softmax of the KL) or "
+            "rec (reconstruction error); recorded in the checkpoint.",
         ),
     ] = _E.score,
     resume: Annotated[

@@ -27,6 +27,7 @@ DEMO = {
     "warmup_epochs": 0,
     "optimizer": "per-level",
     "d_model": (64, 64),
+    "calib_fraction": 0.2,  # 4 of 20 normals held out: the threshold's sd needs more than 2 (README "Threshold")
     "n_train": 20,
     "n_test_good": 10,
     "n_per_defect": 3,
@@ -40,6 +41,7 @@ DEMO_QUICK = {
     "warmup_epochs": 0,
     "optimizer": "reference",
     "d_model": (64, 64),
+    "calib_fraction": 0.1,
     "n_train": 8,
     "n_test_good": 3,
     "n_per_defect": 1,
@@ -94,6 +96,7 @@ def run(
         lr_schedule=s["lr_schedule"],
         warmup_epochs=s["warmup_epochs"],
         optimizer=s["optimizer"],
+        calib_fraction=s["calib_fraction"],
     )
     # the demo folder is the demo's own: a rerun replaces its run (and the results of the last one)
     train_rows = train.run(

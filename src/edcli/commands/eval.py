@@ -33,7 +33,7 @@ def run(
 
     from edcli.checkpoint import build_model, find_checkpoints, load_checkpoint
     from edcli.config import check_count
-    from edcli.engine import check_precision, resolve_device
+    from edcli.engine import check_precision, setup_device
     from edcli.evaluate import (
         calibrated_threshold,
         category_metrics,
@@ -57,7 +57,7 @@ def run(
     if score is not None:
         replace(eval_cfg, score=score)  # a bad --score is one line before any checkpoint is read
     base_cfg = eval_cfg
-    device = resolve_device(eval_cfg.device)
+    device = setup_device(eval_cfg.device)
     check_precision(eval_cfg.precision, device)
     paths = find_checkpoints(run_dir, checkpoint, categories)
     out_dir = Path(run_dir) if run_dir else Path(checkpoint).resolve().parent.parent

@@ -38,6 +38,18 @@ def chunk_elements(total: int, bytes_per_value: int, cache_chunk: int, free_byte
     return 1 << max(0, fits.bit_length() - 1)
 
 
+# (device, total, bytes_per_value, cache_chunk) -> chunk: a training loop asks the same question at every step, and
+# the free-memory figure is a driver call; the first answer (taken with the step's activations alive) stands
+_CHOSEN: dict[tuple, int] = {}
+
+
 def attention_chunk(like: torch.Tensor, total: int, bytes_per_value: int, cache_chunk: int) -> int:
-    """chunk_elements for a map computed on `like`'s device, with that device's free memory now."""
-    return chunk_elements(total, bytes_per_value, cache_chunk, free_memory(like.device))
+    """chunk_elements for a map computed on `like`'s device; on a GPU with the free memory when this shape was first
+    seen there (the answer is kept), elsewhere with free_memory's figure (none on a CPU: `cache_chunk`)."""
+    key = (like.device, total, bytes_per_value, cache_chunk)
+    if key in _CHOSEN:
+        return _CHOSEN[key]
+    chunk = chunk_elements(total, bytes_per_value, cache_chunk, free_memory(like.device))
+    if like.device.type == "cuda":
+        _CHOSEN[key] = chunk
+    return chunk

@@ -76,7 +76,8 @@ def _layer(layer: EncoderLayer, x: Tensor, ref: Tensor | None, axes) -> tuple[Te
 
 
 def level_score(level: LevelModel, x: Tensor, axes: tuple[Tensor, Tensor], score: str = "ed") -> Tensor:
-    """The score per token (B, L) of pooled tokens x (B, L, C): scoring.level_score of the fast score mode."""
+    """The score per token (B, L) of pooled tokens x (B, L, C): what MapScorer.level_parts and
+    scoring.token_score give in the fast score mode."""
     emb = level.embed(x)
     ref = level.ref_embed(level.ref.t().unsqueeze(0)) if level.inter else None
     kl = 0.0

@@ -23,6 +23,11 @@ class ScoredMaps(NamedTuple):
     scores: Tensor  # (B,) the reducer over the smoothed maps
 
 
+def _tokens(feat: Tensor) -> Tensor:
+    """Pooled features (B, C, H, W) -> float32 tokens (B, L, C) in row-major order."""
+    return feat.float().flatten(2).transpose(1, 2)
+
+
 class MapScorer(nn.Module):
     """Per level pooled features (B, C, H, W) -> ScoredMaps. The level models run under the caller's autocast;
     the scores, the upsampling, the smoothing and the reducer always run in float32."""
@@ -43,8 +48,10 @@ class MapScorer(nn.Module):
         combines (the fast flavour; a benchmark scores several --score values from one pass)."""
         out = []
         for level, feat in zip(self.levels, feats):
-            x = feat.float().flatten(2).transpose(1, 2)  # (B, L, C) tokens in row-major order
-            scored = level(x, branches="score")  # attention maps go head group by head group: bounded memory
+            x = _tokens(feat)
+            # attention maps go head group by head group (bounded memory); score_kl: the inter branch's KL rows (the
+            # intra branch's when the inter branch is off)
+            scored = level(x, branches="score")
             with torch.autocast(x.device.type, enabled=False):
                 out.append((reconstruction_score(scored.recon, x), scored.score_kl.float()))
         return out
@@ -53,8 +60,8 @@ class MapScorer(nn.Module):
         """The score per token (B, L) of each level (`score`: scoring.SCORES)."""
         if self.portable:
             return [
-                portable.level_score(level, feat.float().flatten(2).transpose(1, 2), self.axes[k], self.score)
-                for k, (level, feat) in enumerate(zip(self.levels, feats))
+                portable.level_score(level, _tokens(feat), axes, self.score)
+                for level, feat, axes in zip(self.levels, feats, self.axes)
             ]
         parts = self.level_parts(feats)
         with torch.autocast(feats[0].device.type, enabled=False):

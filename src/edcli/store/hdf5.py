@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from edcli.errors import StoreError
+from edcli.errors import TERMINATING, StoreError
 from edcli.files import GuardedFile, discard, prepare, publish
 
 _STR = h5py.string_dtype("utf-8")
@@ -34,7 +34,8 @@ def _sigint_deferred() -> Iterator[None]:
         yield
         return
     pending: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)  # ed raises on SIGTERM as on Ctrl-C (edcli.errors.Terminated)
+    # ed raises on SIGTERM and SIGHUP as on Ctrl-C (edcli.errors.Terminated)
+    signals = (signal.SIGINT, *(getattr(signal, n) for n in TERMINATING if hasattr(signal, n)))
     old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in signals}
     try:
         yield

@@ -160,6 +160,17 @@ class FeatureFile:
         except OSError as e:
             raise StoreError(f"{self.path} is damaged: {name} cannot be read ({e}); {_REMEDY}") from e
 
+    def damaged(self) -> str | None:
+        """Read every dataset once (HDF5 verifies each chunk's fletcher32 checksum): None, or what cannot be read."""
+        names: list[str] = []
+        self._file.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        for name in names:
+            try:
+                self._file[name][()]
+            except OSError as e:
+                return f"{name} fails its checksum or cannot be read ({e})"
+        return None
+
     def _level(self, k: int) -> int:
         if not 0 <= k < self.n_levels:
             raise IndexError(f"level {k} is outside 0..{self.n_levels - 1} of {self.path}")

@@ -88,8 +88,8 @@ def train_category(
     validation: the validation set of `--select validation` (validation.ensure_validation), held out of training."""
     start_time = time.perf_counter()
     ranks = dist if dist is not None and dist.enabled and cfg.strategy == "ddp" else None
-    data = _prepare(ff, cfg, validation)
-    model, levels, optims = _build(data, model_cfg, cfg, device, ranks)
+    data = prepare_data(ff, cfg, validation)
+    model, levels, optims = build_training(data, model_cfg, cfg, device, ranks)
     # The checkpoint records the widths built, so a later default cannot change how it loads.
     configs = dict(configs, model=dict(configs["model"], d_model=[unwrap(m).d_model for m in levels]))
     run = _Run(
@@ -121,7 +121,7 @@ def train_category(
     return _summary(run, ckpt, selection, calib, time.perf_counter() - start_time)
 
 
-def _prepare(ff, cfg: TrainConfig, validation) -> _Data:
+def prepare_data(ff, cfg: TrainConfig, validation) -> _Data:
     """The fit/calibration split (the validation images are in neither) and the fitted rows as tokens."""
     seed_everything(cfg.seed)
     n = ff.n_train
@@ -137,7 +137,7 @@ def _prepare(ff, cfg: TrainConfig, validation) -> _Data:
     return _Data(n, fit, cal, feats, refs, [(int(h), int(w)) for _, h, w in ff.shapes])
 
 
-def _build(data: _Data, model_cfg: ModelConfig, cfg: TrainConfig, device, ranks) -> tuple[Any, list, list]:
+def build_training(data: _Data, model_cfg: ModelConfig, cfg: TrainConfig, device, ranks) -> tuple[Any, list, list]:
     """The seeded model on `device`, its levels (DDP-wrapped under `ranks`) and their optimizers."""
     from edcli.method.model import build_ed_model
 

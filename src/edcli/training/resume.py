@@ -57,7 +57,9 @@ def _option(key: str) -> str:
 
 
 def _show(v: Any) -> str:
-    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v)) if v else "auto"  # an empty width list is the automatic choice
+    return str(v)
 
 
 def differences(recorded_train: dict, recorded_request: dict | None, cfg: TrainConfig, asked: dict) -> list[str]:
@@ -67,8 +69,10 @@ def differences(recorded_train: dict, recorded_request: dict | None, cfg: TrainC
     out = []
     for k in SAME:
         was = recorded_train.get(k, LEGACY.get(k))
-        # the epochs count where the schedule or the SWA average depend on the run's length
-        if was != now[k] and (k != "epochs" or cfg.lr_schedule != "constant" or cfg.average == "swa"):
+        # the epochs count where the schedule or the SWA average's first epoch (the middle one by default) depend on
+        # the run's length
+        length_matters = cfg.lr_schedule != "constant" or (cfg.average == "swa" and cfg.swa_start == 0)
+        if was != now[k] and (k != "epochs" or length_matters):
             out.append(f"{_option(k)} {_show(was)} (asked: {_show(now[k])})")
     for k, was in (recorded_request or {}).items():
         if k in asked and asked[k] != was:
