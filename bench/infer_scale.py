@@ -3,9 +3,12 @@ against a PatchCore-style nearest-neighbour peer on the same backbone and images
 images.
 
     python bench/infer_scale.py [--n 64] [--rss-counts 1000 10000] [--work /tmp/ed-infer-scale] [--epochs 1]
+        [--d-model 64,64] [--rss-size 64]
 
 Setup (cached in --work): a made-up 256 px dataset (edcli.data.synth), its features, and a model trained for
---epochs with the reference's widths (speed does not depend on how well it is trained). Every `ed infer` run is a
+--epochs with the reference's widths or --d-model's (speed does not depend on how well it is trained). The peak
+RSS runs can use a model trained at --rss-size instead (what they measure, rows kept or streamed, does not depend
+on the image size; 10,000 images at 256 px take hours on one core). Every `ed infer` run is a
 fresh `python -m edcli infer ... --device cpu --num-workers 0` with OMP_NUM_THREADS=1 per process, so one process
 uses one core and two processes (--shard 0/2 and 1/2, started together) two; images/s is counted from the scoring
 loop (infer.json's seconds: model loading excluded), for two processes as all images over the slower part.
@@ -33,9 +36,10 @@ from pathlib import Path
 SIZE = 256
 
 
-def setup(work: Path, epochs: int) -> Path:
-    """A checkpoint at 256 px with the reference's widths, trained on a made-up dataset (cached)."""
-    ck = work / "run" / "checkpoints" / "brick.pt"
+def setup(work: Path, epochs: int, size: int = 256, d_model: tuple[int, ...] = ()) -> Path:
+    """A checkpoint at `size` px with the reference's widths (or d_model), trained on a made-up dataset (cached)."""
+    tag = f"{size}-{'x'.join(map(str, d_model)) or 'reference'}"
+    ck = work / f"run-{tag}" / "checkpoints" / "brick.pt"
     if ck.exists():
         return ck
     from edcli.commands.features import run as run_features
@@ -43,13 +47,15 @@ def setup(work: Path, epochs: int) -> Path:
     from edcli.config import BackboneConfig, DataConfig, ModelConfig, TrainConfig
     from edcli.data.synth import SynthSpec, make_dataset
 
-    make_dataset(work / "data", ("brick",), SynthSpec(n_train=8, n_test_good=4, n_per_defect=2, size=SIZE, seed=1))
-    data = DataConfig(dataset="mvtec", data_path=str(work / "data"), categories=("brick",), image_size=SIZE)
+    if not (work / "data").exists():
+        spec = SynthSpec(n_train=8, n_test_good=4, n_per_defect=2, size=SIZE, seed=1)
+        make_dataset(work / "data", ("brick",), spec)
+    data = DataConfig(dataset="mvtec", data_path=str(work / "data"), categories=("brick",), image_size=size)
     bb = BackboneConfig(name="tf_efficientnet_lite0")
     run_features(data=data, bb_cfg=bb, store=str(work / "store"), device="cpu", batch_size=8)
     train = TrainConfig(epochs=epochs, batch_size=4, device="cpu", seed=7)
-    run_train(data=data, bb_cfg=bb, model_cfg=ModelConfig(), train_cfg=train, store=str(work / "store"),
-              out=str(work / "run"))  # fmt: skip
+    run_train(data=data, bb_cfg=bb, model_cfg=ModelConfig(d_model=d_model), train_cfg=train,
+              store=str(work / "store"), out=str(ck.parent.parent))  # fmt: skip
     return ck
 
 
@@ -171,13 +177,17 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--heatmaps", nargs="*", default=["none", "anomalous", "all"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/ed-infer-scale"))
+    ap.add_argument("--d-model", default="", help="widths per level, e.g. 64,64 (default: the reference's)")
+    ap.add_argument("--rss-size", type=int, default=SIZE, help="image size of the model the peak RSS runs use")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.work.mkdir(parents=True, exist_ok=True)
-    ck = setup(args.work, args.epochs)
+    d_model = tuple(int(t) for t in args.d_model.split(",") if t)
+    ck = setup(args.work, args.epochs, SIZE, d_model)
     distinct = distinct_images(args.work / "distinct", args.distinct)
     folder = inputs(args.work, args.n, distinct)
-    res: dict = {"size": SIZE, "batch": 32, "n": args.n, "cpus": os.cpu_count(), "runs": []}
+    res: dict = {"size": SIZE, "d_model": list(d_model) or "reference", "batch": 32, "n": args.n,
+                 "cpus": os.cpu_count(), "runs": []}  # fmt: skip
     for hm in args.heatmaps:
         for procs in (1, 2) if hm == "none" else (1,):
             res["runs"].append(throughput(ck, folder, args.work, args.n, hm, procs))
@@ -189,9 +199,10 @@ def main() -> None:
     train = sorted(str(p) for p in (args.work / "data" / "brick" / "train" / "good").glob("*.png"))
     res["peer_patchcore"] = peer(ck, folder, train, args.n)
     res["ed_over_peer"] = round(one["images_per_s"] / res["peer_patchcore"]["images_per_s"], 2)
-    res["peak_rss_mib"] = {}
+    res["peak_rss_mib"], res["rss_size"] = {}, args.rss_size
+    rss_ck = ck if args.rss_size == SIZE else setup(args.work, args.epochs, args.rss_size, d_model)
     for count in args.rss_counts:
-        res["peak_rss_mib"][count] = peak_rss(ck, inputs(args.work, count, distinct), args.work)
+        res["peak_rss_mib"][count] = peak_rss(rss_ck, inputs(args.work, count, distinct), args.work)
         print(f"rss {count}: {res['peak_rss_mib'][count]} MiB", file=sys.stderr)
     res["loadavg"] = os.getloadavg()
     print(json.dumps(res, indent=2))

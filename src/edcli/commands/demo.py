@@ -138,7 +138,8 @@ def run(
             f"  settings: {DEMO_BACKBONE} at {s['image_size']} px, "
             f"d_model {'/'.join(map(str, s['d_model'])) or '256/512'}, "
             f"{s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g} ({s['lr_schedule']}, "
-            f"{s['warmup_epochs']:g} warm-up epoch(s)), optimizer {tcfg.optimizer}",
+            f"{s['warmup_epochs']:g} warm-up epoch(s)), optimizer {tcfg.optimizer}, seed {tcfg.seed}, "
+            f"score {EvalConfig.score}, {s['calib_fraction']:g} of the train images held out for the threshold",
             f"  heat maps of the test split: {ev['maps']}/<category>/<defect type>/",
             f"  predictions: {root / 'predictions'}/<category>/predictions.csv and heatmaps/",
             "next, on your own images (normal ones in train/good, MVTec layout):",
