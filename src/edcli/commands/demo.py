@@ -16,9 +16,9 @@ from edcli.track import NullTracker
 # 64/64, not the reference's 256/512: at 256/512 a step costs about 8x more and in the same time it reached less.
 # lr is 10x the reference's 1e-4 because the demo trains 16 epochs, not 100. 16, not the 22 chosen with the paper's
 # score: with the rec-kl score bench/stability.py measured mean image AUROC 0.965 [0.958, 0.969] after 16 epochs
-# (0.978 after 22), and 16 keeps the README's first command (install included) under five minutes. The optimizer is `--optimizer
-# per-level` (one Adam per level, one update per batch), not `ed train`'s default (reference): at 128 px it measured
-# higher at the same cost. On a CPU the categories train in parallel processes of one thread each
+# (0.978 after 22), and 16 keeps the README's first command (install included) under five minutes. The optimizer is
+# `--optimizer per-level` (one Adam per level, one update per batch), not `ed train`'s default (reference): at 128 px
+# it measured higher at the same cost. On a CPU the categories train in parallel processes of one thread each
 # (`ed train --jobs`): at these sizes a step is many small operations that do not use two threads well.
 DEMO = {
     "image_size": 160,
