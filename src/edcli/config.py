@@ -229,7 +229,8 @@ class TrainConfig(_Dictable):
 class EvalConfig(_Dictable):
     reducer: str = "max"  # max | mean | topk:<ratio>
     # rec-kl | rec | ed (the paper's): how a level's tokens are scored (method.scoring.token_score). rec-kl, not the
-    # paper's ed, by measurement: steadier over epochs and seeds and higher on both bench datasets (README "Score")
+    # paper's ed, by measurement: steadier over epochs and seeds and higher on both bench datasets (README: "The
+    # default score is not the paper's"). A checkpoint without a recorded score was calibrated with ed.
     score: str = "rec-kl"
     pixel_map: str = "raw"  # raw (unsmoothed, as the reference) | smoothed
     sigma: float = 4.0
