@@ -316,7 +316,7 @@ def summarize(paths: list[str]) -> dict:
             entry[f"fpr@{name}"] = fp / max(1, nn)
             entry[f"tpr@{name}"] = tp / max(1, na)
         out.append(entry)
-    return {"runs": paths, "settings": out, "cpu_seconds": {f"{r['dataset']}/{r['seed']}": sum(
+    return {"runs": paths, "settings": out, "cpu_seconds": {f"{r['dataset']}/{r['recipe']}/{r['seed']}": sum(
         c["cpu_seconds_total"] for c in r["categories"].values()) for r in runs}}  # fmt: skip
 
 
