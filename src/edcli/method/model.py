@@ -226,9 +226,9 @@ class LevelModel(nn.Module):
 
     def forward(self, x: Tensor, branches: str = "all") -> LevelOutput:
         """x: (B, L, C) pooled tokens, row-major. branches="all" returns every attention map and sigma (training);
-        "score" returns the reconstruction and the scoring branch's KL rows (score_kl) and keeps no map; "train"
-        returns the reconstruction and each branch's loss terms (intra_terms, inter_terms) and keeps no map
-        (with dropout > 0, or maps under FUSED_MIN_ELEMENTS, it is "all")."""
+        "score" returns the reconstruction and the scoring branch's KL rows (score_kl), keeps no map and builds no
+        autograd graph (inference only); "train" returns the reconstruction and each branch's loss terms
+        (intra_terms, inter_terms) and keeps no map (with dropout > 0, or maps under FUSED_MIN_ELEMENTS, "all")."""
         if branches not in BRANCH_MODES:
             raise ConfigError(f"branches must be one of {BRANCH_MODES}, got {branches!r}")
         if x.dim() != 3 or x.shape[1:] != (self.grid[0] * self.grid[1], self.channels):
@@ -241,12 +241,7 @@ class LevelModel(nn.Module):
         # Embedded once per forward with batch 1 and never repeated; each inter attention expands its K/V to B.
         ref = self.ref_embed(self.ref.t().unsqueeze(0)) if self.inter else None  # (1, L, d)
         if branches == "score":
-            axes = grid_axes(self.dx, self.dy)
-            kl = None
-            for layer in self.layers:
-                emb, k = layer.score(emb, ref, axes)
-                kl = k if kl is None else kl + k
-            return LevelOutput(self.proj(self.norm(emb)), None, None, None, None, kl / len(self.layers))
+            return self._score(emb, ref)
         small = self.grid[0] * self.grid[1] * self.ref.shape[1] < FUSED_MIN_ELEMENTS
         if branches == "train" and not (self.dropout > 0 and self.training) and not small:
             axes = grid_axes(self.dx, self.dy)
@@ -267,6 +262,16 @@ class LevelModel(nn.Module):
             inter_s.append(se)
         recon = self.proj(self.norm(emb))  # (B, L, C)
         return LevelOutput(recon, _stack(intra_p), _stack(intra_s), _stack(inter_p), _stack(inter_s))
+
+    @torch.no_grad()
+    def _score(self, emb: Tensor, ref: Tensor | None) -> LevelOutput:
+        # inference only, without a graph: the maps are consumed in place in reused buffers
+        axes = grid_axes(self.dx, self.dy)
+        kl = None
+        for layer in self.layers:
+            emb, k = layer.score(emb, ref, axes)
+            kl = k if kl is None else kl + k
+        return LevelOutput(self.proj(self.norm(emb)), None, None, None, None, kl / len(self.layers))
 
 
 class EDModel(nn.Module):
