@@ -132,7 +132,10 @@ def test_ray_engine_writes_the_rows_of_ed_infer(tiny_run, many, reference, tmp_p
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'edcli[ray]')")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as e:  # noqa: BLE001 - whatever keeps Ray from starting here is a skip that says so
+        pytest.skip(f"Ray cannot start here: {type(e).__name__}: {e}")
     try:
         res = _infer(tiny_run / "checkpoints" / "brick.pt", many, tmp_path / "p", "--engine", "ray")
     finally:
