@@ -165,28 +165,26 @@ class DifferenceAwareAttention(nn.Module):
         with torch.autocast(q_in.device.type, enabled=False):
             ry, rx = row_factors(sigma, *axes)  # (B, h, L, H), (B, h, L, W)
         ry, rx = ry.flatten(0, 1), rx.flatten(0, 1)  # (B*h, L, .), rows in the order of q
-        LS = L * k.shape[1]
-        per_value = SCORE_BUFFERS * compute_dtype(q).itemsize
-        chunk = dispatch.attention_chunk(q, q.shape[0] * LS, per_value, SCORE_GROUP_ELEMENTS)
-        group = max(1, chunk // LS)
+        S, wide = k.shape[1], compute_dtype(q)  # wide: fp32 (fp64 if q is) for the softmax and the KL
+        per_value = SCORE_BUFFERS * wide.itemsize
+        chunk = dispatch.attention_chunk(q, q.shape[0] * L * S, per_value, SCORE_GROUP_ELEMENTS)
+        group = max(1, chunk // (L * S))
         vt, narrow = v.transpose(1, 2), v.shape[-1] < NARROW_HEAD  # (B*h, dh, S)
-        outs, kls, work, buf = [], [], None, None
+        # the two map-sized buffers every group reuses: the logits (q's dtype) and the KL's log ratio (wide)
+        first = min(group, q.shape[0])
+        buf, work = q.new_empty(first, L, S), torch.empty(first, L, S, dtype=wide, device=q.device)
+        outs, kls = [], []
         for g in range(0, q.shape[0], group):
             sl = slice(g, g + group)
             n = min(group, q.shape[0] - g)
-            if buf is None or buf.shape[0] < n:
-                buf = q.new_empty(n, L, k.shape[1])  # the logits of every group go into one buffer
             logits = torch.bmm(q[sl], k[sl].transpose(1, 2), out=buf[:n])  # (g, L, S)
             # Softmax in place when the logits are fp32 (or fp64); under autocast they are cast to fp32 first.
-            wide = compute_dtype(logits)
             attn = torch.softmax(logits, -1, out=logits) if logits.dtype == wide else logits.to(wide).softmax(-1)
             pa = attn.to(v.dtype)
             # (attn v)ᵀ = vᵀ attnᵀ is the faster GEMM on the CPU for narrow heads (measured at 1024 x 1024: 2.3x
             # with d_head 8, 10% slower from 16 on)
             outs.append(torch.bmm(vt[sl], pa.transpose(1, 2)).transpose(1, 2) if narrow else torch.bmm(pa, v[sl]))
-            if work is None or work.shape != attn.shape:
-                work = torch.empty_like(attn)  # the KL's log-ratio buffer, one for all groups
             with torch.autocast(q_in.device.type, enabled=False):
-                kls.append(sym_kl_rows_(attn, ry[sl], rx[sl], work=work))  # (g, L); attn is overwritten
+                kls.append(sym_kl_rows_(attn, ry[sl], rx[sl], work=work[:n]))  # (g, L); attn is overwritten
         kl = torch.cat(kls).view(B, self.heads, L)
         return self._merge(torch.cat(outs), B), kl.mean(1)
