@@ -128,6 +128,7 @@ def test_overwrite_heatmaps_by_need_and_the_pixel_cap(tiny_run, many, reference,
     assert sum(r["heatmap"] is not None for r in _rows(out)) == 2
 
 
+@pytest.mark.slow  # Ray's start-up takes ~15 s of the suite's budget; .ci/run runs it after installing edcli[ray]
 def test_ray_engine_writes_the_rows_of_ed_infer(tiny_run, many, reference, tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'edcli[ray]')")
     import ray
